@@ -1,0 +1,178 @@
+"""The TOML configuration under sip_profiles/ (contract: DESIGN.md §5), as dataclasses."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+STRATEGIES = ("longest-idle", "round-robin", "ring-all", "fewest-calls", "linear")
+ROLES = ("agent", "supervisor")
+
+
+class ConfigError(ValueError):
+    """The configuration file is invalid; the message says where."""
+
+
+@dataclass(frozen=True, slots=True)
+class CmsSettings:
+    """The [cms] table: listen addresses, data directory, SIP realm and timers."""
+
+    sip: str = "0.0.0.0:5060"
+    http: str = "127.0.0.1:8080"
+    data_dir: str = "var"
+    realm: str = "cms.local"
+    min_expires: int = 60
+    max_expires: int = 7200
+    default_expires: int = 3600
+    max_contacts: int = 10
+    digest_algorithms: tuple[str, ...] = ("MD5", "SHA-256")
+    # User-Agent substrings of clients that fail when offered more than the first algorithm.
+    single_challenge_user_agents: tuple[str, ...] = ("baresip",)
+    nonce_ttl: float = 300.0
+    tcp_idle_timeout: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """An agent or supervisor; `name` is the CRM user name and the SIP user."""
+
+    name: str
+    password: str
+    extension: str = ""
+    queues: tuple[str, ...] = ()
+    role: str = "agent"
+    auto_logon: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class WorkCentre:
+    """A desk (free seating): its extension registers a desk phone."""
+
+    name: str
+    extension: str
+    password: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Queue:
+    """An ACD queue reached by its number or name."""
+
+    name: str
+    number: str = ""
+    strategy: str = "longest-idle"
+    ring_timeout: float = 15.0
+    wrap_up: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration."""
+
+    cms: CmsSettings = field(default_factory=CmsSettings)
+    users: tuple[User, ...] = ()
+    work_centres: tuple[WorkCentre, ...] = ()
+    queues: tuple[Queue, ...] = ()
+    source: str = ""
+
+
+def _build(cls: Any, table: Any, where: str) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table")
+    known = set(cls.__dataclass_fields__)
+    unknown = set(table) - known
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    values = {}
+    for key, value in table.items():
+        if isinstance(value, list):
+            value = tuple(value)
+        values[key] = value
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def parse_config(data: dict[str, Any], source: str = "") -> Config:
+    """Validate a decoded TOML document and build the configuration."""
+    cms = _build(CmsSettings, data.get("cms", {}), "[cms]")
+    users = tuple(
+        _build(User, t, f"[[users]] #{i + 1}") for i, t in enumerate(data.get("users", []))
+    )
+    centres = tuple(
+        _build(WorkCentre, t, f"[[work_centres]] #{i + 1}")
+        for i, t in enumerate(data.get("work_centres", []))
+    )
+    queues = tuple(
+        _build(Queue, t, f"[[queues]] #{i + 1}") for i, t in enumerate(data.get("queues", []))
+    )
+    extra = set(data) - {"cms", "users", "work_centres", "queues"}
+    config = Config(cms, users, centres, queues, source)
+    _check(config, extra)
+    return config
+
+
+def _check(config: Config, extra: set[str]) -> None:
+    names: set[str] = set()
+    extensions: set[str] = set()
+    for user in config.users:
+        if not user.name or not user.password:
+            raise ConfigError(f"user {user.name!r}: name and password are required")
+        if user.role not in ROLES:
+            raise ConfigError(f"user {user.name!r}: role must be one of {ROLES}")
+        for key in (user.name, user.extension):
+            if key and (key in names or key in extensions):
+                raise ConfigError(f"user {user.name!r}: {key!r} is used twice")
+        names.add(user.name)
+        if user.extension:
+            extensions.add(user.extension)
+    for centre in config.work_centres:
+        for key in (centre.name, centre.extension):
+            if key in names or key in extensions:
+                raise ConfigError(f"work centre {centre.name!r}: {key!r} is used twice")
+        names.add(centre.name)
+        extensions.add(centre.extension)
+    queue_names = {q.name for q in config.queues}
+    for queue in config.queues:
+        if queue.strategy not in STRATEGIES:
+            raise ConfigError(f"queue {queue.name!r}: strategy must be one of {STRATEGIES}")
+    for user in config.users:
+        missing = set(user.queues) - queue_names
+        if missing:
+            raise ConfigError(f"user {user.name!r}: unknown queue(s) {sorted(missing)}")
+    for algorithm in config.cms.digest_algorithms:
+        if algorithm not in ("MD5", "SHA-256"):
+            raise ConfigError(f"[cms] digest_algorithms: unsupported {algorithm!r}")
+    if extra:
+        raise ConfigError(f"unknown top-level table(s) {', '.join(sorted(extra))}")
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a TOML configuration file."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return parse_config(data, str(path))
+
+
+def split_hostport(text: str, default_port: int) -> tuple[str, int]:
+    """Split HOST:PORT (IPv6 as [addr]:port); a missing port gives `default_port`."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    else:
+        host, port = text, ""
+    if not port:
+        return host or "0.0.0.0", default_port
+    if not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"bad port in {text!r}")
+    return host or "0.0.0.0", int(port)

@@ -1,0 +1,1 @@
+"""The registrar: digest-authenticated REGISTER handling and the binding table."""

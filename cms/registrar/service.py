@@ -1,0 +1,272 @@
+"""REGISTER processing (RFC 3261 §10.3) with digest authentication against the config."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.utils import formatdate
+
+from cms.config import Config
+from cms.sip.digest import AuthOutcome, DigestServer, ha1, parse_auth_params
+from cms.sip.errors import ParseError
+from cms.sip.headers import Uri, header_values, parse_name_addr, unquote
+from cms.sip.message import Headers, Request, Response
+from cms.sip.responses import make_response
+
+from .bindings import Binding, BindingChange, BindingTable
+
+log = logging.getLogger("cms.registrar")
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """Someone who may register: a user (agent, supervisor) or a work centre's desk phone."""
+
+    name: str
+    kind: str  # "user" | "work_centre"
+    extension: str
+    ha1: dict[str, str]  # algorithm -> HA1 hex; empty: cannot authenticate
+
+
+class Directory:
+    """SIP user names (a user's name or extension, a work centre's name or extension)."""
+
+    def __init__(self, config: Config) -> None:
+        realm = config.cms.realm
+        algorithms = config.cms.digest_algorithms
+        self.accounts: dict[str, Account] = {}
+        self._by_sip_user: dict[str, Account] = {}
+        # HA1 depends on the user name the phone authenticates with, so keep one per alias.
+        self._ha1: dict[tuple[str, str], str] = {}
+        entries = [(u.name, "user", u.extension, u.password) for u in config.users] + [
+            (w.name, "work_centre", w.extension, w.password) for w in config.work_centres
+        ]
+        for name, kind, extension, password in entries:
+            account = Account(name, kind, extension, {})
+            self.accounts[name] = account
+            for alias in (name, extension):
+                if not alias:
+                    continue
+                self._by_sip_user[alias] = account
+                if password:
+                    for algorithm in algorithms:
+                        self._ha1[(alias, algorithm)] = ha1(alias, realm, password, algorithm)
+            if not password:
+                log.warning("%s %r has no password: its phone cannot register", kind, name)
+
+    def lookup(self, sip_user: str) -> Account | None:
+        """The account a SIP user name (name or extension) belongs to."""
+        return self._by_sip_user.get(sip_user)
+
+    def credentials(self, username: str, realm: str, algorithm: str) -> str | None:
+        """HA1 for a digest user name, or None when unknown."""
+        return self._ha1.get((username, algorithm))
+
+
+class Registrar:
+    """Turns REGISTER requests into binding changes and responses."""
+
+    def __init__(
+        self,
+        config: Config,
+        table: BindingTable | None = None,
+        digest: DigestServer | None = None,
+        on_change: Callable[[BindingChange], None] | None = None,
+    ) -> None:
+        settings = config.cms
+        self.settings = settings
+        self.realm = settings.realm
+        self.directory = Directory(config)
+        self.table = table if table is not None else BindingTable()
+        self.digest = digest or DigestServer(
+            settings.realm, algorithms=settings.digest_algorithms, nonce_ttl=settings.nonce_ttl
+        )
+        self.on_change = on_change
+        self._single_challenge_agents = tuple(
+            a.lower() for a in settings.single_challenge_user_agents
+        )
+        self._date_second = -1
+        self._date = ""
+
+    def handle(self, request: Request, source: str, now: float | None = None) -> Response:
+        """Process one REGISTER; `source` is 'TRANSPORT host:port' it came from."""
+        if now is None:
+            now = time.time()
+        headers = request.headers
+        try:
+            to = parse_name_addr(headers.first("to") or "")
+        except ParseError as exc:
+            return make_response(request, 400, f"Bad To ({exc})")
+        if not to.uri.is_sip:
+            return make_response(request, 400, "To is not a SIP URI")
+        account = self.directory.lookup(to.uri.user_unescaped or "")
+
+        challenge = self._authenticate(request, now)
+        if isinstance(challenge, Response):
+            return challenge
+        if account is None:
+            return make_response(request, 404, "Unknown User")
+        authenticated = self.directory.lookup(challenge)
+        if authenticated is not account:
+            log.warning("%s authenticated as %r but registers %r", source, challenge, account.name)
+            return make_response(request, 403, "Forbidden (not your address)")
+        return self._update(request, account, source, now)
+
+    def _authenticate(self, request: Request, now: float) -> str | Response:
+        """The authenticated digest user name, or the response to send instead."""
+        values = request.headers.get("authorization")
+        params: dict[str, str] | None = None
+        if values:
+            for value in values:
+                try:
+                    scheme, candidate = parse_auth_params(value)
+                except ValueError:
+                    return make_response(request, 400, "Malformed Authorization")
+                if scheme.lower() == "digest" and unquote(candidate.get("realm", "")) == self.realm:
+                    params = candidate
+                    break
+        if params is None:
+            return self._challenge(request, now, stale=False)
+        result = self.digest.verify(request.method, params, now, self.directory.credentials)
+        outcome = result.outcome
+        if outcome is AuthOutcome.OK:
+            return result.username
+        if outcome is AuthOutcome.STALE:
+            return self._challenge(request, now, stale=True)
+        if outcome is AuthOutcome.REPLAY:
+            return self._challenge(request, now, stale=False)
+        if result.reason == "unknown nonce":
+            # Not our nonce (a previous run's, or forged): a fresh challenge, not a refusal.
+            return self._challenge(request, now, stale=False)
+        if outcome is AuthOutcome.MALFORMED:
+            return make_response(request, 400, "Malformed Authorization")
+        log.info("registration refused: wrong credentials for %r", result.username)
+        return make_response(request, 403, "Forbidden (wrong credentials)")
+
+    def _challenge(self, request: Request, now: float, stale: bool) -> Response:
+        extra = Headers()
+        agent = (request.headers.first("user-agent") or "").lower()
+        single = any(part in agent for part in self._single_challenge_agents) if agent else False
+        extra["www-authenticate"] = self.digest.challenge(now, stale=stale, first_only=single)
+        return make_response(request, 401, "Unauthorized", headers=extra)
+
+    def _update(self, request: Request, account: Account, source: str, now: float) -> Response:
+        headers = request.headers
+        settings = self.settings
+        call_id = headers.first("call-id") or ""
+        cseq = int((headers.first("cseq") or "0").split()[0])
+        expires_header = headers.first("expires")
+        default_expires = settings.default_expires
+        if expires_header is not None:
+            if not expires_header.strip().isdigit():
+                return make_response(request, 400, "Bad Expires")
+            default_expires = int(expires_header)
+        contacts = header_values(headers.all("contact"), "contact")
+        aor = account.name
+        table = self.table
+
+        if contacts == ["*"]:
+            if default_expires != 0:
+                return make_response(request, 400, "Contact * needs Expires: 0")
+            bindings = list(table.by_aor.get(aor, {}).items())
+            for _, binding in bindings:
+                if binding.call_id == call_id and cseq <= binding.cseq:
+                    return make_response(request, 500, "Out of Order CSeq")
+            removed = table.remove_all(aor)
+            self._notify(BindingChange(aor, (), tuple(removed)))
+            return self._ok(request, aor, now)
+        if "*" in contacts:
+            return make_response(request, 400, "Contact * must stand alone")
+
+        user_agent = headers.first("user-agent") or ""
+        planned: list[tuple[str, str, int, float | None, str | None]] = []
+        for contact in contacts:
+            try:
+                address = parse_name_addr(contact)
+            except ParseError as exc:
+                return make_response(request, 400, f"Bad Contact ({exc})")
+            expires_param = address.params.get("expires")
+            if expires_param is not None:
+                if not expires_param.isdigit():
+                    return make_response(request, 400, "Bad Contact expires")
+                expires = int(expires_param)
+            else:
+                expires = default_expires
+            if 0 < expires < settings.min_expires:
+                extra = Headers()
+                extra["min-expires"] = [str(settings.min_expires)]
+                return make_response(request, 423, headers=extra)
+            expires = min(expires, settings.max_expires)
+            key = contact_key(address.uri)
+            existing = table.get(aor, key)
+            if existing is not None and existing.call_id == call_id and cseq <= existing.cseq:
+                return make_response(request, 500, "Out of Order CSeq")
+            q_text = address.params.get("q")
+            try:
+                q = float(q_text) if q_text else None
+            except ValueError:
+                return make_response(request, 400, "Bad Contact q")
+            instance = address.params.get("+sip.instance")
+            planned.append((key, str(address.uri), expires, q, instance))
+
+        upserted: list[tuple[str, Binding]] = []
+        removed: list[str] = []
+        for key, uri, expires, q, instance in planned:
+            if expires == 0:
+                table.remove(aor, key)
+                removed.append(key)
+                continue
+            binding = Binding(
+                aor, uri, now + expires, call_id, cseq, q, source, user_agent,
+                unquote(instance) if instance else None,
+            )
+            table.put(key, binding)
+            upserted.append((key, binding))
+        removed.extend(self._enforce_limit(aor, now))
+        if upserted or removed:
+            self._notify(BindingChange(aor, tuple(upserted), tuple(removed)))
+        return self._ok(request, aor, now)
+
+    def _enforce_limit(self, aor: str, now: float) -> list[str]:
+        """Drop the soonest-expiring bindings beyond max_contacts (phones that moved)."""
+        entries = self.table.by_aor.get(aor)
+        if not entries or len(entries) <= self.settings.max_contacts:
+            return []
+        ordered = sorted(entries.items(), key=lambda item: item[1].expires_at)
+        excess = ordered[: len(entries) - self.settings.max_contacts]
+        for key, _ in excess:
+            del entries[key]
+        return [key for key, _ in excess]
+
+    def _ok(self, request: Request, aor: str, now: float) -> Response:
+        extra = Headers()
+        live = self.table.contacts(aor, now)
+        if live:
+            extra["contact"] = [f"<{b.contact}>;expires={b.remaining(now)}" for b in live]
+        second = int(now)
+        if second != self._date_second:
+            self._date_second = second
+            self._date = formatdate(second, usegmt=True)
+        extra["date"] = [self._date]
+        return make_response(request, 200, "OK", headers=extra)
+
+    def _notify(self, change: BindingChange) -> None:
+        if self.on_change is not None:
+            self.on_change(change)
+
+    def lookup(self, aor: str, now: float | None = None) -> list[Binding]:
+        """Live bindings of an account name."""
+        return self.table.contacts(aor, time.time() if now is None else now)
+
+
+def contact_key(uri: Uri) -> str:
+    """A comparison key for a contact URI (RFC 3261 §19.1.4, simplified).
+
+    Scheme, user and password compare case-sensitively, host case-insensitively,
+    and of the parameters only transport, which changes where requests go.
+    """
+    transport = (uri.params.get("transport") or "").lower()
+    return f"{uri.scheme}:{uri.user or ''}@{uri.host.lower()}:{uri.port or ''};{transport}"
+

@@ -1,0 +1,45 @@
+"""Building responses to requests (RFC 3261 §8.2.6)."""
+
+from __future__ import annotations
+
+import re
+
+from .message import Headers, Request, Response
+from .randomness import random_hex
+
+_HAS_TAG = re.compile(r";\s*tag\s*=", re.I)
+
+
+def new_tag() -> str:
+    """A random To/From tag (RFC 3261 §19.3: at least 32 bits of randomness)."""
+    return random_hex(6)
+
+
+def make_response(
+    request: Request,
+    status: int,
+    reason: str = "",
+    to_tag: str | None = None,
+    headers: Headers | None = None,
+    body: bytes = b"",
+) -> Response:
+    """A response copying Via, From, To, Call-ID and CSeq from the request.
+
+    A To tag is added to a final or dialog-creating response when the request
+    had none (`to_tag` chooses it; otherwise a random one); 100 Trying never
+    gets one.
+    """
+    source = request.headers
+    out = Headers()
+    for name in ("via", "from", "to", "call-id", "cseq"):
+        values = source.get(name)
+        if values is not None:
+            out[name] = list(values)
+    if status > 100:
+        to_values = out.get("to")
+        if to_values and not _HAS_TAG.search(to_values[0]):
+            to_values[0] = f"{to_values[0]};tag={to_tag or new_tag()}"
+    if headers:
+        for name, values in headers.items():
+            out[name] = list(values)
+    return Response(status, reason, out, body)

@@ -1,0 +1,1 @@
+"""Command-line drivers: benchmarks and helpers (run as `python -m scripts.NAME`)."""

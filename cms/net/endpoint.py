@@ -149,8 +149,12 @@ class SipEndpoint:
         if peer is None:
             peer = self._stamp_via(request, addr, conn)
         if peer is None:
-            self.counters["dropped"] += 1
-            return
+            # The top Via is unusable (RFC 4475 badinv01): answer where the request came from.
+            if conn is not None:
+                peer = TcpPeer(conn)
+            else:
+                assert self.udp is not None
+                peer = UdpPeer(self.udp, addr)
         if self.counters["malformed"] <= 20 or self.counters["malformed"] % 1000 == 0:
             log.info("rejecting malformed request from %s:%s: %s", *addr, exc,
                      extra={"malformed_total": self.counters["malformed"]})

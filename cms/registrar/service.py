@@ -94,23 +94,22 @@ class Registrar:
         """Process one REGISTER; `source` is 'TRANSPORT host:port' it came from."""
         if now is None:
             now = time.time()
-        headers = request.headers
+        # Challenge before parsing anything else: half of all REGISTERs stop here.
+        authenticated = self._authenticate(request, now)
+        if isinstance(authenticated, Response):
+            return authenticated
         try:
-            to = parse_name_addr(headers.first("to") or "")
+            to = parse_name_addr(request.headers.first("to") or "")
         except ParseError as exc:
             return make_response(request, 400, f"Bad To ({exc})")
         if not to.uri.is_sip:
             return make_response(request, 400, "To is not a SIP URI")
         account = self.directory.lookup(to.uri.user_unescaped or "")
-
-        challenge = self._authenticate(request, now)
-        if isinstance(challenge, Response):
-            return challenge
         if account is None:
             return make_response(request, 404, "Unknown User")
-        authenticated = self.directory.lookup(challenge)
-        if authenticated is not account:
-            log.warning("%s authenticated as %r but registers %r", source, challenge, account.name)
+        if self.directory.lookup(authenticated) is not account:
+            log.warning("%s authenticated as %r but registers %r", source, authenticated,
+                        account.name)
             return make_response(request, 403, "Forbidden (not your address)")
         return self._update(request, account, source, now)
 

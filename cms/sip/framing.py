@@ -52,7 +52,10 @@ class StreamFramer:
                     raise ParseError("header section too large on stream", 513)
                 break
             match = _CONTENT_LENGTH.search(buffer, 0, end + 2)
-            length = int(match.group(1)) if match else 0
+            digits = match.group(1) if match else b"0"
+            if len(digits) > 9:
+                raise ParseError(f"Content-Length of {len(digits)} digits", 513)
+            length = int(digits)
             total = end + 4 + length
             if total > self._max_size:
                 raise ParseError(f"message of {total} bytes exceeds {self._max_size}", 513)

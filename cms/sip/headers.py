@@ -361,10 +361,9 @@ def parse_via(value: str) -> Via:
         # The usual spelling, without the optional LWS: no need for the full regex.
         space = value.find(" ", 8)
         if space > 8 and _TOKEN.match(value, 8, space):
-            params = value[space + 1 :]
-            semi = params.find(";")
-            sent_by = params if semi < 0 else params[:semi]
-            params = params[semi:] if semi >= 0 else ""
+            rest = value[space + 1 :]
+            semi = rest.find(";")
+            sent_by, params = (rest, "") if semi < 0 else (rest[:semi], rest[semi:])
             match = _HOST.match(sent_by)
             if match is not None:
                 transport = value[8:space]

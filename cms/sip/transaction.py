@@ -991,19 +991,23 @@ def _top_via_fields(vias: list[str] | None) -> tuple[str, str | None, str, str]:
     """(top Via text, branch, sent-by, transport) of a message's Via header values."""
     if not vias:
         raise RemoteProtocolError("no Via header field")
-    top = top_via(vias)
+    top = vias[0]
+    if "," in top:
+        top = top_via(vias)
     # Fast path for the shape nearly every peer sends, "SIP/2.0/UDP host:port;...;branch=x":
     # this runs for every request and response, and parse_via costs several times more.
     semi = top.find(";")
-    if semi > 0:
-        parts = top[:semi].split()
-        if len(parts) == 2 and parts[0][:8].upper() == "SIP/2.0/" and len(parts[0]) > 8:
-            at = top.find(";branch=", semi)
-            if at >= 0:
-                at += 8
-                end = top.find(";", at)
-                branch = (top[at:] if end < 0 else top[at:end]).strip()
-                return top, branch or None, parts[1].lower(), parts[0][8:].upper()
+    if semi > 8 and top.startswith("SIP/2.0/"):
+        space = top.find(" ", 8)
+        if 8 < space < semi:
+            sent_by = top[space + 1 : semi].strip()
+            if " " not in sent_by and "\t" not in sent_by:
+                at = top.find(";branch=", semi)
+                if at >= 0:
+                    at += 8
+                    end = top.find(";", at)
+                    branch = (top[at:] if end < 0 else top[at:end]).strip()
+                    return top, branch or None, sent_by.lower(), top[8:space].upper()
     via = parse_via(top)
     host = via.host.lower()
     sent_by = host if via.port is None else f"{host}:{via.port}"

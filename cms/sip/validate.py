@@ -50,9 +50,7 @@ def validate_request(request: Request, *, full: bool = True) -> None:
     headers = request.headers
     get = headers.get
     # Unrolled: this runs for every request, and the registrar sees thousands a second.
-    via, to, from_, call_id, cseq = (
-        get("via"), get("to"), get("from"), get("call-id"), get("cseq")
-    )
+    via, to, from_, call_id, cseq = get("via"), get("to"), get("from"), get("call-id"), get("cseq")
     if not (via and to and from_ and call_id and cseq):
         missing = [canonical_name(name) for name in _MANDATORY if not get(name)]
         raise _bad(f"missing {', '.join(missing)}", request)
@@ -62,9 +60,9 @@ def validate_request(request: Request, *, full: bool = True) -> None:
         or len(from_) != 1
         or len(call_id) != 1
         or len(cseq) != 1
-        or (max_forwards is not None and len(max_forwards) != 1)
-        or ((content_type := get("content-type")) is not None and len(content_type) != 1)
-        or ((content_length := get("content-length")) is not None and len(content_length) != 1)
+        or (max_forwards is not None and len(max_forwards) > 1)
+        or ((content_type := get("content-type")) is not None and len(content_type) > 1)
+        or ((content_length := get("content-length")) is not None and len(content_length) > 1)
     ):
         repeated = [canonical_name(name) for name in _SINGLE if len(get(name) or ()) > 1]
         raise _bad(f"repeated {', '.join(repeated)}", request)
@@ -78,7 +76,7 @@ def validate_request(request: Request, *, full: bool = True) -> None:
     if method != request.method:
         raise _bad(f"CSeq method {method[:20]!r} is not {request.method[:20]!r}", request)
 
-    if max_forwards is not None:
+    if max_forwards:
         value = max_forwards[0]
         # Leading zeros are fine (RFC 4475 wsinv has 0068); the length test keeps int() cheap.
         if (
@@ -90,7 +88,7 @@ def validate_request(request: Request, *, full: bool = True) -> None:
             raise _bad(f"bad Max-Forwards {value[:20]!r}", request)
 
     expires = get("expires")
-    if expires is not None:
+    if expires:
         for value in expires:
             # Any length: RFC 4475 scalar02 says an overlarge value means the default.
             if not value.isdigit() or not value.isascii():

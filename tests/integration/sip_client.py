@@ -138,8 +138,9 @@ class SipUdpClient:
     def send_raw(self, data: bytes) -> None:
         self.sock.sendto(data, self.server)
 
-    def receive(self, timeout: float | None = None) -> SipResponse | None:
-        """The next final response (1xx are skipped), or None after `timeout` seconds."""
+    def receive(self, timeout: float | None = None,
+                call_id: str | None = None) -> SipResponse | None:
+        """The next final response (1xx and other calls' responses are skipped), or None."""
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while True:
             remaining = deadline - time.monotonic()
@@ -151,16 +152,20 @@ class SipUdpClient:
             except TimeoutError:
                 return None
             response = parse_response(data)
-            if response is not None and response.status >= 200:
+            if response is None or response.status < 200:
+                continue
+            if call_id is None or response.first("call-id") == call_id:
                 return response
 
     def exchange(self, data: bytes, timeout: float | None = None) -> SipResponse | None:
         """Send a request (retransmitting every 0.5 s like RFC 3261 timer A) and await its final
         response."""
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        match = re.search(rb"^(?:Call-ID|i)\s*:\s*(\S+)", data, re.M | re.I)
+        call_id = match.group(1).decode() if match else None
         while time.monotonic() < deadline:
             self.send_raw(data)
-            response = self.receive(min(0.5, max(0.0, deadline - time.monotonic())))
+            response = self.receive(min(0.5, max(0.0, deadline - time.monotonic())), call_id)
             if response is not None:
                 return response
         return None

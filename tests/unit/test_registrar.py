@@ -223,7 +223,11 @@ def test_nonce_from_another_server_is_challenged_again_not_refused() -> None:
 
 def test_to_with_a_non_sip_uri_is_a_bad_request() -> None:
     registrar = Registrar(CONFIG)
-    request = Phone("agent1", "secret1").request()
+    phone = Phone("agent1", "secret1")
+    first = registrar.handle(phone.request(), "UDP 192.0.2.10:5062", NOW)
+    auth = phone.client.authorization("REGISTER", "sip:cms.local",
+                                      first.headers.all("www-authenticate")[0])
+    request = phone.request(authorization=auth)
     request.headers["to"] = ["<http://example.com/agent1>"]
     assert registrar.handle(request, "UDP x", NOW).status == 400
 

@@ -141,7 +141,9 @@ LENIENT_VERDICTS: dict[str, tuple[int | None, int | None]] = {
 
 
 def test_every_lenient_case_has_a_documented_verdict() -> None:
-    assert sorted(LENIENT_VERDICTS) == sorted(m["name"] for m in MESSAGES if m["check"] == "lenient")
+    assert sorted(LENIENT_VERDICTS) == sorted(
+        m["name"] for m in MESSAGES if m["check"] == "lenient"
+    )
 
 
 @pytest.mark.parametrize("name", sorted(LENIENT_VERDICTS))
@@ -201,7 +203,9 @@ def test_esc01_escapes_resolve_in_user_parts() -> None:
 
 def test_escnull_has_two_distinct_contacts() -> None:
     request = accepted("escnull")
-    contacts = [parse_name_addr(v).uri for v in header_values(request.headers["contact"], "contact")]
+    contacts = [
+        parse_name_addr(v).uri for v in header_values(request.headers["contact"], "contact")
+    ]
     assert [c.user_unescaped for c in contacts] == ["\x00", "\x00\x00"]
     assert contacts[0].aor != contacts[1].aor
     assert parse_name_addr(request.headers["to"][0]).uri.user_unescaped == "null-\x00-null"
@@ -322,3 +326,158 @@ def test_badvers_is_answerable_with_505() -> None:
     assert caught.value.status == 505
     assert caught.value.partial is not None
     assert can_answer(caught.value.partial)
+
+
+# -- validation rules beyond the corpus
+
+REGISTER = (
+    b"REGISTER sip:example.com SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 192.0.2.1:5061;branch=z9hG4bK-1, SIP/2.0/UDP 192.0.2.9\r\n"
+    b"Via: SIP/2.0/TCP 192.0.2.10\r\n"
+    b"From: <sip:1001@example.com>;tag=abc\r\n"
+    b"To: <sip:1001@example.com>\r\n"
+    b"Call-ID: 1-2@192.0.2.1\r\n"
+    b"CSeq: 1 REGISTER\r\n"
+    b"Max-Forwards: 70\r\n"
+    b"Expires: 3600\r\n"
+    b"Content-Length: 0\r\n\r\n"
+)
+
+
+def register(**changes: list[str] | None) -> Request:
+    request = parse_message(REGISTER)
+    assert isinstance(request, Request)
+    for name, values in changes.items():
+        name = name.replace("_", "-")
+        if values is None:
+            del request.headers[name]
+        else:
+            request.headers[name] = values
+    return request
+
+
+def rejected(request: Request, *, full: bool = True) -> str:
+    with pytest.raises(ParseError) as caught:
+        validate_request(request, full=full)
+    assert caught.value.status == 400
+    assert caught.value.partial is request
+    return str(caught.value)
+
+
+def test_plain_register_is_valid_in_both_modes() -> None:
+    validate_request(register())
+    validate_request(register(), full=False)
+
+
+@pytest.mark.parametrize("name", ["via", "to", "from", "call_id", "cseq"])
+def test_missing_mandatory_header_is_400(name: str) -> None:
+    assert "missing" in rejected(register(**{name: None}), full=False)
+
+
+def test_missing_max_forwards_is_tolerated_for_rfc_2543_peers() -> None:
+    validate_request(register(max_forwards=None))
+
+
+@pytest.mark.parametrize(
+    "name", ["to", "from", "call_id", "cseq", "max_forwards", "content_type", "content_length"]
+)
+def test_single_valued_header_repeated_is_400(name: str) -> None:
+    assert "repeated" in rejected(register(**{name: ["1 REGISTER", "1 REGISTER"]}), full=False)
+
+
+def test_empty_call_id_is_400() -> None:
+    rejected(register(call_id=[""]), full=False)
+
+
+@pytest.mark.parametrize("method", ["ACK", "CANCEL", "INVITE"])
+def test_cseq_method_must_equal_the_request_method(method: str) -> None:
+    request = register(cseq=["1 INVITE"])
+    request.method = method
+    if method == "INVITE":
+        validate_request(request)
+    else:
+        assert "CSeq method" in rejected(request)
+
+
+@pytest.mark.parametrize("value", ["2147483648", "1.5", "x", "", "-1", "١"])
+def test_bad_cseq_number_is_400(value: str) -> None:
+    rejected(register(cseq=[f"{value} REGISTER"]), full=False)
+
+
+@pytest.mark.parametrize("value", ["0", "70", "0068", "255", "000000000000255"])
+def test_max_forwards_from_0_to_255_is_valid(value: str) -> None:
+    validate_request(register(max_forwards=[value]))
+
+
+@pytest.mark.parametrize("value", ["256", "-1", "7O", "", "1 2", "9" * 5000, "٧"])
+def test_bad_max_forwards_is_400(value: str) -> None:
+    assert "Max-Forwards" in rejected(register(max_forwards=[value]), full=False)
+
+
+@pytest.mark.parametrize("value", ["0", "3600", "0060", "1" * 100])
+def test_expires_digits_of_any_size_are_valid(value: str) -> None:
+    validate_request(register(expires=[value]))
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "", "Thu, 01 Dec 1994 16:00:00 GMT"])
+def test_non_numeric_expires_is_400(value: str) -> None:
+    assert "Expires" in rejected(register(expires=[value]), full=False)
+
+
+def test_unparsable_top_via_is_400_in_both_modes() -> None:
+    for full in (True, False):
+        assert "Via" in rejected(register(via=["SIP/2.0/UDP"]), full=full)
+
+
+def test_full_validation_parses_request_uri_to_and_from() -> None:
+    for change in ({"to": ['"open <sip:a@b>']}, {"from": ["<sip:a@b"]}):
+        request = register(**change)
+        rejected(request)
+        validate_request(request, full=False)
+    request = register()
+    request.uri = "<sip:example.com>"
+    assert "Request-URI" in rejected(request)
+
+
+def test_can_answer_needs_a_sent_by_and_the_addressing_headers() -> None:
+    assert can_answer(register())
+    assert can_answer(register(via=["SIP/2.0/UDP host;;;"]))
+    assert can_answer(register(via=["SIP/3.0/UDP host:5060"]))
+    assert not can_answer(register(via=["garbage"]))
+    assert not can_answer(register(via=[]))
+    assert not can_answer(register(via=['"unterminated, x']))
+    for name in ("to", "from", "call_id", "cseq"):
+        assert not can_answer(register(**{name: None}))
+
+
+def test_ack_is_never_answered() -> None:
+    request = register(cseq=["1 ACK"])
+    request.method = "ACK"
+    assert not can_answer(request)
+
+
+def test_error_response_copies_every_via_and_tags_the_to() -> None:
+    request = register()
+    response = build_error_response(request, 400)
+    assert response.reason == "Bad Request"
+    assert response.headers["via"] == request.headers["via"]
+    for name in ("from", "call-id", "cseq"):
+        assert response.headers[name] == request.headers[name]
+    to = parse_name_addr(response.headers["to"][0])
+    assert to.uri == parse_name_addr(request.headers["to"][0]).uri
+    assert to.tag
+    assert "tag" not in request.headers["to"][0]
+    assert build_error_response(request, 400).headers["to"] != response.headers["to"]
+
+
+def test_error_response_keeps_an_existing_to_tag() -> None:
+    request = register(to=["<sip:1001@example.com>;tag=mine"])
+    assert build_error_response(request, 481).headers["to"] == ["<sip:1001@example.com>;tag=mine"]
+
+
+def test_error_response_reason_cannot_inject_header_lines() -> None:
+    response = build_error_response(register(), 400, "Bad Request (x)\r\nEvil: 1\n")
+    assert response.reason == "Bad Request (x) Evil: 1"
+    parsed = parse_message(response.encode())
+    assert isinstance(parsed, Response)
+    assert "evil" not in parsed.headers

@@ -555,6 +555,18 @@ def test_server_matches_on_sent_by_as_well_as_branch() -> None:
     assert len(mgr) == 2
 
 
+def test_server_matching_ignores_how_the_via_is_spelled() -> None:
+    mgr = TransactionManager()
+    request = make_request("OPTIONS", branch="z9hG4bKspelled", sent_by="Host.Example.COM:5060")
+    tx = receive_new(mgr, request)
+    mgr.send_response(tx, make_response(request, 200), 0.0)
+    [ok] = sent(mgr)
+    respelled = make_request("OPTIONS", branch="z9hG4bKspelled")
+    respelled.headers["via"] = ["SIP / 2.0 / udp host.example.com : 5060 ; Branch = z9hG4bKspelled"]
+    assert mgr.receive_request(respelled, PEER, 0.1) == []
+    assert sent(mgr) == [ok]
+
+
 def test_cancel_is_its_own_transaction_matched_to_the_invite() -> None:
     mgr = TransactionManager()
     invite = make_request("INVITE", branch="z9hG4bKcancelme")
@@ -707,6 +719,7 @@ def test_new_branch_has_the_magic_cookie_and_is_unique() -> None:
 
 SERVER_PEERS = [("198.51.100.1", 5060), ("198.51.100.2", 5062), "tcp-connection-7"]
 CLIENT_PEERS = [("203.0.113.5", 5060), ("203.0.113.6", 5060)]
+STRANGER = ("192.0.2.250", 5060)
 
 _action = st.one_of(
     st.tuples(st.just("advance"), st.floats(min_value=0.0, max_value=40.0)),
@@ -743,10 +756,12 @@ def test_random_interleavings_never_raise_or_send_to_unknown_peers(
     server_txs: list[tuple[ServerTransaction, Request]] = []
     answered: set[int] = set()
     sent_requests: list[Request] = []
+    # Peers that started a server transaction: the only ones the server may answer.
+    origins: set[object] = set()
 
     def step() -> None:
         for data, peer in server.datagrams_to_send():
-            assert peer in SERVER_PEERS
+            assert peer in origins
             parse_message(data)
         for data, peer in client.datagrams_to_send():
             assert peer in CLIENT_PEERS
@@ -755,10 +770,11 @@ def test_random_interleavings_never_raise_or_send_to_unknown_peers(
             deadline = mgr.next_deadline()
             assert deadline is None or deadline > now
 
-    def track(events: list[Event]) -> None:
+    def track(events: list[Event], peer: object = None) -> None:
         for event in events:
             if isinstance(event, RequestReceived | CancelReceived):
                 server_txs.append((event.transaction, event.request))
+                origins.add(peer)
 
     for serial, action in enumerate(actions):
         kind = action[0]
@@ -780,11 +796,13 @@ def test_random_interleavings_never_raise_or_send_to_unknown_peers(
                 call_id=f"call-{serial % 3}",
             )
             received.append(request)
-            track(server.receive_request(request, SERVER_PEERS[peer_index], now))
+            peer = SERVER_PEERS[peer_index]
+            track(server.receive_request(request, peer, now), peer)
         elif kind == "retransmit" and received:
             assert isinstance(action[1], int)
             request = received[action[1] % len(received)]
-            track(server.receive_request(request, SERVER_PEERS[0], now))
+            # From elsewhere (a NAT rebinding, a spoofer): answers still go to the origin.
+            track(server.receive_request(request, STRANGER, now), STRANGER)
         elif kind == "ack" and received:
             assert isinstance(action[1], int)
             invite = received[action[1] % len(received)]

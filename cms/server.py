@@ -87,9 +87,7 @@ class CmsServer:
         await runner.setup()
         site = web.TCPSite(runner, host, port)
         await site.start()
-        server = site._server
-        assert server is not None and server.sockets
-        bound = server.sockets[0].getsockname()
+        bound = runner.addresses[0]
         self.http_runner = runner
         self.http_address = (bound[0], bound[1])
         log.info("listening for HTTP", extra={"http": f"{bound[0]}:{bound[1]}"})

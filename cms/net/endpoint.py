@@ -4,16 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import socket
 import time
 from collections.abc import Callable
+from typing import cast
 
 from cms.registrar.service import Registrar
+from cms.sip.dialog import dialog_key_of
 from cms.sip.errors import ParseError, RemoteProtocolError
 from cms.sip.headers import header_values, parse_via, split_list
 from cms.sip.message import Headers, Request, Response
 from cms.sip.parser import DEFAULT_MAX_SIZE, parse_message
 from cms.sip.responses import make_response
-from cms.sip.transaction import RequestReceived, ServerTransaction, TransactionManager
+from cms.sip.transaction import (
+    AckReceived,
+    CancelReceived,
+    ClientTransaction,
+    Event,
+    InviteServerState,
+    InviteServerTransaction,
+    RequestReceived,
+    ResponseReceived,
+    ServerTransaction,
+    TimedOut,
+    Transaction,
+    TransactionManager,
+    TransactionTerminated,
+)
 from cms.sip.validate import can_answer, validate_request
 
 from .peer import Peer, TcpPeer, UdpPeer
@@ -27,6 +45,22 @@ SUPPORTED: frozenset[str] = frozenset()
 URI_SCHEMES = frozenset({"sip", "sips", "tel"})
 
 Handler = Callable[[ServerTransaction, Request, Peer], None]
+# tx is None for the ACK of a 2xx (no transaction); peer is None for requests from timers.
+DialogHandler = Callable[[ServerTransaction | None, Request, Peer | None], None]
+CancelHandler = Callable[[InviteServerTransaction, Request], None]
+ClientHandler = Callable[[ResponseReceived | TimedOut], None]
+_TO_TAG = re.compile(r";\s*tag\s*=", re.I)
+
+
+def local_ip_towards(host: str) -> str:
+    """The local address the kernel would use to reach `host` (no packet is sent)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect((host, 9))
+            return str(probe.getsockname()[0])
+        except OSError:
+            return "127.0.0.1"
 
 
 class SipEndpoint:
@@ -47,6 +81,14 @@ class SipEndpoint:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self.counters = {"requests": 0, "responses": 0, "malformed": 0, "dropped": 0}
+        # In-dialog requests by (Call-ID, our tag, their tag); the owner registers its dialogs.
+        self.dialog_handlers: dict[tuple[str, str, str], DialogHandler] = {}
+        # CANCELs of INVITEs still being handled, by INVITE server transaction.
+        self.cancel_handlers: dict[InviteServerTransaction, CancelHandler] = {}
+        self._client_handlers: dict[Transaction, ClientHandler] = {}
+        self._late_invite_handlers: dict[Transaction, ClientHandler] = {}
+        # Timer H (no ACK for our final response to an INVITE), by transaction.
+        self._server_timeout_handlers: dict[Transaction, ClientHandler] = {}
 
     def attach(self, udp: UdpTransport, tcp: TcpTransport) -> None:
         """Use these transports for sending."""
@@ -79,7 +121,7 @@ class SipEndpoint:
             return
         if isinstance(message, Response):
             self.counters["responses"] += 1
-            self.transactions.receive_response(message, now)
+            self._handle_events(self.transactions.receive_response(message, now), None)
             return
         self.counters["requests"] += 1
         peer = self._stamp_via(message, addr, conn)
@@ -89,7 +131,7 @@ class SipEndpoint:
             return
         try:
             # The registrar parses To itself, so REGISTER skips the full check's parse of it.
-            validate_request(message, full=message.method != "REGISTER")
+            validate_request(message, full=message.method != "REGISTER", check_via=False)
         except ParseError as exc:
             self._on_malformed(exc, addr, conn, message, peer)
             return
@@ -100,9 +142,41 @@ class SipEndpoint:
         except RemoteProtocolError as exc:
             self._on_malformed(ParseError(str(exc), exc.status, message), addr, conn)
             return
+        self._handle_events(events, peer)
+
+    def _handle_events(self, events: list[Event], peer: Peer | None) -> None:
+        """Route what the transaction layer reports to the handler that owns it."""
         for event in events:
             if isinstance(event, RequestReceived):
+                assert peer is not None
                 self._dispatch(event.transaction, event.request, peer)
+            elif isinstance(event, ResponseReceived | TimedOut):
+                tx = event.transaction
+                client = self._client_handlers.get(tx)
+                if client is not None:
+                    if isinstance(event, TimedOut) or event.response.status >= 200:
+                        del self._client_handlers[tx]
+                        # A later 2xx of a forked INVITE still reaches the dialog layer.
+                        if isinstance(event, ResponseReceived) and tx.method == "INVITE":
+                            self._late_invite_handlers[tx] = client
+                    client(event)
+                else:
+                    late = self._late_invite_handlers.get(tx)
+                    if late is not None:
+                        late(event)
+                    elif isinstance(event, TimedOut):
+                        handler = self._server_timeout_handlers.pop(tx, None)
+                        if handler is not None:
+                            handler(event)
+            elif isinstance(event, AckReceived):
+                if event.transaction is None:
+                    self._route_in_dialog(None, event.ack, peer)
+            elif isinstance(event, CancelReceived):
+                self._on_cancel(event)
+            elif isinstance(event, TransactionTerminated):
+                tx = event.transaction
+                self._late_invite_handlers.pop(tx, None)
+                self._server_timeout_handlers.pop(tx, None)
 
     def _stamp_via(self, request: Request, addr: Address,
                    conn: TcpConnection | None) -> Peer | None:
@@ -174,6 +248,9 @@ class SipEndpoint:
         if rejection is not None:
             self.respond(tx, rejection)
             return
+        if _TO_TAG.search(request.headers.first("to") or ""):
+            self._route_in_dialog(tx, request, peer)
+            return
         handler = self.handlers.get(request.method)
         if handler is None:
             if request.method in ("INVITE", "BYE", "CANCEL"):
@@ -185,6 +262,28 @@ class SipEndpoint:
                 self.respond(tx, make_response(request, 501, headers=extra))
             return
         handler(tx, request, peer)
+
+    def _route_in_dialog(self, tx: ServerTransaction | None, request: Request,
+                         peer: Peer | None) -> None:
+        """Hand a request with a To tag (or a 2xx ACK, `tx` None) to its dialog's handler."""
+        key = dialog_key_of(request)
+        handler = self.dialog_handlers.get(key) if key is not None else None
+        if handler is not None:
+            handler(tx, request, peer)
+        elif tx is not None:
+            self.respond(tx, make_response(request, 481))
+
+    def _on_cancel(self, event: CancelReceived) -> None:
+        invite = event.invite
+        handler = self.cancel_handlers.pop(invite, None) if invite is not None else None
+        if invite is None or invite.terminated:
+            self.respond(event.transaction, make_response(event.request, 481))
+            return
+        self.respond(event.transaction, make_response(event.request, 200))
+        if handler is not None:
+            handler(invite, event.request)
+        elif invite.state is InviteServerState.PROCEEDING:
+            self.respond(invite, make_response(invite.request, 487))
 
     def _precheck(self, request: Request) -> Response | None:
         """Checks every request passes before its method's handler (RFC 3261 §8.2.1-8.2.3)."""
@@ -221,12 +320,46 @@ class SipEndpoint:
         extra["accept-language"] = ["en"]
         self.respond(tx, make_response(request, 200, headers=extra))
 
+    # -- client side
+
+    def send_request(self, request: Request, peer: Peer,
+                     on_event: ClientHandler) -> ClientTransaction:
+        """Start a client transaction; `on_event` gets its responses and its timeout."""
+        tx = self.transactions.send_request(
+            request, peer, time.monotonic(), reliable=isinstance(peer, TcpPeer)
+        )
+        self._client_handlers[tx] = on_event
+        return tx
+
+    def send_stateless(self, message: Request | Response, peer: Peer) -> None:
+        """Send outside any transaction (the ACK of a 2xx, a 2xx retransmission)."""
+        self.transactions.send_stateless(message, peer)
+
+    def peer_for(self, transport: str, addr: Address) -> Peer | None:
+        """Where to send a request: UDP to addr, or a live TCP connection from addr."""
+        if transport.upper() == "TCP":
+            conn = self.tcp.connections.get(addr) if self.tcp is not None else None
+            return TcpPeer(conn) if conn is not None and not conn.closed else None
+        assert self.udp is not None
+        return UdpPeer(self.udp, addr)
+
+    def sent_by(self, peer: Peer) -> str:
+        """Our host:port as the peer should see it (for Via and Contact)."""
+        if isinstance(peer, TcpPeer) and peer.conn.transport is not None:
+            host, port = peer.conn.transport.get_extra_info("sockname")[:2]
+            return f"{host}:{port}"
+        assert self.udp is not None
+        host, port = self.udp.local_address
+        if host in ("0.0.0.0", "::"):
+            host = local_ip_towards(peer.addr[0])
+        return f"{host}:{port}"
+
     # -- sending and timers
 
     def flush(self) -> None:
         """Send what the transactions queued and re-arm the timer (once per batch)."""
         for data, peer in self.transactions.datagrams_to_send():
-            peer.send(data)
+            cast(Peer, peer).send(data)
         deadline = self.transactions.next_deadline()
         if deadline is None:
             return
@@ -244,7 +377,7 @@ class SipEndpoint:
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
-        self.transactions.handle_timer(time.monotonic())
+        self._handle_events(self.transactions.handle_timer(time.monotonic()), None)
         self.flush()
 
     def close(self) -> None:

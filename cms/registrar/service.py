@@ -130,7 +130,7 @@ class Registrar:
             return self._challenge(request, now, stale=False)
         result = self.digest.verify(request.method, params, now, self.directory.credentials)
         outcome = result.outcome
-        if outcome is AuthOutcome.OK:
+        if outcome is AuthOutcome.OK and result.username is not None:
             return result.username
         if outcome is AuthOutcome.STALE:
             return self._challenge(request, now, stale=True)
@@ -173,8 +173,7 @@ class Registrar:
             for _, binding in bindings:
                 if binding.call_id == call_id and cseq <= binding.cseq:
                     return make_response(request, 500, "Out of Order CSeq")
-            removed = table.remove_all(aor)
-            self._notify(BindingChange(aor, (), tuple(removed)))
+            self._notify(BindingChange(aor, (), tuple(table.remove_all(aor))))
             return self._ok(request, aor, now)
         if "*" in contacts:
             return make_response(request, 400, "Contact * must stand alone")

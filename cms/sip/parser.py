@@ -76,16 +76,16 @@ def parse_message(
             )
             error = error or str(exc)
     headers = message.headers
-    compact = COMPACT_FORMS
+    known = _NAMES
     for line in lines[1:]:
-        name, colon, value = line.partition(":")
-        name = name.rstrip(" \t").lower()
+        raw, colon, value = line.partition(":")
+        name = known.get(raw)
+        if name is None:
+            name = _normalize_name(raw)
         if not colon or not name:
             if error is None:
                 error = f"header line without a name: {line[:40]!r}"
             continue
-        if len(name) == 1:
-            name = compact.get(name, name)
         value = value.strip(" \t")
         if name in headers:
             headers[name].append(value)
@@ -120,6 +120,20 @@ def parse_message(
         body = b""
     message.body = body
     return message
+
+
+# Header names as peers spell them -> lowercase full form; peers repeat their spellings.
+_NAMES: dict[str, str] = {}
+_MAX_NAMES = 4096
+
+
+def _normalize_name(raw: str) -> str:
+    name = raw.rstrip(" \t").lower()
+    if len(name) == 1:
+        name = COMPACT_FORMS.get(name, name)
+    if len(_NAMES) < _MAX_NAMES:
+        _NAMES[raw] = name
+    return name
 
 
 def _decode(head: bytes) -> str:

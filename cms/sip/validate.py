@@ -37,7 +37,7 @@ _SENT_BY = re.compile(
 _ADDRESSING = ("from", "to", "call-id", "cseq")
 
 
-def validate_request(request: Request, *, full: bool = True) -> None:
+def validate_request(request: Request, *, full: bool = True, check_via: bool = True) -> None:
     """Raise `ParseError` (with `status`, and `partial=request`) if the request is unusable.
 
     Always checks: the mandatory fields are present; single-valued fields appear
@@ -45,7 +45,8 @@ def validate_request(request: Request, *, full: bool = True) -> None:
     request method; Max-Forwards is 0-255; Expires is a number; the top Via parses.
     With `full` (the default) it also parses the Request-URI, To and From; a
     caller that parses those itself anyway (the registrar) passes `full=False`
-    and must then treat their `ParseError` as a 400.
+    and must then treat their `ParseError` as a 400. `check_via=False` skips the
+    top Via for a caller that has parsed it already (the transport, for rport).
     """
     headers = request.headers
     get = headers.get
@@ -94,10 +95,11 @@ def validate_request(request: Request, *, full: bool = True) -> None:
             if not value.isdigit() or not value.isascii():
                 raise _bad(f"bad Expires {value[:20]!r}", request)
 
-    try:
-        parse_via(top_via(via))
-    except ParseError as exc:
-        raise _bad(f"bad top Via: {exc}", request) from exc
+    if check_via:
+        try:
+            parse_via(top_via(via))
+        except ParseError as exc:
+            raise _bad(f"bad top Via: {exc}", request) from exc
 
     if full:
         _check_full(request)

@@ -123,6 +123,24 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
+    gc.callbacks.append(_report_long_gc)
+
+
+_gc_started = 0.0
+
+
+def _report_long_gc(phase: str, info: dict[str, int]) -> None:
+    """Log collections long enough to delay SIP answers (they show up as retransmissions)."""
+    global _gc_started
+    if phase == "start":
+        _gc_started = time.perf_counter()
+        return
+    took = time.perf_counter() - _gc_started
+    if took > 0.05:
+        log.warning("garbage collection paused the server", extra={
+            "generation": info.get("generation"), "ms": round(took * 1000, 1),
+            "collected": info.get("collected"),
+        })
 
 
 async def run_server(config: Config, sip: tuple[str, int], http: tuple[str, int],

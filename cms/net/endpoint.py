@@ -49,6 +49,7 @@ Handler = Callable[[ServerTransaction, Request, Peer], None]
 DialogHandler = Callable[[ServerTransaction | None, Request, Peer | None], None]
 CancelHandler = Callable[[InviteServerTransaction, Request], None]
 ClientHandler = Callable[[ResponseReceived | TimedOut], None]
+TIMER_SLACK = 0.01
 _TO_TAG = re.compile(r";\s*tag\s*=", re.I)
 
 
@@ -80,7 +81,9 @@ class SipEndpoint:
         self.tcp: TcpTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
-        self.counters = {"requests": 0, "responses": 0, "malformed": 0, "dropped": 0}
+        self.counters = {
+            "requests": 0, "responses": 0, "malformed": 0, "dropped": 0, "stateless": 0,
+        }
         # In-dialog requests by (Call-ID, our tag, their tag); the owner registers its dialogs.
         self.dialog_handlers: dict[tuple[str, str, str], DialogHandler] = {}
         # CANCELs of INVITEs still being handled, by INVITE server transaction.
@@ -135,6 +138,14 @@ class SipEndpoint:
         except ParseError as exc:
             self._on_malformed(exc, addr, conn, message, peer)
             return
+        if message.method == "REGISTER" and "authorization" not in message.headers:
+            # Challenges are answered statelessly (RFC 3261 §8.2.7), as Kamailio's sl does:
+            # a retransmission just gets a fresh challenge, and half of all REGISTERs then
+            # cost no transaction and no Timer J state.
+            self.counters["stateless"] += 1
+            response = self._precheck(message) or self.registrar.handle(message, "")
+            peer.send(response.encode())
+            return
         try:
             events = self.transactions.receive_request(
                 message, peer, now, reliable=conn is not None
@@ -143,6 +154,9 @@ class SipEndpoint:
             self._on_malformed(ParseError(str(exc), exc.status, message), addr, conn)
             return
         self._handle_events(events, peer)
+        # Answer now rather than at the end of the read batch: a batch of hundreds of
+        # responses at once overflows the peer's socket buffer (SIPp's, at 5000/s).
+        self.send_pending()
 
     def _handle_events(self, events: list[Event], peer: Peer | None) -> None:
         """Route what the transaction layer reports to the handler that owns it."""
@@ -356,13 +370,20 @@ class SipEndpoint:
 
     # -- sending and timers
 
-    def flush(self) -> None:
-        """Send what the transactions queued and re-arm the timer (once per batch)."""
+    def send_pending(self) -> None:
+        """Send what the transactions have queued."""
         for data, peer in self.transactions.datagrams_to_send():
             cast(Peer, peer).send(data)
+
+    def flush(self) -> None:
+        """Send what the transactions queued and re-arm the timer (once per batch)."""
+        self.send_pending()
         deadline = self.transactions.next_deadline()
         if deadline is None:
             return
+        # Coalesce: SIP timers are hundreds of ms, so firing up to TIMER_SLACK late is
+        # harmless and turns thousands of per-transaction deadlines into a few wake-ups.
+        deadline += TIMER_SLACK
         armed = self._timer_at
         # Re-arm only for an earlier deadline: a later one is picked up when the timer fires.
         if armed is not None and armed <= deadline:
@@ -375,9 +396,13 @@ class SipEndpoint:
         self._timer = loop.call_at(loop.time() + delay, self._on_timer)
 
     def _on_timer(self) -> None:
+        # The loop's clock is coarser than time.monotonic() (libuv: 1 ms) and may fire a
+        # little early: run as of the armed time at least, or nothing would be due yet.
+        armed = self._timer_at or 0.0
         self._timer = None
         self._timer_at = None
-        self._handle_events(self.transactions.handle_timer(time.monotonic()), None)
+        now = max(time.monotonic(), armed)
+        self._handle_events(self.transactions.handle_timer(now), None)
         self.flush()
 
     def close(self) -> None:

@@ -14,7 +14,7 @@ Address = tuple[str, int]
 DatagramHandler = Callable[[bytes, Address], None]
 
 # Reads per wake-up before yielding to other tasks, so one busy socket cannot starve them.
-MAX_READS_PER_WAKEUP = 256
+MAX_READS_PER_WAKEUP = 64
 RECV_SIZE = 65_535
 
 

@@ -64,6 +64,37 @@ class Queue:
     strategy: str = "longest-idle"
     ring_timeout: float = 15.0
     wrap_up: float = 10.0
+    max_wait: float = 0.0  # seconds before overflow; 0 = no limit
+    when_empty: str = "wait"  # or "overflow": while no member is logged on
+    overflow: str = ""  # queue or menu (name or number), or an outside number
+    overflow_announcement: str = ""
+    max_no_answer: int = 3  # consecutive misses before not_ready(no_answer); 0 = never
+    priority: int = 0
+    members: tuple[str, ...] = ()  # ordered, for linear and round-robin
+    penalties: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Menu:
+    """An entry menu: an announcement, then an RFC 4733 digit picks a queue."""
+
+    name: str
+    number: str = ""
+    announcement: str = ""
+    choices: dict[str, str] = field(default_factory=dict)  # digit -> queue
+    timeout: float = 8.0
+    retries: int = 2
+    default: str = ""
+    goodbye: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AcdTable:
+    """The [acd] table: limits that reclaim stuck agents."""
+
+    max_call_duration: float = 4 * 3600.0
+    manual_wrap_up: float = 60.0
+    no_answer_reason: str = "no_answer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +105,8 @@ class Config:
     users: tuple[User, ...] = ()
     work_centres: tuple[WorkCentre, ...] = ()
     queues: tuple[Queue, ...] = ()
+    menus: tuple[Menu, ...] = ()
+    acd: AcdTable = field(default_factory=AcdTable)
     source: str = ""
 
 
@@ -108,8 +141,12 @@ def parse_config(data: dict[str, Any], source: str = "") -> Config:
     queues = tuple(
         _build(Queue, t, f"[[queues]] #{i + 1}") for i, t in enumerate(data.get("queues", []))
     )
-    extra = set(data) - {"cms", "users", "work_centres", "queues"}
-    config = Config(cms, users, centres, queues, source)
+    menus = tuple(
+        _build(Menu, t, f"[[menus]] #{i + 1}") for i, t in enumerate(data.get("menus", []))
+    )
+    acd = _build(AcdTable, data.get("acd", {}), "[acd]")
+    extra = set(data) - {"cms", "users", "work_centres", "queues", "menus", "acd"}
+    config = Config(cms, users, centres, queues, menus, acd, source)
     _check(config, extra)
     return config
 

@@ -50,6 +50,11 @@ DialogHandler = Callable[[ServerTransaction | None, Request, Peer | None], None]
 CancelHandler = Callable[[InviteServerTransaction, Request], None]
 ClientHandler = Callable[[ResponseReceived | TimedOut], None]
 TIMER_SLACK = 0.01
+# A top Via as phones send it: SIP/2.0/UDP host[:port] then ;name[=value] parameters.
+_SIMPLE_VIA = re.compile(
+    r"SIP/2\.0/[A-Za-z]+ ([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?"
+    r"((?:;[A-Za-z0-9\-_.!~*'+%]+(?:=[A-Za-z0-9\-_.!~*'+%:\[\]]*)?)*)\Z"
+)
 _TO_TAG = re.compile(r";\s*tag\s*=", re.I)
 
 
@@ -199,28 +204,48 @@ class SipEndpoint:
         if not values:
             return None
         first = values[0]
-        entries = split_list(first) if "," in first else [first]
-        try:
-            via = parse_via(entries[0])
-        except ParseError:
-            return None
-        params = via.params
-        changed = False
-        if via.host != addr[0]:
-            params["received"] = addr[0]
-            changed = True
-        rport = "rport" in params
-        if rport:
-            params["rport"] = str(addr[1])
-            params["received"] = addr[0]
-            changed = True
-        if changed:
-            entries[0] = str(via)
-            values[0] = ", ".join(entries)
+        simple = _SIMPLE_VIA.match(first) if "," not in first else None
+        if simple is not None:
+            # The shape nearly every phone sends: rewrite the text, no full parse.
+            host, port_text, params_text = simple.groups()
+            kept = []
+            rport = False
+            for param in params_text.split(";")[1:]:
+                name = param.partition("=")[0].lower()
+                if name == "rport":
+                    rport = True
+                elif name != "received":
+                    kept.append(param)
+            if rport:
+                kept.append(f"rport={addr[1]}")
+            if rport or host != addr[0]:
+                kept.append(f"received={addr[0]}")
+                values[0] = first[: simple.start(3)] + ";" + ";".join(kept)
+            via_port = int(port_text) if port_text else None
+        else:
+            entries = split_list(first) if "," in first else [first]
+            try:
+                via = parse_via(entries[0])
+            except ParseError:
+                return None
+            params = via.params
+            changed = False
+            if via.host != addr[0]:
+                params["received"] = addr[0]
+                changed = True
+            rport = "rport" in params
+            if rport:
+                params["rport"] = str(addr[1])
+                params["received"] = addr[0]
+                changed = True
+            if changed:
+                entries[0] = str(via)
+                values[0] = ", ".join(entries)
+            via_port = via.port
         if conn is not None:
             return TcpPeer(conn)
         assert self.udp is not None
-        port = addr[1] if rport else (via.port or 5060)
+        port = addr[1] if rport else (via_port or 5060)
         return UdpPeer(self.udp, (addr[0], port))
 
     def _on_malformed(self, exc: ParseError, addr: Address, conn: TcpConnection | None,

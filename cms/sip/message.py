@@ -222,11 +222,16 @@ Message = Request | Response
 def _encode(start_line: str, headers: Headers, body: bytes) -> bytes:
     parts = [start_line]
     append = parts.append
+    cache = _canonical_cache
     for name, values in headers.items():
         if name == "content-length":
             continue
-        spelled = canonical_name(name)
-        for value in values:
-            append(f"{spelled}: {value}\r\n")
+        spelled = cache.get(name) or canonical_name(name)
+        if len(values) == 1:
+            append(f"{spelled}: {values[0]}\r\n")
+        else:
+            for value in values:
+                append(f"{spelled}: {value}\r\n")
     append(f"Content-Length: {len(body)}\r\n\r\n")
-    return "".join(parts).encode() + body
+    data = "".join(parts).encode()
+    return data + body if body else data

@@ -31,15 +31,22 @@ def make_response(
     """
     source = request.headers
     out = Headers()
-    for name in ("via", "from", "to", "call-id", "cseq"):
-        values = source.get(name)
-        if values is not None:
-            out[name] = list(values)
-    if status > 100:
-        to_values = out.get("to")
-        if to_values and not _HAS_TAG.search(to_values[0]):
-            to_values[0] = f"{to_values[0]};tag={to_tag or new_tag()}"
+    # Unrolled and without get(): this runs for every response of a busy registrar.
+    if "via" in source:
+        out["via"] = source["via"][:]
+    if "from" in source:
+        out["from"] = source["from"][:]
+    to_values = source.get("to")
+    if to_values is not None:
+        to = to_values[0]
+        if status > 100 and not _HAS_TAG.search(to):
+            to = f"{to};tag={to_tag or new_tag()}"
+        out["to"] = [to, *to_values[1:]]
+    if "call-id" in source:
+        out["call-id"] = source["call-id"][:]
+    if "cseq" in source:
+        out["cseq"] = source["cseq"][:]
     if headers:
         for name, values in headers.items():
-            out[name] = list(values)
+            out[name] = values[:]
     return Response(status, reason, out, body)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
 import signal
 import time
@@ -11,7 +12,12 @@ from pathlib import Path
 
 from aiohttp import web
 
+from cms.acd.engine import Acd
+from cms.acd.events import AcdEvent
+from cms.calls.manager import CallManager
+from cms.calls.records import CallRecordStore
 from cms.config import Config
+from cms.media.service import MediaService
 from cms.net.endpoint import SipEndpoint
 from cms.net.tcp import TcpTransport
 from cms.net.udp import UdpTransport
@@ -22,6 +28,8 @@ from cms.store.bindings import BindingStore
 from cms.store.secrets import load_secret
 
 log = logging.getLogger("cms.server")
+
+BINDING_SWEEP_INTERVAL = 5.0
 
 
 class CmsServer:
@@ -39,16 +47,49 @@ class CmsServer:
             algorithms=settings.digest_algorithms,
             nonce_ttl=settings.nonce_ttl,
         )
-        self.registrar = Registrar(config, self.table, digest, on_change=self._persist)
+        self.registrar = Registrar(config, self.table, digest, on_change=self._on_binding_change)
         self.endpoint = SipEndpoint(self.registrar, config.cms.tcp_idle_timeout)
+        self.acd = Acd.from_config(config)
+        self.media = MediaService()
+        self.records = CallRecordStore(self.data_dir / "calls.sqlite3")
+        self.calls = CallManager(self.endpoint, self.registrar, self.acd, self.media,
+                                 self.records, on_event=self._on_acd_event)
+        self._registered: set[str] = set()
+        self._sweeper: asyncio.Task[None] | None = None
         self.udp: UdpTransport | None = None
         self.tcp: TcpTransport | None = None
         self.http_runner: web.AppRunner | None = None
         self.http_address: tuple[str, int] = ("", 0)
         self.started_at = time.time()
 
-    def _persist(self, change: BindingChange) -> None:
+    def _on_binding_change(self, change: BindingChange) -> None:
         self.store.submit(change)
+        self._device_check(change.aor)
+
+    def _device_check(self, aor: str) -> None:
+        """Tell the ACD when a device's first binding appears or its last one goes."""
+        registered = self.table.count(aor) > 0
+        if registered != (aor in self._registered):
+            if registered:
+                self._registered.add(aor)
+            else:
+                self._registered.discard(aor)
+            self.calls.device_changed(aor, registered)
+
+    async def _sweep_bindings(self) -> None:
+        """Expire bindings that were not refreshed, and persist their removal."""
+        while True:
+            await asyncio.sleep(BINDING_SWEEP_INTERVAL)
+            gone = self.table.expire(time.time())
+            by_aor: dict[str, list[str]] = {}
+            for aor, key in gone:
+                by_aor.setdefault(aor, []).append(key)
+            for aor, keys in by_aor.items():
+                self.store.submit(BindingChange(aor, (), tuple(keys)))
+                self._device_check(aor)
+
+    def _on_acd_event(self, event: AcdEvent) -> None:
+        log.info("acd %s %s", event.TYPE, json.dumps(event.payload(), default=str))
 
     async def start(self, sip: tuple[str, int], http: tuple[str, int]) -> None:
         """Load state, then listen for SIP (UDP and TCP on one port) and HTTP."""
@@ -59,6 +100,10 @@ class CmsServer:
         self.store.start()
         log.info("restored bindings", extra={"count": len(restored)})
         await self._listen_sip(*sip)
+        self.media.start()
+        for aor in {binding.aor for _, binding in restored}:
+            self._device_check(aor)
+        self._sweeper = asyncio.create_task(self._sweep_bindings())
         await self._listen_http(*http)
 
     async def _listen_sip(self, host: str, port: int) -> None:
@@ -106,10 +151,15 @@ class CmsServer:
             await self.http_runner.cleanup()
         if self.tcp is not None:
             await self.tcp.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        self.calls.close()
+        self.media.close()
         if self.udp is not None:
             self.udp.close()
         self.endpoint.close()
         self.store.close()
+        self.records.close()
         log.info("stopped")
 
 

@@ -1,0 +1,1 @@
+"""The back-to-back user agent: calls, their legs, and the records they leave."""

@@ -1,0 +1,689 @@
+"""The B2BUA: answers callers, queues them with audio, rings agents and bridges the media.
+
+Signalling comes from `cms.net.endpoint.SipEndpoint` (INVITE handler, dialog
+handlers, client transactions); routing decisions come from the sans-IO ACD
+(`cms.acd.Acd`), whose actions are executed here; media is `cms.media`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import ipaddress
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+from cms.acd.engine import Acd
+from cms.acd.events import (
+    AcdEvent,
+    CancelOffer,
+    ConnectAgent,
+    EndCall,
+    HangUpCaller,
+    OfferCall,
+    OfferFailure,
+    PlayToCaller,
+    SendToOverflow,
+)
+from cms.media.formats import CODECS, MediaFormat
+from cms.media.relay import bridge, disconnect
+from cms.media.service import MediaService
+from cms.media.sources import HoldMusicSource, SilenceSource, ToneSource
+from cms.net.endpoint import SipEndpoint
+from cms.net.peer import Peer, UdpPeer
+from cms.registrar.bindings import Binding
+from cms.registrar.service import Registrar
+from cms.sip.dialog import Dialog
+from cms.sip.digest import AuthOutcome, parse_auth_params
+from cms.sip.errors import ParseError
+from cms.sip.headers import parse_name_addr, parse_uri
+from cms.sip.message import Headers, Request, Response
+from cms.sip.responses import make_response, new_tag
+from cms.sip.sdp import (
+    is_hold,
+    make_answer,
+    make_offer,
+    negotiate,
+    parse_sdp,
+    with_direction,
+)
+from cms.sip.transaction import (
+    InviteServerTransaction,
+    ResponseReceived,
+    ServerTransaction,
+    TimedOut,
+    new_branch,
+)
+
+from .model import Call, CallState, LegState, SipLeg
+from .records import CallRecordStore
+
+log = logging.getLogger("cms.calls")
+
+ATTACHED_DATA_HEADER = "x-cms-attached-data"
+ACD_FAILURES = {486: OfferFailure.BUSY, 600: OfferFailure.BUSY, 603: OfferFailure.REJECTED,
+                480: OfferFailure.NO_ANSWER, 408: OfferFailure.NO_ANSWER}
+
+EventSink = Callable[[AcdEvent], None]
+
+
+def encode_attached_data(data: dict[str, Any]) -> str:
+    """Attached data as it rides on the INVITE to the agent: JSON, base64url, no padding."""
+    raw = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def decode_attached_data(value: str) -> dict[str, Any]:
+    """The inverse of `encode_attached_data`; raises ValueError on garbage."""
+    padded = value + "=" * (-len(value) % 4)
+    data = json.loads(base64.urlsafe_b64decode(padded))
+    if not isinstance(data, dict):
+        raise ValueError("attached data is not a JSON object")
+    return data
+
+
+class CallManager:
+    """Every call through the CMS."""
+
+    def __init__(self, endpoint: SipEndpoint, registrar: Registrar, acd: Acd,
+                 media: MediaService, records: CallRecordStore | None = None, *,
+                 trusted_sources: tuple[str, ...] = ("127.0.0.0/8", "::1/128"),
+                 media_host: str = "127.0.0.1", on_event: EventSink | None = None,
+                 on_record: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.endpoint = endpoint
+        self.registrar = registrar
+        self.acd = acd
+        self.media = media
+        self.records = records
+        self.media_host = media_host
+        self.on_event = on_event
+        self.on_record = on_record
+        self.trusted = [ipaddress.ip_network(net, strict=False) for net in trusted_sources]
+        self.calls: dict[str, Call] = {}
+        self.counters = {"calls": 0, "answered": 0, "abandoned": 0, "failed": 0}
+        self._acd_timer: asyncio.TimerHandle | None = None
+        self._acd_timer_at: float | None = None
+        endpoint.handlers["INVITE"] = self._on_invite
+
+    # -- incoming calls
+
+    def _on_invite(self, tx: ServerTransaction, request: Request, peer: Peer) -> None:
+        assert isinstance(tx, InviteServerTransaction)
+        now = time.time()
+        if not self._trusted(peer) and not self._authenticated(tx, request, now):
+            return
+        try:
+            offer = parse_sdp(request.body) if request.body else None
+        except ParseError as exc:
+            self._reply(tx, request, 400, f"Bad SDP ({exc})")
+            return
+        if offer is None:
+            # A late offer (INVITE without SDP) is legal but not supported here yet.
+            self._reply(tx, request, 488, "SDP Offer Required")
+            return
+        negotiated = negotiate(offer)
+        if negotiated is None:
+            self._reply(tx, request, 488, "No Common Codec")
+            return
+        uri = parse_uri(request.uri)
+        target = uri.user_unescaped or ""
+        destination = self.acd.route(target)
+        account = self.registrar.directory.lookup(target)
+        if destination is None and account is None:
+            self._reply(tx, request, 404, "No Such Number")
+            return
+        from_header = parse_name_addr(request.headers.first("from") or "")
+        caller_number = from_header.uri.user_unescaped or ""
+        media = self.media.open_leg(name=f"caller {caller_number}")
+        leg = SipLeg("caller", peer, media, invite=request, server_tx=tx, negotiated=negotiated)
+        self._configure_media(leg)
+        call = Call(
+            id=secrets.token_hex(8), caller=leg, caller_number=caller_number, target=target,
+            kind=destination.kind if destination is not None else "direct",
+        )
+        call.attached_data = {"caller": caller_number, "dialled": target}
+        incoming = request.headers.first(ATTACHED_DATA_HEADER)
+        if incoming:
+            try:
+                call.attached_data.update(decode_attached_data(incoming))
+            except ValueError:
+                log.info("ignoring malformed attached data on %s", call.id)
+        self.calls[call.id] = call
+        self.counters["calls"] += 1
+        self.endpoint.cancel_handlers[tx] = lambda _tx, _cancel: self._caller_cancelled(call)
+        if destination is not None:
+            call.queue = destination.name if destination.kind == "queue" else ""
+            self._answer_caller(call)
+            call.state = CallState.QUEUED
+            call.queued_at = now
+            leg.media.play(HoldMusicSource())
+            self._run(self.acd.caller_arrived(call.id, target, now))
+        else:
+            assert account is not None
+            self._ring_direct(call, account.name)
+
+    def _trusted(self, peer: Peer) -> bool:
+        try:
+            address = ipaddress.ip_address(peer.addr[0])
+        except ValueError:
+            return False
+        return any(address in net for net in self.trusted)
+
+    def _authenticated(self, tx: ServerTransaction, request: Request, now: float) -> bool:
+        """Digest-authenticate an INVITE from an untrusted source (407 challenge)."""
+        digest = self.registrar.digest
+        for value in request.headers.all("proxy-authorization"):
+            try:
+                scheme, params = parse_auth_params(value)
+            except ValueError:
+                continue
+            if scheme.lower() != "digest" or params.get("realm") != self.registrar.realm:
+                continue
+            result = digest.verify("INVITE", params, now, self.registrar.directory.credentials)
+            if result.outcome is AuthOutcome.OK:
+                return True
+            stale = result.outcome is AuthOutcome.STALE
+            if result.outcome is AuthOutcome.BAD_CREDENTIALS and result.reason != "unknown nonce":
+                self._reply(tx, request, 403, "Forbidden")
+                return False
+            break
+        else:
+            stale = False
+        extra = Headers()
+        extra["proxy-authenticate"] = digest.challenge(now, stale=stale)
+        self.endpoint.respond(tx, make_response(request, 407, headers=extra))
+        return False
+
+    def _answer_caller(self, call: Call) -> None:
+        leg = call.caller
+        assert leg.invite is not None and leg.server_tx is not None and leg.negotiated
+        tag = new_tag()
+        contact = self._contact(leg.peer)
+        offer = parse_sdp(leg.invite.body)
+        host, port = self._media_address(leg)
+        answer = make_answer(offer, leg.negotiated, host, port)
+        leg.local_sdp = answer
+        leg.dialog = Dialog.from_uas(leg.invite, tag, contact)
+        self.endpoint.dialog_handlers[leg.dialog.key] = self._dialog_handler(call, leg)
+        self.endpoint.cancel_handlers.pop(leg.server_tx, None)
+        extra = Headers()
+        extra["contact"] = [f"<{contact}>"]
+        extra["content-type"] = ["application/sdp"]
+        extra["allow"] = ["INVITE, ACK, CANCEL, BYE, OPTIONS"]
+        response = make_response(leg.invite, 200, to_tag=tag, headers=extra, body=answer.encode())
+        self.endpoint.respond(leg.server_tx, response)
+        leg.state = LegState.UP
+
+    def _ring_direct(self, call: Call, user: str) -> None:
+        """A call to a user's or desk's extension: ring its phone, answer the caller on answer."""
+        call.state = CallState.RINGING
+        leg = self._invite_device(call, user, user, role="callee")
+        if leg is None:
+            self._reply_caller(call, 480, "Temporarily Unavailable")
+            self._finish(call, "unreachable")
+            return
+        call.other = leg
+        call.offered_at = time.time()
+        self._run(self.acd.direct_call_started(call.id, user, time.time()))
+
+    # -- outgoing INVITEs (to agents and callees)
+
+    def _invite_device(self, call: Call, user: str, device: str, role: str) -> SipLeg | None:
+        bindings = self.registrar.lookup(device)
+        if not bindings:
+            return None
+        peer = self._peer_of(bindings[0])
+        if peer is None:
+            return None
+        media = self.media.open_leg(name=f"{role} {user}")
+        leg = SipLeg(role, peer, media, user=user, device=device)
+        host_media, port_media = self._media_address(leg)
+        offer = make_offer(host_media, port_media)
+        leg.local_sdp = offer
+        sent_by = self.endpoint.sent_by(peer)
+        contact = self._contact(peer)
+        caller_from = parse_name_addr(call.caller.invite.headers.first("from") or "") \
+            if call.caller.invite is not None else None
+        display = caller_from.display if caller_from else None
+        from_uri = f"sip:{call.caller_number or 'anonymous'}@{self.registrar.realm}"
+        from_value = f'"{display}" <{from_uri}>' if display else f"<{from_uri}>"
+        headers = Headers()
+        headers["via"] = [f"SIP/2.0/{peer.transport} {sent_by};branch={new_branch()};rport"]
+        headers["max-forwards"] = ["70"]
+        headers["from"] = [f"{from_value};tag={new_tag()}"]
+        headers["to"] = [f"<sip:{device}@{self.registrar.realm}>"]
+        headers["call-id"] = [f"{secrets.token_hex(10)}@cms"]
+        headers["cseq"] = ["1 INVITE"]
+        headers["contact"] = [f"<{contact}>"]
+        headers["allow"] = ["INVITE, ACK, CANCEL, BYE, OPTIONS"]
+        headers["content-type"] = ["application/sdp"]
+        headers[ATTACHED_DATA_HEADER] = [encode_attached_data(call.attached_data)]
+        headers["x-cms-call-id"] = [call.id]
+        request = Request("INVITE", bindings[0].contact, headers, offer.encode())
+        leg.invite = request
+        leg.client_tx = self.endpoint.send_request(
+            request, peer, lambda event: self._on_outgoing_event(call, leg, event)
+        )
+        return leg
+
+    def _peer_of(self, binding: Binding) -> Peer | None:
+        """Where requests to a registered contact go.
+
+        Over TCP, the connection the phone registered on. Over UDP, the Contact's
+        own address when it names the host the REGISTER came from (a phone that
+        registers from one port and listens on another), else the REGISTER's
+        source address (the phone is behind NAT: its Contact is unreachable).
+        """
+        transport, _, hostport = binding.source.partition(" ")
+        host, _, port_text = hostport.rpartition(":")
+        source = (host.strip("[]"), int(port_text or 5060))
+        if transport.upper() == "TCP":
+            return self.endpoint.peer_for("TCP", source)
+        try:
+            uri = parse_uri(binding.contact)
+        except ParseError:
+            return self.endpoint.peer_for("UDP", source)
+        if uri.host.strip("[]") == source[0]:
+            return self.endpoint.peer_for("UDP", (source[0], uri.port or 5060))
+        return self.endpoint.peer_for("UDP", source)
+
+    def _on_outgoing_event(self, call: Call, leg: SipLeg, event: ResponseReceived | TimedOut
+                           ) -> None:
+        now = time.time()
+        if isinstance(event, TimedOut):
+            if leg.state in (LegState.CALLING, LegState.RINGING):
+                self._outgoing_failed(call, leg, 408, now)
+            return
+        response = event.response
+        status = response.status
+        if status < 200:
+            if status in (180, 183) and leg.state is LegState.CALLING:
+                leg.state = LegState.RINGING
+                if leg.role == "callee" and call.caller.state is not LegState.UP:
+                    self._provisional_to_caller(call, 180)
+            return
+        if status >= 300:
+            if leg.state is not LegState.ENDED:
+                self._outgoing_failed(call, leg, status, now)
+            return
+        self._outgoing_answered(call, leg, response, now)
+
+    def _outgoing_answered(self, call: Call, leg: SipLeg, response: Response, now: float) -> None:
+        assert leg.invite is not None
+        if leg.dialog is None:
+            leg.dialog = Dialog.from_uac(leg.invite, response, self._contact(leg.peer))
+            self.endpoint.dialog_handlers[leg.dialog.key] = self._dialog_handler(call, leg)
+        # ACK every 2xx (retransmissions included): the callee retransmits until it gets one.
+        self.endpoint.send_stateless(leg.dialog.ack(1, self.endpoint.sent_by(leg.peer),
+                                                    leg.peer.transport), leg.peer)
+        if leg.state is LegState.UP:
+            return
+        if leg.state is LegState.ENDED or call.state is CallState.ENDED:
+            self._bye(leg)
+            return
+        leg.state = LegState.UP
+        if response.body:
+            try:
+                leg.negotiated = negotiate(parse_sdp(response.body))
+            except ParseError:
+                leg.negotiated = None
+        if leg.negotiated is None:
+            log.warning("call %s: %s answered without usable SDP", call.id, leg.user)
+            self._bye(leg)
+            self._outgoing_failed(call, leg, 488, now)
+            return
+        self._configure_media(leg)
+        if leg.role == "agent":
+            self._run(self.acd.offer_answered(call.id, leg.user, now))
+        else:
+            self._answer_caller(call)
+            self._connect(call, leg, now)
+
+    def _outgoing_failed(self, call: Call, leg: SipLeg, status: int, now: float) -> None:
+        leg.state = LegState.ENDED
+        self._close_media(leg)
+        if leg.role == "agent":
+            call.offers.pop(leg.user, None)
+            reason = ACD_FAILURES.get(status, OfferFailure.ERROR)
+            self._run(self.acd.offer_failed(call.id, leg.user, reason, now))
+        elif call.state is not CallState.ENDED:
+            self._reply_caller(call, status if 400 <= status < 700 else 480)
+            self._finish(call, "busy" if status in (486, 600) else "failed")
+
+    # -- ACD actions
+
+    def _run(self, outputs: list[Any]) -> None:
+        """Execute ACD actions and publish its events, in order; then re-arm its timer."""
+        self._execute(outputs)
+        self._arm_acd_timer()
+
+    def _arm_acd_timer(self) -> None:
+        deadline = self.acd.next_deadline()
+        if deadline == self._acd_timer_at:
+            return
+        if self._acd_timer is not None:
+            self._acd_timer.cancel()
+            self._acd_timer = None
+        self._acd_timer_at = deadline
+        if deadline is not None:
+            loop = asyncio.get_running_loop()
+            delay = max(0.0, deadline - time.time())
+            self._acd_timer = loop.call_at(loop.time() + delay, self._on_acd_timer)
+
+    def _on_acd_timer(self) -> None:
+        self._acd_timer = None
+        armed = self._acd_timer_at or 0.0
+        self._acd_timer_at = None
+        self._run(self.acd.handle_timer(max(time.time(), armed)))
+
+    def device_changed(self, device: str, registered: bool) -> None:
+        """The registrar saw a device's first binding appear or its last one go."""
+        now = time.time()
+        if registered:
+            self._run(self.acd.device_registered(device, now))
+        else:
+            self._run(self.acd.device_unregistered(device, now))
+
+    def close(self) -> None:
+        """Stop the ACD timer (calls are left to the phones' own timers)."""
+        if self._acd_timer is not None:
+            self._acd_timer.cancel()
+
+    def _execute(self, outputs: list[Any]) -> None:
+        for output in outputs:
+            if isinstance(output, AcdEvent):
+                if self.on_event is not None:
+                    self.on_event(output)
+                continue
+            call = self.calls.get(output.call_id)
+            if call is None:
+                continue
+            if isinstance(output, OfferCall):
+                self._offer(call, output)
+            elif isinstance(output, CancelOffer):
+                leg = call.offers.pop(output.agent, None)
+                if leg is not None:
+                    self._abandon_outgoing(leg)
+            elif isinstance(output, ConnectAgent):
+                leg = call.offers.pop(output.agent, None)
+                if leg is not None:
+                    call.agent = output.agent
+                    self._connect(call, leg, time.time())
+            elif isinstance(output, PlayToCaller):
+                call.caller.media.play(self._announcement(output.announcement))
+            elif isinstance(output, HangUpCaller):
+                self._hang_up_caller(call, output.reason.value)
+            elif isinstance(output, SendToOverflow):
+                account = self.registrar.directory.lookup(output.target)
+                if account is None:
+                    self._hang_up_caller(call, "overflow_unreachable")
+                else:
+                    self._ring_direct(call, account.name)
+            elif isinstance(output, EndCall):
+                self._end(call, "reclaimed")
+
+    def _offer(self, call: Call, action: OfferCall) -> None:
+        call.state = CallState.RINGING if call.state is CallState.QUEUED else call.state
+        call.offered_at = call.offered_at or time.time()
+        call.attached_data["queue"] = action.queue
+        leg = self._invite_device(call, action.agent, action.device, role="agent")
+        if leg is None:
+            self._run(self.acd.offer_failed(call.id, action.agent, OfferFailure.ERROR,
+                                            time.time()))
+            return
+        call.offers[action.agent] = leg
+
+    def _connect(self, call: Call, leg: SipLeg, now: float) -> None:
+        call.other = leg
+        call.state = CallState.CONNECTED
+        call.answered_at = now
+        call.agent = call.agent or leg.user
+        self.counters["answered"] += 1
+        call.caller.media.stop_audio()
+        bridge(call.caller.media, leg.media)
+
+    def _announcement(self, name: str) -> Any:
+        if name.startswith("tone:"):
+            return ToneSource(float(name[5:]))
+        return SilenceSource() if not name else HoldMusicSource()
+
+    # -- in-dialog requests
+
+    def _dialog_handler(self, call: Call, leg: SipLeg
+                        ) -> Callable[[ServerTransaction | None, Request, Peer | None], None]:
+        def handle(tx: ServerTransaction | None, request: Request, peer: Peer | None) -> None:
+            self._in_dialog(call, leg, tx, request)
+        return handle
+
+    def _in_dialog(self, call: Call, leg: SipLeg, tx: ServerTransaction | None,
+                   request: Request) -> None:
+        method = request.method
+        if tx is None:
+            return  # the ACK of our 2xx: nothing more to do
+        assert leg.dialog is not None
+        if not leg.dialog.receive_request(request):
+            self.endpoint.respond(tx, make_response(request, 500, "Out of Order"))
+            return
+        if method == "BYE":
+            self.endpoint.respond(tx, make_response(request, 200))
+            leg.state = LegState.ENDED
+            self._end(call, f"{leg.role}_hangup", by=leg)
+        elif method == "INVITE":
+            self._reinvite(call, leg, tx, request)
+        elif method in ("OPTIONS", "INFO", "UPDATE"):
+            self.endpoint.respond(tx, make_response(request, 200))
+        else:
+            self.endpoint.respond(tx, make_response(request, 501))
+
+    def _reinvite(self, call: Call, leg: SipLeg, tx: ServerTransaction, request: Request
+                  ) -> None:
+        """Hold and resume: answer locally and pass the direction on to the other leg."""
+        try:
+            offer = parse_sdp(request.body) if request.body else None
+        except ParseError:
+            offer = None
+        if offer is None:
+            self.endpoint.respond(tx, make_response(request, 488))
+            return
+        negotiated = negotiate(offer)
+        if negotiated is None:
+            self.endpoint.respond(tx, make_response(request, 488))
+            return
+        leg.negotiated = negotiated
+        leg.held = is_hold(offer)
+        self._configure_media(leg)
+        assert leg.local_sdp is not None
+        host, port = self._media_address(leg)
+        answer = make_answer(offer, negotiated, host, port,
+                             session_id=leg.local_sdp.origin.session_id,
+                             version=leg.local_sdp.origin.session_version + 1)
+        leg.local_sdp = answer
+        extra = Headers()
+        extra["contact"] = [f"<{self._contact(leg.peer)}>"]
+        extra["content-type"] = ["application/sdp"]
+        self.endpoint.respond(tx, make_response(request, 200, headers=extra,
+                                                body=answer.encode()))
+        other = call.other if leg is call.caller else call.caller
+        if other is not None and other.state is LegState.UP and other.dialog is not None:
+            self._send_reinvite(call, other, "sendonly" if leg.held else "sendrecv")
+
+    def _send_reinvite(self, call: Call, leg: SipLeg, direction: str) -> None:
+        assert leg.dialog is not None and leg.local_sdp is not None
+        sdp = with_direction(leg.local_sdp, direction)  # type: ignore[arg-type]
+        leg.local_sdp = sdp
+        extra = Headers()
+        extra["content-type"] = ["application/sdp"]
+        request = leg.dialog.new_request("INVITE", self.endpoint.sent_by(leg.peer),
+                                         leg.peer.transport, extra, sdp.encode())
+        dialog = leg.dialog
+
+        def on_event(event: ResponseReceived | TimedOut) -> None:
+            if isinstance(event, ResponseReceived) and 200 <= event.response.status < 300:
+                number = int((request.headers.first("cseq") or "0").split()[0])
+                self.endpoint.send_stateless(
+                    dialog.ack(number, self.endpoint.sent_by(leg.peer), leg.peer.transport),
+                    leg.peer,
+                )
+
+        self.endpoint.send_request(request, leg.peer, on_event)
+
+    # -- ending
+
+    def _caller_cancelled(self, call: Call) -> None:
+        """CANCEL of a caller's INVITE not yet answered (direct calls ringing)."""
+        self._reply_caller(call, 487)
+        self._end(call, "abandoned", by=call.caller)
+
+    def _hang_up_caller(self, call: Call, reason: str) -> None:
+        self._end(call, reason)
+
+    def _end(self, call: Call, outcome: str, by: SipLeg | None = None) -> None:
+        """End the call on every leg still up, tell the ACD, write the record."""
+        if call.state is CallState.ENDED:
+            return
+        was = call.state
+        now = time.time()
+        for leg in call.legs():
+            if leg is by or leg.state is LegState.ENDED:
+                continue
+            if leg.state is LegState.UP:
+                self._bye(leg)
+            elif leg.role != "caller":
+                self._abandon_outgoing(leg)
+            else:
+                self._reply_caller(call, 480)
+        call.offers.clear()
+        if was in (CallState.QUEUED, CallState.RINGING) and call.kind != "direct":
+            self.counters["abandoned"] += 1
+            self._run(self.acd.caller_abandoned(call.id, now))
+            outcome = "abandoned" if by is call.caller else outcome
+        elif was is CallState.CONNECTED or call.kind == "direct":
+            self._run(self.acd.call_ended(call.id, now))
+        self._finish(call, outcome, by)
+
+    def _finish(self, call: Call, outcome: str, by: SipLeg | None = None) -> None:
+        call.state = CallState.ENDED
+        call.ended_at = time.time()
+        call.outcome = call.outcome or outcome
+        call.ended_by = by.role if by is not None else "cms"
+        record = self._record(call)
+        for leg in call.legs():
+            self._close_media(leg)
+            if leg.dialog is not None:
+                self.endpoint.dialog_handlers.pop(leg.dialog.key, None)
+        if call.caller.server_tx is not None:
+            self.endpoint.cancel_handlers.pop(call.caller.server_tx, None)
+        self.calls.pop(call.id, None)
+        if self.records is not None:
+            self.records.write(record)
+        if self.on_record is not None:
+            self.on_record(record)
+
+    def _bye(self, leg: SipLeg) -> None:
+        if leg.dialog is None or leg.state is LegState.ENDED:
+            return
+        leg.state = LegState.ENDED
+        request = leg.dialog.new_request("BYE", self.endpoint.sent_by(leg.peer),
+                                         leg.peer.transport)
+        self.endpoint.send_request(request, leg.peer, lambda event: None)
+        self._close_media(leg)
+
+    def _abandon_outgoing(self, leg: SipLeg) -> None:
+        """Stop ringing a leg: CANCEL before a final answer, BYE after a 2xx."""
+        if leg.state is LegState.UP:
+            self._bye(leg)
+            return
+        if leg.state is LegState.ENDED or leg.invite is None:
+            return
+        leg.state = LegState.ENDED
+        invite = leg.invite
+        headers = Headers()
+        for name in ("via", "from", "to", "call-id"):
+            headers[name] = list(invite.headers.all(name))[:1]
+        headers["max-forwards"] = ["70"]
+        headers["cseq"] = ["1 CANCEL"]
+        cancel = Request("CANCEL", invite.uri, headers)
+        self.endpoint.send_request(cancel, leg.peer, lambda event: None)
+        self._close_media(leg)
+
+    def _reply_caller(self, call: Call, status: int, reason: str = "") -> None:
+        leg = call.caller
+        if leg.state is LegState.UP or leg.server_tx is None or leg.invite is None:
+            return
+        if leg.server_tx.terminated:
+            return
+        if status < 200:
+            self._provisional_to_caller(call, status)
+            return
+        leg.state = LegState.ENDED
+        self.endpoint.respond(leg.server_tx, make_response(leg.invite, status, reason))
+
+    def _provisional_to_caller(self, call: Call, status: int) -> None:
+        leg = call.caller
+        if leg.server_tx is not None and leg.invite is not None:
+            self.endpoint.respond(leg.server_tx, make_response(leg.invite, status))
+
+    def _reply(self, tx: ServerTransaction, request: Request, status: int, reason: str) -> None:
+        self.endpoint.respond(tx, make_response(request, status, reason))
+
+    # -- media helpers
+
+    def _configure_media(self, leg: SipLeg) -> None:
+        negotiated = leg.negotiated
+        if negotiated is None:
+            return
+        codec = CODECS.get(negotiated.codec.name.upper())
+        if codec is None:
+            return
+        media_format = MediaFormat(
+            codec=codec, payload_type=negotiated.codec.payload_type,
+            dtmf_payload_type=negotiated.telephone_event_pt, ptime_ms=negotiated.ptime,
+        )
+        remote = negotiated.remote if negotiated.remote[1] else None
+        leg.media.configure(media_format, remote)
+
+    def _media_address(self, leg: SipLeg) -> tuple[str, int]:
+        host, port = leg.media.local_address
+        if host in ("0.0.0.0", "::"):
+            host = self.endpoint.sent_by(leg.peer).rpartition(":")[0] or self.media_host
+        return host, port
+
+    def _close_media(self, leg: SipLeg) -> None:
+        if not leg.media.endpoint.closed:
+            disconnect(leg.media)
+            self.media.close_leg(leg.media)
+
+    def _contact(self, peer: Peer) -> str:
+        transport = "" if isinstance(peer, UdpPeer) else ";transport=tcp"
+        return f"sip:cms@{self.endpoint.sent_by(peer)}{transport}"
+
+    def _record(self, call: Call) -> dict[str, Any]:
+        def span(start: float | None, end: float | None) -> float | None:
+            return round(end - start, 3) if start is not None and end is not None else None
+
+        quality = {}
+        for leg in (call.caller, call.other):
+            if leg is not None:
+                quality[leg.role] = dataclasses.asdict(leg.media.stats())
+        return {
+            "id": call.id,
+            "kind": call.kind,
+            "caller": call.caller_number,
+            "target": call.target,
+            "queue": call.queue,
+            "agent": call.agent,
+            "created": call.created,
+            "wait": span(call.queued_at, call.answered_at or call.ended_at),
+            "ring": span(call.offered_at, call.answered_at),
+            "talk": span(call.answered_at, call.ended_at),
+            "outcome": call.outcome,
+            "ended_by": call.ended_by,
+            "attached_data": call.attached_data,
+            "quality": quality,
+        }
+

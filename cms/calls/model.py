@@ -1,0 +1,84 @@
+"""What the B2BUA knows about a call: its legs (signalling + media) and its timeline."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from cms.media.relay import Leg as MediaLeg
+from cms.net.peer import Peer
+from cms.sip.dialog import Dialog
+from cms.sip.message import Request
+from cms.sip.sdp import Negotiated, SessionDescription
+from cms.sip.transaction import ClientTransaction, InviteServerTransaction
+
+
+class LegState(Enum):
+    """Where one SIP leg of a call stands."""
+
+    CALLING = "calling"  # INVITE sent / received, no final answer yet
+    RINGING = "ringing"  # 180 seen
+    UP = "up"  # 2xx exchanged: a confirmed dialog
+    ENDED = "ended"
+
+
+class CallState(Enum):
+    """Where the call as a whole stands."""
+
+    ROUTING = "routing"
+    QUEUED = "queued"  # answered by the CMS, waiting in a queue (or menu) with hold audio
+    RINGING = "ringing"  # a callee (agent or direct target) is being rung
+    CONNECTED = "connected"
+    ENDED = "ended"
+
+
+@dataclass(eq=False)
+class SipLeg:
+    """One side of the B2BUA: a dialog with a phone and the RTP leg that serves it."""
+
+    role: str  # "caller", "agent" or "callee"
+    peer: Peer
+    media: MediaLeg
+    invite: Request | None = None
+    server_tx: InviteServerTransaction | None = None
+    client_tx: ClientTransaction | None = None
+    dialog: Dialog | None = None
+    negotiated: Negotiated | None = None
+    local_sdp: SessionDescription | None = None
+    state: LegState = LegState.CALLING
+    user: str = ""  # the agent or callee account, for agent/callee legs
+    device: str = ""
+    held: bool = False  # this phone put the call on hold (sendonly / inactive)
+
+
+@dataclass(eq=False)
+class Call:
+    """A call through the CMS: a caller leg and, once routed, the leg to an agent or callee."""
+
+    id: str
+    caller: SipLeg
+    caller_number: str
+    target: str
+    kind: str  # "queue", "menu" or "direct"
+    attached_data: dict[str, Any] = field(default_factory=dict)
+    state: CallState = CallState.ROUTING
+    queue: str = ""
+    agent: str = ""
+    offers: dict[str, SipLeg] = field(default_factory=dict)  # ringing agent legs by agent
+    other: SipLeg | None = None  # the connected agent or callee leg
+    created: float = field(default_factory=time.time)
+    queued_at: float | None = None
+    offered_at: float | None = None
+    answered_at: float | None = None
+    ended_at: float | None = None
+    outcome: str = ""
+    ended_by: str = ""
+
+    def legs(self) -> list[SipLeg]:
+        """Every live SIP leg of the call."""
+        legs = [self.caller, *self.offers.values()]
+        if self.other is not None and self.other not in legs:
+            legs.append(self.other)
+        return legs

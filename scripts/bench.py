@@ -9,9 +9,17 @@ both meet the same moments of a shared, noisy machine. A step is clean when no
 call failed, SIPp's retransmissions stayed under 1% of the REGISTERs sent and
 the achieved rate was at least 90% of the offered one; a step that is not
 clean is tried once more, and a registrar leaves the escalation at its first
-rate that stays not clean. The registrar's CPU time (utime + stime of all its
-processes, from /proc) over a step, divided by the registrations done, gives
-CPU microseconds per registration.
+rate that stays not clean. The achieved rate counts the first 99% of the
+calls, so that a late retransmission of the last few does not stretch it.
+SIPp sends from one fixed port per registrar: the same 1000 phones
+re-register at every step, as real phones would, instead of adding contacts.
+
+The registrar's CPU time (utime + stime of all its processes, from /proc) over
+a step, divided by the registrations done, gives CPU microseconds per
+registration. Each step line also shows the share of a core the registrar
+used, the share of its core other processes took (or the hypervisor stole),
+SIPp's share of its own core, and the datagrams dropped at the registrar's
+socket: figures to tell a saturated registrar from a noisy machine.
 
 The files it needs live beside this module, in scripts/bench/:
 kamailio-registrar.cfg (the reference registrar) and reg_auth.xml (the SIPp
@@ -22,7 +30,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import random
 import shlex
 import shutil
 import signal
@@ -56,6 +66,7 @@ QUICK_DURATION = 3.0
 
 MAX_RETRANS_PCT = 1.0
 MIN_ACHIEVED_SHARE = 0.9
+BULK_SHARE = 0.99
 SIDES = ("kamailio", "cms")
 SETUP_HINT = "run `make setup-bench` (scripts/setup.sh --bench) to install it"
 
@@ -133,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--cpu-rate", type=int, default=2000, help="rate where CPU/registration is compared (2000)"
     )
-    parser.add_argument("--registrar-core", type=int, default=1, help="core of the registrars")
+    parser.add_argument("--registrar-core", type=int, default=1, help="core of the registrars (1)")
     parser.add_argument("--sipp-core", type=int, default=0, help="core of SIPp (0)")
     parser.add_argument(
         "--start-timeout", type=float, default=30.0, help="seconds for a registrar to start (30)"
@@ -165,13 +176,14 @@ def default_cms() -> str:
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    rates = args.rates or (QUICK_RATES if args.quick else FULL_RATES)
+    rates = set(args.rates or (QUICK_RATES if args.quick else FULL_RATES))
+    rates.add(args.cpu_rate)  # the rate where CPU is compared must be among the steps
     duration = args.duration or (QUICK_DURATION if args.quick else FULL_DURATION)
     sides = (args.only,) if args.only in SIDES else SIDES
     registrar_core, sipp_core = pinning(args.registrar_core, args.sipp_core)
     return Settings(
         sides=sides,
-        rates=tuple(rates),
+        rates=tuple(sorted(rates)),
         duration=duration,
         users=args.users,
         tries=max(1, args.tries),
@@ -277,19 +289,36 @@ def pinned(core: int | None, argv: Sequence[str]) -> list[str]:
     return (["taskset", "-c", str(core)] if core is not None else []) + list(argv)
 
 
-def free_port() -> int:
-    """A loopback port free for both UDP and TCP (the CMS listens on both)."""
-    for _ in range(200):
+def ephemeral_floor() -> int:
+    """The lowest port the kernel hands out on its own (ip_local_port_range)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def port_is_free(port: int) -> bool:
+    """Free on the loopback for UDP and TCP (the CMS listens on both)."""
+    try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind((HOST, 0))
-            port: int = udp.getsockname()[1]
+            udp.bind((HOST, port))
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind((HOST, port))
-                except OSError:
-                    continue
-        return port
-    raise BenchError(f"no free port on {HOST}")
+                tcp.bind((HOST, port))
+    except OSError:
+        return False
+    return True
+
+
+def free_port() -> int:
+    """A free loopback port below the ephemeral range, so that nothing else is given it
+    between our check and its use, nor between two SIPp runs that reuse it."""
+    top = ephemeral_floor()
+    bottom = min(10000, top // 2)
+    for _ in range(500):
+        port = random.randrange(bottom, top)
+        if port_is_free(port):
+            return port
+    raise BenchError(f"no free port on {HOST} in {bottom}..{top - 1}")
 
 
 def log_tail(path: Path, lines: int = 15) -> str:
@@ -360,6 +389,16 @@ def core_times(core: int | None) -> CoreTimes:
             total = sum(values)
             return CoreTimes(total - values[3] - values[4], values[7], total)
     return CoreTimes(0, 0, 0)
+
+
+def socket_drops(port: int) -> int:
+    """The drops counter of the UDP socket bound to HOST:port, from /proc/net/udp."""
+    wanted = f"{socket.htonl(int.from_bytes(socket.inet_aton(HOST), 'big')):08X}:{port:04X}"
+    try:
+        lines = Path("/proc/net/udp").read_text().splitlines()[1:]
+    except OSError:
+        return 0
+    return sum(int(line.split()[-1]) for line in lines if line.split()[1] == wanted)
 
 
 def load_average() -> str:
@@ -459,11 +498,15 @@ class Step:
     ok: int = 0
     failed: int = 0
     retrans: int = 0
-    elapsed_s: float = 0.0
+    elapsed_s: float = 0.0  # SIPp's start to its last statistics
+    bulk_s: float | None = None  # SIPp's start until BULK_SHARE of the calls had succeeded
     cpu_s: float = 0.0
     core_busy_pct: float = 0.0  # the registrars' core, busy (any process) or stolen
     steal_pct: float = 0.0
-    noise_pct: float = 0.0  # the part of core_busy_pct not spent by this registrar
+    others_pct: float = 0.0  # the part of core_busy_pct not spent by this registrar
+    wall_s: float = 0.0  # the SIPp run, start to exit
+    sipp_cpu_s: float = 0.0
+    drops: int = 0  # datagrams dropped at the registrar's UDP socket (receive buffer full)
     sipp_exit: int | None = None
     stats_found: bool = False
 
@@ -478,7 +521,21 @@ class Step:
 
     @property
     def achieved(self) -> float:
+        """Registrations per second over the bulk of the run: the first BULK_SHARE of the
+        calls, so that the retransmission timer of the last few does not stretch the time
+        (retransmissions have their own limit)."""
+        if self.bulk_s:
+            return math.ceil(BULK_SHARE * self.planned) / self.bulk_s
         return self.ok / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def registrar_pct(self) -> float:
+        """The registrar's CPU time as a share of one core over the SIPp run."""
+        return 100.0 * self.cpu_s / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def sipp_pct(self) -> float:
+        return 100.0 * self.sipp_cpu_s / self.wall_s if self.wall_s > 0 else 0.0
 
     @property
     def cpu_us_per_reg(self) -> float | None:
@@ -510,13 +567,17 @@ class Step:
             f"{self.registrar:9s} offered {self.rate:6d}/s  ok {self.ok:6d}/{self.planned:<6d} "
             f"failed {self.failed:5d}  retrans {self.retrans_pct:5.2f}%  "
             f"achieved {self.achieved:6.0f}/s  cpu {cpu_text} us/reg  "
-            f"noise {self.noise_pct:3.0f}%  {'clean' if self.clean else 'NOT clean'}{try_text}"
+            f"[registrar {self.registrar_pct:3.0f}% others {self.others_pct:3.0f}% "
+            f"sipp {self.sipp_pct:3.0f}% drops {self.drops:5d}]  "
+            f"{'clean' if self.clean else 'NOT clean'}{try_text}"
         )
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data.update(
             retrans_pct=round(self.retrans_pct, 3),
+            registrar_pct=round(self.registrar_pct, 1),
+            sipp_pct=round(self.sipp_pct, 1),
             achieved=round(self.achieved, 1),
             cpu_us_per_reg=None if self.cpu_us_per_reg is None else round(self.cpu_us_per_reg, 1),
             clean=self.clean,
@@ -533,6 +594,9 @@ class Registrar:
     port: int
     argv: list[str]
     log: Path
+    # SIPp's source port for every step against this registrar: the same phones
+    # (same Contact) re-register at each step instead of piling up new contacts.
+    sipp_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     steps: list[Step] = field(default_factory=list)
     highest_clean: int = 0
@@ -555,6 +619,7 @@ class Registrar:
     def as_dict(self, cpu_rate: int) -> dict[str, Any]:
         return {
             "port": self.port,
+            "sipp_port": self.sipp_port,
             "command": shlex.join(self.argv),
             "highest_clean_rate": self.highest_clean,
             "left": self.left or "clean at every offered rate (a lower bound)",
@@ -569,19 +634,12 @@ def kamailio_registrar(settings: Settings, workdir: Path) -> Registrar:
     rundir.mkdir()
     argv = [
         which("kamailio") or "kamailio",
-        "-DD",  # foreground, no daemon
-        "-E",  # log to stderr
-        "-f",
-        str(KAMAILIO_CFG),
-        "-l",
-        f"udp:{HOST}:{port}",
-        "-Y",
-        str(rundir),
-        "-m",
-        "128",
-        "-M",
-        "16",
-    ]
+        "-DD", "-E",  # foreground, log to stderr
+        "-f", str(KAMAILIO_CFG),
+        "-l", f"udp:{HOST}:{port}",
+        "-Y", str(rundir),  # runtime dir (the default /run/kamailio may not exist)
+        "-m", "128", "-M", "16",  # shared and per-process memory, MB
+    ]  # fmt: skip
     return Registrar(
         "kamailio", port, pinned(settings.registrar_core, argv), workdir / "kamailio.log"
     )
@@ -594,18 +652,13 @@ def cms_registrar(settings: Settings, workdir: Path, names: Sequence[str]) -> Re
     data_dir.mkdir()
     write_cms_config(config, names, port, data_dir)
     argv = [
-        settings.cms,
-        "serve",
-        "--config",
-        str(config),
-        "--sip",
-        f"{HOST}:{port}",
-        "--http",
-        f"{HOST}:0",
-        "--data-dir",
-        str(data_dir),
+        settings.cms, "serve",
+        "--config", str(config),
+        "--sip", f"{HOST}:{port}",
+        "--http", f"{HOST}:0",
+        "--data-dir", str(data_dir),
         *settings.cms_args,
-    ]
+    ]  # fmt: skip
     return Registrar("cms", port, pinned(settings.registrar_core, argv), workdir / "cms.log")
 
 
@@ -632,11 +685,11 @@ def start_registrars(
 
 
 def sipp_argv(
-    settings: Settings, target_port: int, rate: int, calls: int, stats: Path, inf: Path
+    settings: Settings, reg: Registrar, rate: int, calls: int, stats: Path, inf: Path
 ) -> list[str]:
     argv = [
         which("sipp") or "sipp",
-        f"{HOST}:{target_port}",
+        f"{HOST}:{reg.port}",
         "-sf", str(SCENARIO),
         "-inf", str(inf),
         "-r", str(rate),
@@ -644,9 +697,9 @@ def sipp_argv(
         "-l", str(max(200, 2 * rate)),  # open calls allowed: two seconds' worth
         "-t", "u1",
         "-i", HOST,
-        "-p", str(free_port()),
+        "-p", str(reg.sipp_port),
         "-cp", str(free_port()),  # control port: the default 8888 may be taken
-        "-trace_stat", "-stf", str(stats), "-fd", "1",
+        "-trace_stat", "-stf", str(stats), "-fd", "100ms",
         "-nostdin",
         "-recv_timeout", "10000",
         "-timeout", str(int(settings.duration * 2 + 20)),
@@ -656,16 +709,14 @@ def sipp_argv(
     return pinned(settings.sipp_core, argv)
 
 
-def last_stats_row(path: Path) -> dict[str, str] | None:
-    """The final (cumulative) row of a SIPp -trace_stat file, by column name."""
+def stats_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a SIPp -trace_stat file (periodic, cumulative counters), by column name."""
     try:
         lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
     except OSError:
-        return None
-    if len(lines) < 2:
-        return None
-    header = lines[0].rstrip(";").split(";")
-    return dict(zip(header, lines[-1].rstrip(";").split(";"), strict=False))
+        return []
+    header = lines[0].rstrip(";").split(";") if lines else []
+    return [dict(zip(header, line.rstrip(";").split(";"), strict=False)) for line in lines[1:]]
 
 
 def epoch_of(stamp: str) -> float:
@@ -673,15 +724,34 @@ def epoch_of(stamp: str) -> float:
     return float(stamp.split("\t")[-1])
 
 
-def read_counts(row: dict[str, str], step: Step) -> None:
-    step.ok = int(row.get("SuccessfulCall(C)") or 0)
-    step.failed = int(row.get("FailedCall(C)") or 0)
-    step.retrans = int(row.get("Retransmissions(C)") or 0)
+def counter(row: dict[str, str], name: str) -> int:
+    return int(row.get(name) or 0)
+
+
+def completion_seconds(rows: Sequence[dict[str, str]], count: int) -> float | None:
+    """Seconds from SIPp's start until `count` calls had succeeded (interpolated between
+    the periodic rows), or None if they never did."""
+    start = prev_time = epoch_of(rows[0]["StartTime"])
+    prev_done = 0
+    for row in rows:
+        now, done = epoch_of(row["CurrentTime"]), counter(row, "SuccessfulCall(C)")
+        if done >= count:
+            share = (count - prev_done) / (done - prev_done) if done > prev_done else 1.0
+            return prev_time + share * (now - prev_time) - start
+        prev_time, prev_done = now, done
+    return None
+
+
+def read_counts(rows: Sequence[dict[str, str]], step: Step) -> None:
+    last = rows[-1]
+    step.ok = counter(last, "SuccessfulCall(C)")
+    step.failed = counter(last, "FailedCall(C)")
+    step.retrans = counter(last, "Retransmissions(C)")
     try:
-        step.elapsed_s = epoch_of(row["CurrentTime"]) - epoch_of(row["StartTime"])
-    except (KeyError, ValueError):
-        hours, minutes, seconds = (row.get("ElapsedTime(C)") or "0:0:0").split(":")[:3]
-        step.elapsed_s = int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+        step.elapsed_s = epoch_of(last["CurrentTime"]) - epoch_of(last["StartTime"])
+        step.bulk_s = completion_seconds(rows, math.ceil(BULK_SHARE * step.planned))
+    except (KeyError, ValueError, IndexError):
+        pass
     step.stats_found = True
 
 
@@ -694,32 +764,56 @@ def record_core(step: Step, used: CoreTimes, core: int | None) -> None:
     step.core_busy_pct = 100.0 * used.busy / used.total
     step.steal_pct = 100.0 * used.steal / used.total
     own_pct = 100.0 * step.cpu_s / wall_s / cores
-    step.noise_pct = max(0.0, step.core_busy_pct - own_pct)
+    step.others_pct = max(0.0, step.core_busy_pct - own_pct)
+
+
+def wait_unreaped(proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Wait until the process has exited, leaving it a zombie whose CPU times can be read."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        flags = os.WEXITED | os.WNOHANG | os.WNOWAIT
+        if os.waitid(os.P_PID, proc.pid, flags) is not None:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def process_cpu_seconds(pid: int) -> float:
+    fields = proc_stat(pid)
+    if not fields:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_step(
     reg: Registrar, rate: int, attempt: int, settings: Settings, procs: Processes, workdir: Path
 ) -> Step:
-    """One SIPp run against a running registrar, with the registrar's CPU time around it."""
+    """One SIPp run against a running registrar, with the CPU time of both around it."""
     assert reg.proc is not None
     calls = max(1, round(rate * settings.duration))
     step = Step(reg.name, rate, attempt, calls)
     stats = workdir / f"sipp-{reg.name}-{rate}-{attempt}.csv"
-    argv = sipp_argv(settings, reg.port, rate, calls, stats, workdir / "users.csv")
+    argv = sipp_argv(settings, reg, rate, calls, stats, workdir / "users.csv")
     core0 = core_times(settings.registrar_core)
     cpu0 = tree_cpu_seconds(reg.proc.pid)
+    drops0 = socket_drops(reg.port)
+    began = time.monotonic()
     sipp = procs.start(argv, workdir / f"sipp-{reg.name}.log", workdir)
     try:
-        step.sipp_exit = sipp.wait(timeout=settings.duration * 2 + 40)
-    except subprocess.TimeoutExpired:
-        say(f"  SIPp did not finish in time against {reg.name}; stopped")
+        if wait_unreaped(sipp, settings.duration * 2 + 40):
+            step.sipp_cpu_s = process_cpu_seconds(sipp.pid)
+        else:
+            say(f"  SIPp did not finish in time against {reg.name}; stopped")
     finally:
         procs.stop(sipp)
+    step.sipp_exit = sipp.returncode
     step.cpu_s = tree_cpu_seconds(reg.proc.pid) - cpu0
+    step.wall_s = time.monotonic() - began
+    step.drops = socket_drops(reg.port) - drops0
     record_core(step, core_times(settings.registrar_core) - core0, settings.registrar_core)
-    row = last_stats_row(stats)
-    if row is not None:
-        read_counts(row, step)
+    rows = stats_rows(stats)
+    if rows:
+        read_counts(rows, step)
     else:
         sipp_log = workdir / f"sipp-{reg.name}.log"
         say(f"  SIPp wrote no statistics; end of its log:\n{log_tail(sipp_log)}")
@@ -816,7 +910,16 @@ def tool_version(argv: Sequence[str]) -> str:
     return lines[0] if lines else "unknown"
 
 
-def conditions(settings: Settings, load_before: str) -> dict[str, Any]:
+def others_share(registrars: Sequence[Registrar]) -> tuple[float, float]:
+    """Mean and max share of the registrars' core that other processes took during the steps."""
+    shares = [step.others_pct for reg in registrars for step in reg.steps]
+    return (sum(shares) / len(shares), max(shares)) if shares else (0.0, 0.0)
+
+
+def conditions(
+    settings: Settings, load_before: str, registrars: Sequence[Registrar]
+) -> dict[str, Any]:
+    others_mean, others_max = others_share(registrars)
     if settings.registrar_core is None:
         pinning_text = "not pinned (fewer than 2 cores)"
     else:
@@ -829,6 +932,7 @@ def conditions(settings: Settings, load_before: str) -> dict[str, Any]:
         "nproc": os.cpu_count(),
         "load_average_before": load_before,
         "load_average_after": load_average(),
+        "others_on_registrar_core_pct": {"mean": round(others_mean), "max": round(others_max)},
         "duration_s": settings.duration,
         "rates": list(settings.rates),
         "tries": settings.tries,
@@ -839,10 +943,13 @@ def conditions(settings: Settings, load_before: str) -> dict[str, Any]:
 
 
 def condition_lines(cond: dict[str, Any]) -> list[str]:
+    others = cond["others_on_registrar_core_pct"]
     return [
         f"conditions: {cond['pinning']}; nproc {cond['nproc']}; "
         f"{cond['duration_s']:g} s per step, up to {cond['tries']} tries, {cond['users']} users",
         f"load average before {cond['load_average_before']}, after {cond['load_average_after']}; "
+        f"other processes took {others['mean']}% of the registrars' core on average over the "
+        f"steps (at most {others['max']}%)",
         f"{cond['kamailio']}; {cond['sipp']}",
     ]
 
@@ -891,6 +998,8 @@ def prepare(settings: Settings, workdir: Path) -> list[Registrar]:
 
 def run_registrar_bench(settings: Settings) -> int:
     check_tools(settings)
+    if settings.sipp_core is not None:
+        os.sched_setaffinity(0, {settings.sipp_core})  # keep the registrars' core for them
     load_before = load_average()
     workdir = Path(tempfile.mkdtemp(prefix="cms-bench-"))
     procs = Processes()
@@ -904,8 +1013,9 @@ def run_registrar_bench(settings: Settings) -> int:
         )
         start_registrars(registrars, procs, settings, workdir)
         say(
-            "per step: cpu = the registrar's CPU time per registration; noise = share of "
-            "the registrars' core taken by other processes or stolen by the hypervisor"
+            "per step: cpu = the registrar's CPU time per registration; [share of a core "
+            "used by the registrar, by other processes on its core (or stolen), by SIPp; "
+            "datagrams dropped at the registrar's socket]"
         )
         time.sleep(settings.pause)
         escalate(registrars, settings, procs, workdir)
@@ -921,7 +1031,7 @@ def run_registrar_bench(settings: Settings) -> int:
 
 
 def report(registrars: Sequence[Registrar], settings: Settings, load_before: str) -> None:
-    cond = conditions(settings, load_before)
+    cond = conditions(settings, load_before, registrars)
     summary = summary_lines(registrars, settings)
     say()
     say("summary")

@@ -1,0 +1,241 @@
+"""One leg's RTP socket: reads until empty, admits only the negotiated peer, sends to it."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+from collections.abc import Callable
+
+from .ports import bind_udp
+from .reactor import Reactor
+from .rtp import HEADER_SIZE
+
+log = logging.getLogger("cms.media.endpoint")
+
+Address = tuple[str, int]
+# Receives the shared buffer and the packet length; must finish with the buffer before it
+# returns (the next read overwrites it).
+PacketSink = Callable[[bytearray, int], None]
+
+MAX_READS_PER_WAKEUP = 32  # Bounded so one flooded socket cannot starve the others.
+BUFFER_SIZE = 2048  # Larger datagrams are truncated and then dropped as invalid.
+_IGNORED_ERRORS = (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH)
+
+
+def _drop(buf: bytearray, length: int) -> None:
+    pass
+
+
+class PeerFilter:
+    """Decides which source addresses may send RTP to this leg.
+
+    Strict (default): only the address negotiated in SDP. Latching (for phones behind NAT):
+    additionally the first packet whose source host is the SDP host or `nat_host` (the
+    host SIP came from), on any port, moves the peer to that exact address; from then on
+    the rule is strict again. Before a peer is known every packet is dropped.
+    """
+
+    def __init__(self) -> None:
+        self.peer: Address | None = None
+        self._latch_hosts: frozenset[str] = frozenset()
+
+    @property
+    def latching(self) -> bool:
+        """True while waiting to latch onto the first packet from an allowed host."""
+        return bool(self._latch_hosts)
+
+    def expect(self, peer: Address | None, latch: bool = False,
+               nat_host: str | None = None) -> None:
+        """Accept packets from `peer` (and latch as described above when `latch`)."""
+        self.peer = peer
+        hosts = set()
+        if latch and peer is not None:
+            hosts.add(peer[0])
+            if nat_host:
+                hosts.add(nat_host)
+        self._latch_hosts = frozenset(hosts)
+
+    def admit(self, source: tuple[object, ...]) -> bool:
+        """True if a packet from `source` is accepted (latching updates `peer`)."""
+        address = (str(source[0]), int(source[1]))  # type: ignore[call-overload]
+        if address == self.peer:
+            return True
+        if address[0] in self._latch_hosts:
+            self.peer = address
+            self._latch_hosts = frozenset()
+            return True
+        return False
+
+
+class RtpEndpoint:
+    """A bound UDP socket read on `loop.add_reader` until empty, each packet to `sink`.
+
+    With `kernel_filter`, a strict peer is enforced by connecting the socket: the kernel then
+    drops strangers' packets before we see them (cheaper per packet, but not counted in
+    `dropped_strangers`). Otherwise every source address is compared in Python.
+    """
+
+    def __init__(self, sock: socket.socket, *, kernel_filter: bool = False,
+                 reactor: Reactor | None = None,
+                 on_close: Callable[[int], None] | None = None) -> None:
+        self.sock = sock
+        self.kernel_filter = kernel_filter
+        self.filter = PeerFilter()
+        self.sink: PacketSink = _drop
+        self.received = 0
+        self.dropped_strangers = 0
+        self.dropped_invalid = 0
+        self.sent = 0
+        self.send_errors = 0
+        self.unsent = 0  # Packets to send while no peer was known.
+        self._connected = False
+        self.buffer = bytearray(BUFFER_SIZE)
+        self._on_close = on_close
+        self._loop = asyncio.get_running_loop()
+        self._reactor: Reactor = reactor if reactor is not None else self._loop
+        self._reads = getattr(reactor, "reads_per_call", MAX_READS_PER_WAKEUP)
+        sock.setblocking(False)
+        self._fd = sock.fileno()
+        self._reactor.add_reader(self._fd, self._read_filtered)
+
+    @property
+    def local_address(self) -> Address:
+        """The bound (host, port)."""
+        host, port = self.sock.getsockname()[:2]
+        return host, port
+
+    @property
+    def peer(self) -> Address | None:
+        """Where packets go, and (unless latching) the only source accepted."""
+        return self.filter.peer
+
+    @property
+    def closed(self) -> bool:
+        """True once closed."""
+        return self._fd < 0
+
+    def set_peer(self, peer: Address | None, *, latch: bool = False,
+                 nat_host: str | None = None) -> None:
+        """Send to and accept from `peer` (from SDP); see PeerFilter for `latch`."""
+        if self.sock.family == socket.AF_INET6 and peer is not None:
+            peer = (peer[0], peer[1])
+        self.filter.expect(peer, latch, nat_host)
+        if self._connected and (peer is None or self.filter.latching):
+            self._disconnect()
+        self._maybe_connect()
+
+    def _disconnect(self) -> None:
+        # Python cannot connect() to AF_UNSPEC to dissolve the association, so rebind a
+        # fresh socket on the same address instead.
+        host, port = self.sock.getsockname()[:2]
+        self._reactor.remove_reader(self._fd)
+        self.sock.close()
+        fresh = bind_udp(host, port)
+        if fresh is None:
+            raise OSError(errno.EADDRINUSE, f"RTP port {port} was taken while rebinding")
+        self.sock = fresh
+        self._fd = fresh.fileno()
+        self._connected = False
+        self._reactor.add_reader(self._fd, self._read_filtered)
+
+    def _maybe_connect(self) -> None:
+        peer = self.filter.peer
+        if not self.kernel_filter or peer is None or self.filter.latching or self.closed:
+            return
+        self.sock.connect(peer)
+        # Packets queued before connect() were not filtered by the kernel: discard them.
+        while True:
+            try:
+                self.sock.recv_into(self.buffer)
+            except OSError:
+                break
+        if not self._connected:
+            self._connected = True
+            self._reactor.remove_reader(self._fd)
+            self._reactor.add_reader(self._fd, self._read_connected)
+
+    def _read_filtered(self) -> None:
+        recvfrom_into = self.sock.recvfrom_into
+        buf = self.buffer
+        peer = self.filter.peer
+        sink = self.sink
+        # Level-triggered: if the bound is reached, the loop calls again while data remains.
+        for _ in range(self._reads):
+            try:
+                length, source = recvfrom_into(buf)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._on_error(exc)
+                continue
+            if source != peer:
+                if not self.filter.admit(source):
+                    self.dropped_strangers += 1
+                    continue
+                peer = self.filter.peer
+                latched = self.kernel_filter
+            else:
+                latched = False
+            if length < HEADER_SIZE or buf[0] & 0xC0 != 0x80:
+                self.dropped_invalid += 1
+            else:
+                self.received += 1
+                sink(buf, length)
+            if latched:
+                self._maybe_connect()  # The kernel filters from now on; it reads next.
+                return
+
+    def _read_connected(self) -> None:
+        recv_into = self.sock.recv_into
+        buf = self.buffer
+        sink = self.sink
+        for _ in range(self._reads):
+            try:
+                length = recv_into(buf)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._on_error(exc)
+                continue
+            if length < HEADER_SIZE or buf[0] & 0xC0 != 0x80:
+                self.dropped_invalid += 1
+                continue
+            self.received += 1
+            sink(buf, length)
+
+    def _on_error(self, exc: OSError) -> None:
+        # A connected socket reports the peer's ICMP "port unreachable" here: not fatal.
+        if exc.errno not in _IGNORED_ERRORS:
+            log.warning("RTP receive error on %s: %s", self.local_address, exc)
+
+    def send(self, data: bytes | bytearray | memoryview) -> None:
+        """Send one packet to the peer; errors and a missing peer are counted, not raised."""
+        try:
+            if self._connected:
+                self.sock.send(data)
+            else:
+                peer = self.filter.peer
+                if peer is None:
+                    self.unsent += 1
+                    return
+                self.sock.sendto(data, peer)
+            self.sent += 1
+        except OSError as exc:
+            self.send_errors += 1
+            if exc.errno not in _IGNORED_ERRORS and (self.send_errors <= 5
+                                                     or self.send_errors % 1000 == 0):
+                log.warning("RTP send to %s failed: %s (%d failures)", self.peer, exc,
+                            self.send_errors)
+
+    def close(self) -> None:
+        """Stop reading, close the socket and give its port back."""
+        if self._fd < 0:
+            return
+        port = self.local_address[1]
+        self._reactor.remove_reader(self._fd)
+        self._fd = -1
+        self.sock.close()
+        if self._on_close is not None:
+            self._on_close(port)

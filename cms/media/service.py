@@ -1,0 +1,54 @@
+"""The media layer as the B2BUA uses it: one clock, one port range, legs made on demand."""
+
+from __future__ import annotations
+
+import select
+
+from .clock import MediaClock
+from .endpoint import RtpEndpoint
+from .ports import DEFAULT_RANGE, PortAllocator
+from .reactor import EpollReactor
+from .relay import DtmfListener, Leg
+
+
+class MediaService:
+    """Owns the shared media clock and the RTP port range; opens and tracks legs."""
+
+    def __init__(self, host: str = "0.0.0.0", ports: tuple[int, int] = DEFAULT_RANGE, *,
+                 kernel_filter: bool = False, epoll: bool = True) -> None:
+        self.allocator = PortAllocator(host, *ports)
+        self.clock = MediaClock()
+        self.kernel_filter = kernel_filter
+        self.legs: set[Leg] = set()
+        self._epoll = epoll and hasattr(select, "epoll")
+        self.reactor: EpollReactor | None = None
+
+    def start(self) -> None:
+        """Start the media clock (needs a running event loop)."""
+        self.clock.start()
+
+    def open_leg(self, name: str = "", on_dtmf: DtmfListener | None = None) -> Leg:
+        """A new leg on a fresh even port (needs a running event loop); configure it once SDP
+        is negotiated."""
+        if self._epoll and self.reactor is None:
+            self.reactor = EpollReactor()
+        sock = self.allocator.open()
+        endpoint = RtpEndpoint(sock, kernel_filter=self.kernel_filter, reactor=self.reactor,
+                               on_close=self.allocator.release)
+        leg = Leg(endpoint, self.clock, name=name, on_dtmf=on_dtmf)
+        self.legs.add(leg)
+        return leg
+
+    def close_leg(self, leg: Leg) -> None:
+        """Close a leg and forget it."""
+        leg.close()
+        self.legs.discard(leg)
+
+    def close(self) -> None:
+        """Close every leg and stop the clock."""
+        for leg in list(self.legs):
+            self.close_leg(leg)
+        self.clock.stop()
+        if self.reactor is not None:
+            self.reactor.close()
+            self.reactor = None

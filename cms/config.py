@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,10 @@ class CmsSettings:
     single_challenge_user_agents: tuple[str, ...] = ("baresip",)
     nonce_ttl: float = 300.0
     tcp_idle_timeout: float = 600.0
+    # Call sources (trunks, test generators) whose INVITEs need no digest authentication.
+    trusted_sources: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    # RTP ports for anchored media (even port per leg).
+    rtp_ports: tuple[int, ...] = (20000, 29999)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +187,14 @@ def _check(config: Config, extra: set[str]) -> None:
     for algorithm in config.cms.digest_algorithms:
         if algorithm not in ("MD5", "SHA-256"):
             raise ConfigError(f"[cms] digest_algorithms: unsupported {algorithm!r}")
+    for source in config.cms.trusted_sources:
+        try:
+            ipaddress.ip_network(source, strict=False)
+        except ValueError:
+            raise ConfigError(f"[cms] trusted_sources: bad network {source!r}") from None
+    ports = config.cms.rtp_ports
+    if len(ports) != 2 or not 1024 <= ports[0] < ports[1] <= 65535:
+        raise ConfigError("[cms] rtp_ports: expected [first, last] within 1024-65535")
     if extra:
         raise ConfigError(f"unknown top-level table(s) {', '.join(sorted(extra))}")
 

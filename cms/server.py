@@ -50,10 +50,11 @@ class CmsServer:
         self.registrar = Registrar(config, self.table, digest, on_change=self._on_binding_change)
         self.endpoint = SipEndpoint(self.registrar, config.cms.tcp_idle_timeout)
         self.acd = Acd.from_config(config)
-        self.media = MediaService()
+        self.media = MediaService(ports=(settings.rtp_ports[0], settings.rtp_ports[-1]))
         self.records = CallRecordStore(self.data_dir / "calls.sqlite3")
         self.calls = CallManager(self.endpoint, self.registrar, self.acd, self.media,
-                                 self.records, on_event=self._on_acd_event)
+                                 self.records, trusted_sources=settings.trusted_sources,
+                                 on_event=self._on_acd_event)
         self._registered: set[str] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self.udp: UdpTransport | None = None

@@ -46,6 +46,8 @@ def test_contract_keys_are_read() -> None:
                 {"name": "b", "password": "p", "extension": "1"}]}, "used twice"),
     ({"users": [{"name": "a"}]}, "password"),
     ({"trunks": []}, "unknown top-level"),
+    ({"cms": {"trusted_sources": ["10.0.0.0/99"]}}, "trusted_sources"),
+    ({"cms": {"rtp_ports": [30000, 20000]}}, "rtp_ports"),
 ])
 def test_invalid_configuration_is_refused_with_a_clear_message(data: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

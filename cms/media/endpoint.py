@@ -70,11 +70,13 @@ class PeerFilter:
 
 
 class RtpEndpoint:
-    """A bound UDP socket read on `loop.add_reader` until empty, each packet to `sink`.
+    """A bound UDP socket, read when readable until empty, each valid packet to `sink`.
 
-    With `kernel_filter`, a strict peer is enforced by connecting the socket: the kernel then
-    drops strangers' packets before we see them (cheaper per packet, but not counted in
-    `dropped_strangers`). Otherwise every source address is compared in Python.
+    Readiness comes from the event loop (one reader per socket, up to 32 reads each call) or
+    from a shared `EpollReactor` (one read per call; the reactor repeats until every socket
+    is empty). With `kernel_filter`, a strict peer is enforced by connect()ing the socket:
+    the kernel drops strangers' packets before we see them (cheaper per packet, but they are
+    not counted in `dropped_strangers`). Otherwise each source address is compared here.
     """
 
     def __init__(self, sock: socket.socket, *, kernel_filter: bool = False,

@@ -368,11 +368,15 @@ class SipEndpoint:
             request, peer, time.monotonic(), reliable=isinstance(peer, TcpPeer)
         )
         self._client_handlers[tx] = on_event
+        # Requests also start from timers and API calls, outside any datagram batch: send
+        # now and arm the transaction's timers.
+        self.flush()
         return tx
 
     def send_stateless(self, message: Request | Response, peer: Peer) -> None:
         """Send outside any transaction (the ACK of a 2xx, a 2xx retransmission)."""
         self.transactions.send_stateless(message, peer)
+        self.send_pending()
 
     def peer_for(self, transport: str, addr: Address) -> Peer | None:
         """Where to send a request: UDP to addr, or a live TCP connection from addr."""

@@ -222,3 +222,34 @@ def test_close_gives_the_port_back() -> None:
         assert released == [port] and endpoint.closed
 
     run(scenario)
+
+
+@pytest.mark.parametrize("use_epoll", [False, True])
+def test_a_flooded_socket_does_not_starve_a_quiet_one(use_epoll: bool) -> None:
+    async def scenario() -> None:
+        reactor = EpollReactor() if use_epoll else None
+        flooded, flood_received = open_endpoint(reactor=reactor)
+        quiet = RtpEndpoint(udp(), reactor=reactor)
+        phone = udp()
+        flooded.set_peer(phone.getsockname())
+        quiet.set_peer(phone.getsockname())
+        seen_when_quiet_served: list[int] = []
+        quiet.sink = lambda buf, length: seen_when_quiet_served.append(len(flood_received))
+        for seq in range(200):  # (as many as a default socket buffer holds)
+            phone.sendto(rtp(seq), flooded.local_address)
+        phone.sendto(rtp(1), quiet.local_address)
+        for _ in range(100):
+            if seen_when_quiet_served:
+                break
+            await asyncio.sleep(0)
+        # Served within the first wake-up: before the flooded socket was drained.
+        assert seen_when_quiet_served and seen_when_quiet_served[0] <= 32
+        await asyncio.sleep(0.05)
+        assert len(flood_received) == 200
+        for endpoint in (flooded, quiet):
+            endpoint.close()
+        if reactor is not None:
+            reactor.close()
+        phone.close()
+
+    run(scenario)

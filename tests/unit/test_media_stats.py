@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cms.media.stats import ReceiveStats
 
@@ -106,3 +108,29 @@ def test_big_jump_then_sequential_packets_is_a_restart_not_a_loss() -> None:
     snap = stats.snapshot()
     assert snap.restarts == 1
     assert snap.packets_lost == 0
+
+
+@given(st.lists(st.sampled_from(["ok", "lost", "dup", "swap"]), min_size=2, max_size=300),
+       st.integers(0, 0xFFFF))
+def test_loss_and_duplicates_match_what_the_network_did(fates: list[str], first: int) -> None:
+    arrivals: list[int] = []
+    lost = duplicated = 0
+    for offset, fate in enumerate(fates):
+        seq = (first + offset) & 0xFFFF
+        if offset == 0 or (fate == "lost" and offset == len(fates) - 1):
+            arrivals.append(seq)  # The first and last always arrive: expected is known.
+        elif fate == "lost":
+            lost += 1
+        elif fate == "dup":
+            arrivals += [seq, seq]
+            duplicated += 1
+        elif fate == "swap" and len(arrivals) > 1:
+            arrivals.insert(len(arrivals) - 1, seq)
+        else:
+            arrivals.append(seq)
+    stats = ReceiveStats()
+    feed(stats, arrivals, start_seq=first)
+    snap = stats.snapshot()
+    assert snap.packets_expected == len(fates)
+    assert snap.packets_lost == lost
+    assert snap.duplicates == duplicated

@@ -31,8 +31,9 @@ die() { echo "setup: error: $*" >&2; exit 1; }
 
 # --- (a) Debian packages ----------------------------------------------------
 # sip-tester: sipp (tests, benchmarks); baresip: a real SIP phone for tests;
-# libportaudio2: audio devices for the soft phone (sounddevice).
-APT_PACKAGES=(sip-tester baresip libportaudio2)
+# libportaudio2: audio devices for the soft phone (sounddevice); chromium: the
+# browser the web UI tests drive (playwright never downloads its own).
+APT_PACKAGES=(sip-tester baresip libportaudio2 chromium)
 if [[ "$BENCH" == 1 ]]; then
     APT_PACKAGES+=(kamailio util-linux)
 fi

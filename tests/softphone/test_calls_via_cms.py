@@ -1,0 +1,76 @@
+"""Soft phones registered to a real `cms serve` call each other through it (CMS issue 3:
+direct calls to an extension, and calls into a queue distributed to a ready agent)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from audio_analysis import TONE_A, TONE_B, TONE_LEVEL, tail, tone_dbfs
+from cms_process import DESK, user_password
+from softphone_process import SoftphoneProcess, StartSoftphone, wait_until
+
+pytestmark = pytest.mark.integration
+
+DESK_USER, _, DESK_PASSWORD = DESK  # work centre desk-12: a phone in no queue
+
+
+def registered_pair(start_cms: Callable[..., Any], start_softphone: StartSoftphone,
+                    a_user: str = "agent0001") -> tuple[Any, SoftphoneProcess, SoftphoneProcess]:
+    """A CMS and soft phones A (`a_user`) and B (agent0002, 10002) registered to it."""
+    cms = start_cms()
+    phones = []
+    for name, user in (("a", a_user), ("b", "agent0002")):
+        password = DESK_PASSWORD if user == DESK_USER else user_password(user)
+        account = {"name": "cms", "user": user, "password": password,
+                   "registrar": cms.sip_target}
+        phones.append(start_softphone(name, audio="wav", accounts=[account], ready=False))
+    a, b = (phone.wait_ready() for phone in phones)
+    a.wait_for_registration("registered")
+    b.wait_for_registration("registered")
+    return cms, a, b
+
+
+def hears(phone: SoftphoneProcess, frequency: float) -> float:
+    samples, rate = tail(Path(phone.audio.split(":")[2]), 0.3)
+    return tone_dbfs(samples, rate, frequency) if samples.size >= 0.3 * rate else -120.0
+
+
+def test_two_soft_phones_call_each_other_through_the_cms_and_hear_each_other(
+    start_cms: Callable[..., Any], start_softphone: StartSoftphone,
+) -> None:
+    cms, a, b = registered_pair(start_cms, start_softphone)
+
+    call = a.post("/calls", {"to": "10002"})
+
+    assert call["remote"] == f"sip:10002@{cms.sip_target}"
+    ringing = b.wait_for_call(lambda c: c["state"] == "incoming")
+    assert "agent0001@" in ringing["remote"]
+    b.post(f"/calls/{ringing['id']}/answer")
+    a.wait_for_call(lambda c: c["id"] == call["id"] and c["state"] == "established")
+    assert wait_until(lambda: hears(a, TONE_B) > TONE_LEVEL - 1.5
+                      and hears(b, TONE_A) > TONE_LEVEL - 1.5, 5.0, 0.1), (
+        f"A hears B at {hears(a, TONE_B):.1f} dBFS, B hears A at {hears(b, TONE_A):.1f}")
+
+    a.post(f"/calls/{call['id']}/hangup")
+    assert wait_until(lambda: not a.calls() and not b.calls(), 5.0)
+
+
+def test_a_call_to_the_sales_queue_rings_the_ready_agent_soft_phone(
+    start_cms: Callable[..., Any], start_softphone: StartSoftphone,
+) -> None:
+    # A is a desk phone (work centre desk-12, in no queue): the caller; B the only agent
+    cms, a, b = registered_pair(start_cms, start_softphone, a_user=DESK_USER)
+
+    call = a.post("/calls", {"to": "600"})
+
+    ringing = b.wait_for_call(lambda c: c["state"] == "incoming", timeout=10)
+    b.post(f"/calls/{ringing['id']}/answer")
+
+    b.wait_for_call(lambda c: c["state"] == "established")
+    assert wait_until(lambda: hears(a, TONE_B) > TONE_LEVEL - 1.5, 5.0, 0.1), (
+        f"the caller hears the agent at {hears(a, TONE_B):.1f} dBFS")
+    a.post(f"/calls/{call['id']}/hangup")
+    assert wait_until(lambda: not b.calls(), 5.0)

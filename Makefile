@@ -19,7 +19,7 @@ setup-bench:
 	$(SETUP) --bench
 
 run: setup
-	$(BIN)/cms serve --config $(CONFIG)
+	CONFIG=$(CONFIG) bash scripts/run.sh
 
 test: setup
 	$(BIN)/ruff check $(LINT_PATHS)

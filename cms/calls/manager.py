@@ -380,6 +380,10 @@ class CallManager:
         armed = self._acd_timer_at or 0.0
         self._acd_timer_at = None
         self._run(self.acd.handle_timer(max(time.time(), armed)))
+        # No datagram batch runs here to send what the actions queued. Requests (the CANCEL
+        # of a timed-out ring, the INVITE to the next agent) now leave at once from
+        # SipEndpoint.send_request; responses (a 480 to a reclaimed direct caller) do not.
+        self.endpoint.flush()
 
     def device_changed(self, device: str, registered: bool) -> None:
         """The registrar saw a device's first binding appear or its last one go."""

@@ -46,10 +46,13 @@ def user_extension(index: int) -> str:
 
 
 def config_text(users: int = USER_COUNT, realm: str = "cms.local",
-                digest_algorithms: Sequence[str] | None = None) -> str:
+                digest_algorithms: Sequence[str] | None = None, *,
+                ring_timeout: float = 15, wrap_up: float = 10,
+                max_no_answer: int | None = None) -> str:
     """A TOML configuration with `users` agents, one work centre and the sales queue.
 
-    `digest_algorithms` None keeps the CMS default (what a plain installation offers).
+    `digest_algorithms` None keeps the CMS default (what a plain installation offers);
+    `ring_timeout`, `wrap_up` and `max_no_answer` (None: the CMS default) shape the queue.
     """
     queue_name, queue_number = QUEUE
     lines = [
@@ -86,18 +89,23 @@ def config_text(users: int = USER_COUNT, realm: str = "cms.local",
         f'name = "{queue_name}"',
         f'number = "{queue_number}"',
         'strategy = "longest-idle"',
-        "ring_timeout = 15",
-        "wrap_up = 10",
+        f"ring_timeout = {ring_timeout}",
+        f"wrap_up = {wrap_up}",
+        *([f"max_no_answer = {max_no_answer}"] if max_no_answer is not None else []),
         "",
     ]
     return "\n".join(lines)
 
 
 def write_config(directory: Path, users: int = USER_COUNT,
-                 digest_algorithms: Sequence[str] | None = None, name: str = "cms.toml") -> Path:
-    """Write the test configuration into `directory` and return its path."""
+                 digest_algorithms: Sequence[str] | None = None, name: str = "cms.toml",
+                 **queue: Any) -> Path:
+    """Write the test configuration into `directory` and return its path.
+
+    `queue` passes ring_timeout, wrap_up and max_no_answer on to `config_text`.
+    """
     path = directory / name
-    path.write_text(config_text(users, digest_algorithms=digest_algorithms))
+    path.write_text(config_text(users, digest_algorithms=digest_algorithms, **queue))
     return path
 
 
@@ -136,7 +144,8 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
         time.sleep(interval)
 
 
-StartCms = Callable[..., "CmsProcess"]  # the start_cms fixture: start_cms(digest_algorithms=...)
+# The start_cms fixture: start_cms(digest_algorithms=..., users=..., ring_timeout=..., ...).
+StartCms = Callable[..., "CmsProcess"]
 
 
 class CmsProcess:

@@ -17,6 +17,8 @@ from cms.acd.events import AcdEvent
 from cms.calls.manager import CallManager
 from cms.calls.records import CallRecordStore
 from cms.config import Config
+from cms.cti import Cti
+from cms.events import Journal, JournalFeed
 from cms.media.service import MediaService
 from cms.net.endpoint import SipEndpoint
 from cms.net.tcp import TcpTransport
@@ -35,7 +37,8 @@ BINDING_SWEEP_INTERVAL = 5.0
 class CmsServer:
     """The running CMS: SIP endpoint, registrar, store and HTTP server."""
 
-    def __init__(self, config: Config, data_dir: str | Path) -> None:
+    def __init__(self, config: Config, data_dir: str | Path, media_host: str = "0.0.0.0"
+                 ) -> None:
         self.config = config
         self.data_dir = Path(data_dir)
         self.store = BindingStore(self.data_dir / "cms.sqlite3")
@@ -50,11 +53,18 @@ class CmsServer:
         self.registrar = Registrar(config, self.table, digest, on_change=self._on_binding_change)
         self.endpoint = SipEndpoint(self.registrar, config.cms.tcp_idle_timeout)
         self.acd = Acd.from_config(config)
-        self.media = MediaService(ports=(settings.rtp_ports[0], settings.rtp_ports[-1]))
+        # RTP leaves from the SIP address when that is a specific one, so that packets come
+        # from the address the SDP names (phones drop RTP from anywhere else).
+        self.media = MediaService(media_host, ports=(settings.rtp_ports[0], settings.rtp_ports[-1]))
         self.records = CallRecordStore(self.data_dir / "calls.sqlite3")
+        # --- CTI: event journal and API (cms.events, cms.cti) ---
+        self.journal = Journal(self.data_dir / "events.sqlite3")
+        self.feed = JournalFeed(self.journal, self._call_info)
+        # --- end CTI ---
         self.calls = CallManager(self.endpoint, self.registrar, self.acd, self.media,
                                  self.records, trusted_sources=settings.trusted_sources,
-                                 on_event=self._on_acd_event)
+                                 on_event=self._on_acd_event, on_record=self.feed.call_record)
+        self.cti = Cti(config, self.acd, self.journal, self._execute_acd, health=self._health_doc)
         self._registered: set[str] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self.udp: UdpTransport | None = None
@@ -91,9 +101,26 @@ class CmsServer:
 
     def _on_acd_event(self, event: AcdEvent) -> None:
         log.info("acd %s %s", event.TYPE, json.dumps(event.payload(), default=str))
+        self.feed.acd_event(event)
+
+    # --- CTI hooks ---
+    def _call_info(self, call_id: str) -> dict[str, object] | None:
+        """What the journal's interaction.created tells about a live call."""
+        call = self.calls.calls.get(call_id)
+        if call is None:
+            return None
+        return {"kind": call.kind, "caller": call.caller_number, "target": call.target,
+                "queue": call.queue, "attached_data": call.attached_data}
+
+    def _execute_acd(self, outputs: list[object]) -> None:
+        """Run the outputs of an ACD command from the CTI, and send what they queued."""
+        self.calls._run(outputs)
+        self.endpoint.flush()
+    # --- end CTI hooks ---
 
     async def start(self, sip: tuple[str, int], http: tuple[str, int]) -> None:
         """Load state, then listen for SIP (UDP and TCP on one port) and HTTP."""
+        await self.journal.start()
         now = time.time()
         restored = self.store.load(now)
         for key, binding in restored:
@@ -128,8 +155,9 @@ class CmsServer:
 
     async def _listen_http(self, host: str, port: int) -> None:
         app = web.Application()
-        app.router.add_get("/api/v1/health", self._health)
-        runner = web.AppRunner(app, access_log=None)
+        self.cti.mount(app)  # /api/v1: CTI, health and the OpenAPI document
+        # Push channels are ended by the CTI's on_shutdown; do not wait a minute for stragglers.
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
         await runner.setup()
         site = web.TCPSite(runner, host, port)
         await site.start()
@@ -138,13 +166,15 @@ class CmsServer:
         self.http_address = (bound[0], bound[1])
         log.info("listening for HTTP", extra={"http": f"{bound[0]}:{bound[1]}"})
 
-    async def _health(self, request: web.Request) -> web.Response:
-        return web.json_response({
+    def _health_doc(self) -> dict[str, object]:
+        return {
             "status": "ok",
             "uptime": round(time.time() - self.started_at, 3),
             "bindings": sum(1 for _ in self.table),
             "sip": self.endpoint.stats(),
-        })
+            "events": {"last_seq": self.journal.last_seq, "head": self.journal.head,
+                       "push_clients": self.cti.delivery.connected},
+        }
 
     async def stop(self) -> None:
         """Stop listening, flush the store, close everything."""
@@ -161,6 +191,7 @@ class CmsServer:
         self.endpoint.close()
         self.store.close()
         self.records.close()
+        await self.journal.close()
         log.info("stopped")
 
 
@@ -197,7 +228,7 @@ def _report_long_gc(phase: str, info: dict[str, int]) -> None:
 async def run_server(config: Config, sip: tuple[str, int], http: tuple[str, int],
                      data_dir: str) -> int:
     """Run until SIGTERM or SIGINT; return the exit status."""
-    server = CmsServer(config, data_dir)
+    server = CmsServer(config, data_dir, media_host=sip[0])
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,5 +1,10 @@
 """Benchmarks of the project, run as `python -m scripts.bench` (`make bench`).
 
+`--only NAME` runs one of registrar (below, in this module), calls
+(scripts/bench_calls.py), relay (scripts/bench_relay.py) or memory
+(scripts/bench_memory.py); the default runs all. `--quick` shortens each, and
+`--json FILE` writes {"benchmarks": {NAME: figures}} after each benchmark.
+
 registrar: the CMS registrar beside Kamailio 5.6 under the same SIPp load of
 digest-authenticated REGISTERs (REGISTER, 401, REGISTER with credentials, 200).
 
@@ -48,6 +53,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from .bench_errors import BenchError
+
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = Path(__file__).resolve().parent / "bench"
 KAMAILIO_CFG = ASSETS / "kamailio-registrar.cfg"
@@ -68,11 +75,9 @@ MAX_RETRANS_PCT = 1.0
 MIN_ACHIEVED_SHARE = 0.9
 BULK_SHARE = 0.99
 SIDES = ("kamailio", "cms")
+BENCHMARKS = ("registrar", "calls", "relay", "memory")
 SETUP_HINT = "run `make setup-bench` (scripts/setup.sh --bench) to install it"
 
-
-class BenchError(RuntimeError):
-    """The benchmark cannot run (missing tool, registrar not starting...)."""
 
 
 def say(message: str = "") -> None:
@@ -116,21 +121,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m scripts.bench",
         description=(
-            "Registrar benchmark: the CMS beside Kamailio 5.6 under the same SIPp load of "
-            "digest-authenticated REGISTERs; prints each one's highest clean rate, their "
-            "ratio and the CPU each spends per registration."
+            "The project's benchmarks. registrar: the CMS beside Kamailio 5.6 under the same "
+            "SIPp load of digest-authenticated REGISTERs. calls: calls/s through a queue to "
+            "auto-answering agents, media anchored. relay: the media relay's CPU per packet "
+            "and loss. memory: KiB per registered phone and per active call."
         ),
     )
     parser.add_argument(
         "--only",
-        choices=("registrar", *SIDES),
-        help="registrar: the registrar benchmark (the only one so far, the default); "
+        choices=(*BENCHMARKS, *SIDES),
+        help="run one benchmark (default: all of " + ", ".join(BENCHMARKS) + "); "
         "kamailio or cms: the registrar benchmark against that side alone",
     )
     parser.add_argument(
         "--quick",
         action="store_true",
-        help=f"fewer rates ({','.join(map(str, QUICK_RATES))}) of {QUICK_DURATION:g} s each",
+        help=f"a short variant of each benchmark (registrar: rates "
+        f"{','.join(map(str, QUICK_RATES))} of {QUICK_DURATION:g} s each)",
+    )
+    parser.add_argument(
+        "--agents", type=int, default=100, help="calls benchmark: auto-answering agents (100)"
     )
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write every figure here")
     parser.add_argument(
@@ -954,13 +964,12 @@ def condition_lines(cond: dict[str, Any]) -> list[str]:
     ]
 
 
-def write_json(
-    path: Path,
+def registrar_document(
     registrars: Sequence[Registrar],
     settings: Settings,
     cond: dict[str, Any],
     summary: list[str],
-) -> None:
+) -> dict[str, Any]:
     by_name = {reg.name: reg for reg in registrars}
     document = {
         "benchmark": "registrar",
@@ -978,7 +987,7 @@ def write_json(
         cms, kam = by_name["cms"], by_name["kamailio"]
         document["clean_rate_ratio"] = ratio(cms.highest_clean, kam.highest_clean)
         document["cpu_ratio"] = ratio(cms.cpu_at(settings.cpu_rate), kam.cpu_at(settings.cpu_rate))
-    path.write_text(json.dumps(document, indent=2) + "\n")
+    return document
 
 
 # ---------------------------------------------------------------- main
@@ -996,8 +1005,9 @@ def prepare(settings: Settings, workdir: Path) -> list[Registrar]:
     return registrars
 
 
-def run_registrar_bench(settings: Settings) -> int:
+def run_registrar_bench(settings: Settings) -> dict[str, Any]:
     check_tools(settings)
+    affinity = os.sched_getaffinity(0)
     if settings.sipp_core is not None:
         os.sched_setaffinity(0, {settings.sipp_core})  # keep the registrars' core for them
     load_before = load_average()
@@ -1022,24 +1032,93 @@ def run_registrar_bench(settings: Settings) -> int:
         finished = True
     finally:
         procs.stop_all()
+        os.sched_setaffinity(0, affinity)  # the other benchmarks pin their own processes
         if settings.keep or not finished:
             say(f"work directory kept: {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    report(registrars, settings, load_before)
-    return 0
+    return report(registrars, settings, load_before)
 
 
-def report(registrars: Sequence[Registrar], settings: Settings, load_before: str) -> None:
+def report(
+    registrars: Sequence[Registrar], settings: Settings, load_before: str
+) -> dict[str, Any]:
     cond = conditions(settings, load_before, registrars)
     summary = summary_lines(registrars, settings)
     say()
     say("summary")
     for line in summary + condition_lines(cond):
         say("  " + line)
+    return registrar_document(registrars, settings, cond, summary)
+
+
+def run_other_bench(name: str, args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    """calls, relay or memory (their modules are imported only when run)."""
+    if name != "relay" and not Path(settings.cms).exists():
+        raise BenchError(f"{settings.cms} not found: run `make setup` first, or give --cms")
+    workdir = Path(tempfile.mkdtemp(prefix=f"cms-bench-{name}-"))
+    finished = False
+    try:
+        if name == "relay":
+            from .bench_relay import run_relay_bench
+
+            document = run_relay_bench(args.quick)
+        elif name == "calls":
+            from .bench_calls import run_calls_bench
+
+            document = run_calls_bench(
+                settings.cms, args.quick, workdir, args.agents, settings.cms_args
+            )
+        else:
+            from .bench_memory import run_memory_bench
+
+            document = run_memory_bench(settings.cms, args.quick, workdir, settings.cms_args)
+        finished = True
+    finally:
+        if settings.keep or not finished:
+            say(f"work directory kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    say()
+    for line in document["summary"]:
+        say(line)
+    conditions_now = document["conditions"]
+    say(
+        f"  conditions: {conditions_now['pinning']}; nproc {conditions_now['nproc']}; load "
+        f"average before {conditions_now['load_average']}, after "
+        f"{conditions_now.get('load_average_after', load_average())}"
+    )
+    say()
+    return document
+
+
+def run_benchmarks(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    if args.only is None:
+        names = BENCHMARKS
+    else:
+        names = ("registrar",) if args.only in SIDES else (args.only,)
+    documents: dict[str, Any] = {}
+    failed = []
+    for name in names:
+        try:
+            if name == "registrar":
+                documents[name] = run_registrar_bench(settings)
+                say()
+            else:
+                documents[name] = run_other_bench(name, args, settings)
+        except BenchError as exc:
+            if len(names) == 1:
+                raise
+            print(f"bench: {name}: error: {exc}", file=sys.stderr)
+            documents[name] = {"benchmark": name, "error": str(exc)}
+            failed.append(name)
+        if settings.json_path:  # after each benchmark, so that a later failure keeps these
+            document = {"benchmarks": documents, "quick": args.quick}
+            settings.json_path.write_text(json.dumps(document, indent=2) + "\n")
     if settings.json_path:
-        write_json(settings.json_path, registrars, settings, cond, summary)
         say(f"figures written to {settings.json_path}")
+    return 2 if failed else 0
 
 
 def exit_on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -1052,7 +1131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, exit_on_signal)
     try:
-        return run_registrar_bench(settings_from(args))
+        return run_benchmarks(args)
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 2

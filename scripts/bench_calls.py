@@ -1,0 +1,167 @@
+"""calls: calls per second through a queue to auto-answering agents, media anchored.
+
+`cms serve` (pinned to core 1 when there are 2+ cores) runs with a generated
+configuration: N agents with auto_logon in the queue `sales` (number 600,
+wrap_up 0, ring_timeout 5). place_calls in agent mode registers them and
+answers every call at once (pinned to core 0, as are the callers). Caller
+rates then go up step by step, each step a place_calls caller run of short
+calls (--duration 0.2) for a few seconds. A step is clean when every call was
+answered; the escalation stops at the first step that is not. Each step shows
+the achieved answered calls/s, setup time INVITE->200 p50/p99, the CMS's CPU as
+a share of one core (utime+stime from /proc, over the caller process's whole run,
+its start-up included, so a little low) and the callers' own CPU share (a caller
+near 100% means the generator, not the CMS, was the limit).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .bench import Processes, process_cpu_seconds, say, wait_unreaped
+from .bench_common import (
+    QUEUE_NUMBER,
+    Cms,
+    agent_name,
+    conditions,
+    cores,
+    place_calls_argv,
+    start_agents,
+    start_cms,
+)
+
+FULL_RATES = (25, 50, 100, 150, 200, 300)
+QUICK_RATES = (25, 50, 100)
+FULL_STEP_S = 5.0
+QUICK_STEP_S = 3.0
+CALL_DURATION_S = 0.2
+TARGET_RATE = 300
+ACHIEVED_SHARE = 0.9  # the target counts as met when a clean step achieved 90% of it
+
+
+@dataclass
+class CallStep:
+    rate: int
+    calls: int
+    answered: int = 0
+    failed: int = 0
+    failures: dict[str, int] | None = None
+    achieved: float = 0.0
+    setup_p50_ms: float | None = None
+    setup_p99_ms: float | None = None
+    cms_cpu_pct: float = 0.0
+    caller_cpu_pct: float = 0.0
+    wall_s: float = 0.0
+    load_average: str = ""
+
+    @property
+    def clean(self) -> bool:
+        return self.failed == 0 and self.answered == self.calls
+
+    def line(self) -> str:
+        def ms(value: float | None) -> str:
+            return "n/a" if value is None else f"{value:.1f}"
+
+        fails = f" {self.failures}" if self.failures else ""
+        return (
+            f"calls offered {self.rate:4d}/s  answered {self.answered:5d}/{self.calls:<5d} "
+            f"failed {self.failed}{fails}  achieved {self.achieved:6.1f}/s  setup p50 "
+            f"{ms(self.setup_p50_ms)} ms p99 {ms(self.setup_p99_ms)} ms  cms cpu "
+            f"{self.cms_cpu_pct:3.0f}% of a core  callers {self.caller_cpu_pct:3.0f}%  "
+            f"load {self.load_average}  {'clean' if self.clean else 'NOT clean'}"
+        )
+
+
+def run_step(procs: Processes, workdir: Path, cms: Cms, rate: int, seconds: float,
+             core: int | None) -> CallStep:
+    calls = max(1, round(rate * seconds))
+    step = CallStep(rate, calls)
+    report = workdir / f"calls-{rate}.json"
+    argv = place_calls_argv(
+        core, "--target", cms.target, "--number", QUEUE_NUMBER, "--calls", str(calls),
+        "--rate", str(rate), "--duration", str(CALL_DURATION_S), "--json", str(report),
+    )
+    cpu0, began = cms.cpu_seconds(), time.monotonic()
+    caller = procs.start(argv, workdir / f"callers-{rate}.log", Path(__file__).parent.parent)
+    try:
+        if wait_unreaped(caller, seconds + 60):
+            caller_cpu = process_cpu_seconds(caller.pid)
+        else:
+            say(f"  callers at {rate}/s did not finish in time; stopped")
+            caller_cpu = 0.0
+    finally:
+        procs.stop(caller)
+    step.wall_s = time.monotonic() - began
+    step.cms_cpu_pct = 100.0 * (cms.cpu_seconds() - cpu0) / step.wall_s
+    step.caller_cpu_pct = 100.0 * caller_cpu / step.wall_s
+    step.load_average = conditions()["load_average"]
+    try:
+        summary = json.loads(report.read_text())["summary"]
+    except (OSError, ValueError, KeyError):
+        say(f"  no report from the callers at {rate}/s (see {workdir})")
+        step.failed = calls
+        return step
+    step.answered = summary["answered"]
+    step.failed = summary["failed"]
+    step.failures = summary["failures_by_status"] or None
+    step.achieved = float(summary.get("calls_per_s") or 0.0)
+    step.setup_p50_ms = summary["setup_ms"]["p50"]
+    step.setup_p99_ms = summary["setup_ms"]["p99"]
+    return step
+
+
+def run_calls_bench(cms_path: str, quick: bool, workdir: Path, agents: int = 100,
+                    extra_args: tuple[str, ...] = ()) -> dict[str, Any]:
+    rates = QUICK_RATES if quick else FULL_RATES
+    seconds = QUICK_STEP_S if quick else FULL_STEP_S
+    cms_core, gen_core = cores()
+    cond = conditions({
+        "agents": agents, "rates": list(rates), "step_s": seconds,
+        "call_duration_s": CALL_DURATION_S, "queue": "sales 600, wrap_up 0, ring_timeout 5",
+    })
+    say(f"calls benchmark: {agents} agents, rates {','.join(map(str, rates))}/s, "
+        f"{seconds:g} s per step, calls of {CALL_DURATION_S:g} s; {cond['pinning']}; "
+        f"nproc {cond['nproc']}; load average {cond['load_average']}")
+    procs = Processes()
+    steps: list[CallStep] = []
+    try:
+        cms = start_cms(procs, workdir, cms_path, agents, cms_core, extra_args,
+                        ring_timeout=5, wrap_up=0)
+        start_agents(procs, workdir, cms, [agent_name(i) for i in range(1, agents + 1)],
+                     gen_core)
+        time.sleep(0.5)
+        for rate in rates:
+            step = run_step(procs, workdir, cms, rate, seconds, gen_core)
+            steps.append(step)
+            say("  " + step.line())
+            if not step.clean or not cms.alive():
+                break
+            time.sleep(0.5)
+    finally:
+        procs.stop_all()
+    clean = [s for s in steps if s.clean]
+    best = max(clean, key=lambda s: s.rate) if clean else None
+    highest = best.rate if best else 0
+    met = best is not None and highest >= TARGET_RATE and best.achieved >= (
+        ACHIEVED_SHARE * TARGET_RATE)
+    why = ("clean at every offered rate: a lower bound" if steps and steps[-1].clean
+           else "stopped at the first step not clean")
+    summary = (
+        f"calls: highest clean rate {highest}/s (achieved "
+        f"{best.achieved if best else 0:.1f}/s; {why}); target >= {TARGET_RATE} calls/s on one "
+        f"core: {'met' if met else 'NOT met'}"
+        + ("" if not quick or met else " (--quick stops at 100/s)")
+    )
+    cond["load_average_after"] = conditions()["load_average"]
+    return {
+        "benchmark": "calls",
+        "conditions": cond,
+        "steps": [dict(asdict(s), clean=s.clean) for s in steps],
+        "highest_clean_rate": highest,
+        "target_rate": TARGET_RATE,
+        "target_met": met,
+        "summary": [summary],
+    }

@@ -1,0 +1,272 @@
+"""Event delivery from the journal: polling (long-poll), WebSocket and server-sent events.
+
+Every channel is a cursor over the journal, never a per-client queue: a
+client reads `since(cursor)` and sleeps on `Journal.wait` when it is
+caught up. A slow client simply lags; one whose cursor left the kept
+history gets a resync signal (HTTP 410, a WebSocket `resync` message and
+close code 4410, an SSE `resync` event) and rebuilds from the snapshots.
+The journal delivers only committed events, so nothing a client saw can be
+lost by a crash.
+
+WebSocket fan-out has a fast path: a caught-up socket is "live", and each
+committed batch is written to every live socket straight from the journal's
+commit callback, as one pre-encoded frame per event shared by all sockets
+(no compression, so the bytes are the same for everyone). That costs a
+transport write per socket instead of a task wake-up and a `send_str`. A
+socket whose transport buffer backs up drops out of the live set and its
+own task catches it up through `since()` with flow control.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import struct
+import time
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from aiohttp import WSCloseCode, web
+
+from cms.events import Event, Journal, ResyncRequired, iso_time
+
+from .auth import Principal
+from .errors import ApiError
+from .schema import SNAPSHOTS
+
+__all__ = ["DEFAULT_HEARTBEAT", "EventDelivery", "RESYNC_CLOSE_CODE"]
+
+log = logging.getLogger("cms.cti.events")
+
+DEFAULT_HEARTBEAT = 15.0
+RESYNC_CLOSE_CODE = 4410
+PAGE = 500
+LIVE_BUFFER_LIMIT = 256 * 1024  # bytes queued in a transport before a socket leaves the fast path
+
+Visible = Callable[[Principal, Event], bool]
+
+
+@dataclass(eq=False, slots=True)
+class _LiveSocket:
+    """A caught-up WebSocket served from the commit callback."""
+
+    principal: Principal
+    cursor: int
+    transport: asyncio.Transport
+    left: asyncio.Event = field(default_factory=asyncio.Event)  # set when it leaves the set
+
+
+def ws_text_frame(payload: bytes) -> bytes:
+    """A final, unmasked, uncompressed WebSocket text frame (server to client)."""
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", 0x81, size)
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", 0x81, 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, size)
+    return header + payload
+
+
+def _resync(exc: ResyncRequired) -> dict[str, object]:
+    return {"first_seq": exc.first_seq, "last_seq": exc.last_seq, "snapshots": list(SNAPSHOTS)}
+
+
+class EventDelivery:
+    """The three delivery channels over one journal."""
+
+    def __init__(self, journal: Journal, visible: Visible) -> None:
+        self.journal = journal
+        self.visible = visible
+        self.closing = False
+        self._sockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
+        self._live: set[_LiveSocket] = set()
+        self.connected = 0  # push channels open now
+        journal.subscribe(self._fan_out)
+
+    def start_at(self, after: int | None) -> int:
+        """The cursor to start from: `after`, or the newest event when absent."""
+        return self.journal.head if after is None else after
+
+    def _page(self, principal: Principal, cursor: int, limit: int) -> tuple[list[Event], int]:
+        """The visible events after `cursor` (one read), and the cursor past what was read."""
+        events = self.journal.since(cursor, limit)
+        if not events:
+            return [], cursor
+        if principal.sees_all:
+            return events, events[-1].seq
+        return [e for e in events if self.visible(principal, e)], events[-1].seq
+
+    # -- polling
+
+    async def poll(self, principal: Principal, after: int | None, wait: float,
+                   limit: int) -> web.Response:
+        """`{"events": [...], "next": seq}`; waits up to `wait` s for a first visible event."""
+        cursor = self.start_at(after)
+        deadline = time.monotonic() + wait
+        try:
+            while True:
+                events, cursor = self._page(principal, cursor, limit)
+                remaining = deadline - time.monotonic()
+                if events or remaining <= 0 or self.closing:
+                    break
+                if self.journal.last_seq <= cursor:
+                    await self.journal.wait(cursor, remaining)
+        except ResyncRequired as exc:
+            raise ApiError(410, "resync_required", str(exc), resync=_resync(exc)) from None
+        body = '{"events":[' + ",".join(e.json for e in events) + f'],"next":{cursor}}}'
+        return web.Response(text=body, content_type="application/json")
+
+    # -- WebSocket
+
+    async def websocket(self, request: web.Request, principal: Principal, after: int | None,
+                        heartbeat: float) -> web.WebSocketResponse:
+        """Push each event as one text message; heartbeats while idle."""
+        # No permessage-deflate: every socket gets the same frame bytes (see the fast path).
+        ws = web.WebSocketResponse(max_msg_size=64 * 1024, compress=False)
+        if not ws.can_prepare(request).ok:
+            raise ApiError(426, "upgrade_required", "this endpoint speaks WebSocket",
+                           {"Upgrade": "websocket"})
+        cursor = self.start_at(after)
+        await ws.prepare(request)
+        self._sockets.add(ws)
+        self.connected += 1
+        pump = asyncio.create_task(
+            self._pump_ws(ws, request.transport, principal, cursor, heartbeat))
+        try:
+            async for _message in ws:
+                pass  # nothing is expected from the client; pings are answered by aiohttp
+        finally:
+            self.connected -= 1
+            pump.cancel()
+            try:
+                await pump
+            except (asyncio.CancelledError, Exception):
+                pass
+        return ws
+
+    async def _pump_ws(self, ws: web.WebSocketResponse, transport: asyncio.Transport | None,
+                       principal: Principal, cursor: int, heartbeat: float) -> None:
+        journal = self.journal
+        try:
+            while not ws.closed:
+                try:
+                    events, cursor = self._page(principal, cursor, PAGE)
+                except ResyncRequired as exc:
+                    await ws.send_str(json.dumps({"type": "resync", "message": str(exc),
+                                                  **_resync(exc)}))
+                    await ws.close(code=RESYNC_CLOSE_CODE, message=b"resync required")
+                    return
+                for event in events:
+                    await ws.send_str(event.json)
+                if events or journal.last_seq > cursor:
+                    continue
+                if self.closing:
+                    await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+                    return
+                if transport is None or transport.is_closing():
+                    return
+                # Caught up: the commit callback writes from here on, until it lets go.
+                live = _LiveSocket(principal, cursor, transport)
+                self._live.add(live)
+                try:
+                    while not live.left.is_set() and not self.closing and not ws.closed:
+                        try:
+                            async with asyncio.timeout(heartbeat):
+                                await live.left.wait()
+                        except TimeoutError:
+                            await ws.send_str(_heartbeat(live.cursor))
+                finally:
+                    self._live.discard(live)
+                    cursor = live.cursor
+        except (ConnectionError, RuntimeError):
+            return  # the client went away mid-send
+
+    def _fan_out(self, events: Sequence[Event]) -> None:
+        """Write a committed batch to every live WebSocket (runs in the commit callback)."""
+        if not self._live:
+            return
+        frames: dict[int, bytes] = {}
+        first = events[0].seq
+        for live in list(self._live):
+            transport = live.transport
+            if live.cursor != first - 1 or transport.is_closing():
+                self._let_go(live)
+                continue
+            for event in events:
+                if live.principal.sees_all or self.visible(live.principal, event):
+                    frame = frames.get(event.seq)
+                    if frame is None:
+                        frame = frames[event.seq] = ws_text_frame(event.json.encode())
+                    transport.write(frame)
+            live.cursor = events[-1].seq
+            if transport.get_write_buffer_size() > LIVE_BUFFER_LIMIT:
+                self._let_go(live)  # a slow reader: its task takes over with flow control
+
+    def _let_go(self, live: _LiveSocket) -> None:
+        self._live.discard(live)
+        live.left.set()
+
+    # -- server-sent events
+
+    async def sse(self, request: web.Request, principal: Principal, after: int | None,
+                  heartbeat: float) -> web.StreamResponse:
+        """`id: seq` + `data: event` per event; resumes after Last-Event-ID."""
+        cursor = self.start_at(after)
+        try:
+            self.journal.check_position(cursor)
+        except ResyncRequired as exc:
+            raise ApiError(410, "resync_required", str(exc), resync=_resync(exc)) from None
+        response = web.StreamResponse(headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        })
+        await response.prepare(request)
+        self.connected += 1
+        journal = self.journal
+        try:
+            await response.write(b"retry: 2000\n\n")
+            while not self.closing:
+                try:
+                    events, cursor = self._page(principal, cursor, PAGE)
+                except ResyncRequired as exc:
+                    data = json.dumps({"type": "resync", "message": str(exc), **_resync(exc)})
+                    await response.write(f"event: resync\ndata: {data}\n\n".encode())
+                    break
+                if events:
+                    await response.write(_sse_frames(events))
+                if events or journal.last_seq > cursor:
+                    continue
+                if not await journal.wait(cursor, heartbeat) and not self.closing:
+                    await response.write(
+                        f"event: heartbeat\ndata: {_heartbeat(cursor)}\n\n".encode())
+        except (ConnectionError, RuntimeError):
+            pass  # the client went away
+        finally:
+            self.connected -= 1
+        return response
+
+    # -- shutdown
+
+    async def shutdown(self) -> None:
+        """End every push channel and long poll (the server is stopping)."""
+        self.closing = True
+        self.journal.wake()
+        for live in list(self._live):
+            self._let_go(live)
+        for ws in list(self._sockets):
+            try:
+                await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+            except Exception:
+                log.debug("closing a WebSocket failed", exc_info=True)
+
+
+def _heartbeat(cursor: int) -> str:
+    return json.dumps({"type": "heartbeat", "time": iso_time(time.time()), "last_seq": cursor})
+
+
+def _sse_frames(events: Iterable[Event]) -> bytes:
+    return "".join(f"id: {e.seq}\ndata: {e.json}\n\n" for e in events).encode()

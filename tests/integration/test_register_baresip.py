@@ -12,17 +12,14 @@ configured with `digest_algorithms = ["MD5"]`.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import signal
-import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from baresip_runner import Baresip as BaresipProcess
 from cms_process import CmsProcess, StartCms, user_password, wait_until
 
 BARESIP = shutil.which("baresip")
@@ -54,35 +51,11 @@ module_tmp		account.so
 _REG_RESULT = re.compile(r"\{\d+/\w+/v\d\} (\d{3} [^(\[]*)|reg: \S+: (?:Register: )?(.*)")
 
 
-class Baresip:
-    """A baresip process with its own config directory; its output is collected by a thread."""
+class Baresip(BaresipProcess):
+    """baresip with the registration-only config, and a reader of its REGISTER verdict."""
 
     def __init__(self, directory: Path, account: str) -> None:
-        directory.mkdir(parents=True)
-        (directory / "config").write_text(CONFIG)
-        (directory / "accounts").write_text(account + "\n")
-        (directory / "contacts").write_text("")
-        assert BARESIP is not None
-        self.proc = subprocess.Popen(
-            [BARESIP, "-f", str(directory)],
-            cwd=directory,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            process_group=0,
-        )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            self.lines.append(raw.decode("utf-8", "replace").rstrip())
-
-    @property
-    def output(self) -> str:
-        return "\n".join(self.lines)
+        super().__init__(directory, account, CONFIG)
 
     def registration_result(self, timeout: float = 10.0) -> str:
         """Wait for baresip's verdict on its REGISTER: the status line it printed
@@ -99,20 +72,6 @@ class Baresip:
 
         wait_until(verdict, timeout)
         return found[0] if found else "(nothing within the timeout)"
-
-    def terminate(self, timeout: float = 10.0) -> int:
-        """SIGTERM (baresip's clean quit), then SIGKILL the group if it hangs."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-        code = self.proc.wait()
-        self._reader.join(5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        return code
 
 
 StartBaresip = Callable[[CmsProcess, str, str], Baresip]

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formatdate
+from typing import TypeVar
 
 from cms.config import Config
 from cms.sip.digest import AuthOutcome, DigestServer, ha1, parse_auth_params
@@ -18,6 +19,8 @@ from cms.sip.responses import make_response
 from .bindings import Binding, BindingChange, BindingTable
 
 log = logging.getLogger("cms.registrar")
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +90,9 @@ class Registrar:
         self._single_challenge_agents = tuple(
             a.lower() for a in settings.single_challenge_user_agents
         )
+        # Phones repeat the same To and Contact text at every refresh: parse each once.
+        self._to_accounts: dict[str, Account] = {}
+        self._contacts: dict[str, _ParsedContact] = {}
         self._date_second = -1
         self._date = ""
 
@@ -98,13 +104,18 @@ class Registrar:
         authenticated = self._authenticate(request, now)
         if isinstance(authenticated, Response):
             return authenticated
-        try:
-            to = parse_name_addr(request.headers.first("to") or "")
-        except ParseError as exc:
-            return make_response(request, 400, f"Bad To ({exc})")
-        if not to.uri.is_sip:
-            return make_response(request, 400, "To is not a SIP URI")
-        account = self.directory.lookup(to.uri.user_unescaped or "")
+        to_value = request.headers.first("to") or ""
+        account = self._to_accounts.get(to_value)
+        if account is None:
+            try:
+                to = parse_name_addr(to_value)
+            except ParseError as exc:
+                return make_response(request, 400, f"Bad To ({exc})")
+            if not to.uri.is_sip:
+                return make_response(request, 400, "To is not a SIP URI")
+            account = self.directory.lookup(to.uri.user_unescaped or "")
+            if account is not None:
+                _remember(self._to_accounts, to_value, account)
         if account is None:
             return make_response(request, 404, "Unknown User")
         if self.directory.lookup(authenticated) is not account:
@@ -181,11 +192,14 @@ class Registrar:
         user_agent = headers.first("user-agent") or ""
         planned: list[tuple[str, str, int, float | None, str | None]] = []
         for contact in contacts:
-            try:
-                address = parse_name_addr(contact)
-            except ParseError as exc:
-                return make_response(request, 400, f"Bad Contact ({exc})")
-            expires_param = address.params.get("expires")
+            parsed = self._contacts.get(contact)
+            if parsed is None:
+                try:
+                    parsed = _ParsedContact.of(contact)
+                except ParseError as exc:
+                    return make_response(request, 400, f"Bad Contact ({exc})")
+                _remember(self._contacts, contact, parsed)
+            expires_param = parsed.expires
             if expires_param is not None:
                 if not expires_param.isdigit():
                     return make_response(request, 400, "Bad Contact expires")
@@ -197,17 +211,13 @@ class Registrar:
                 extra["min-expires"] = [str(settings.min_expires)]
                 return make_response(request, 423, headers=extra)
             expires = min(expires, settings.max_expires)
-            key = contact_key(address.uri)
+            key = parsed.key
             existing = table.get(aor, key)
             if existing is not None and existing.call_id == call_id and cseq <= existing.cseq:
                 return make_response(request, 500, "Out of Order CSeq")
-            q_text = address.params.get("q")
-            try:
-                q = float(q_text) if q_text else None
-            except ValueError:
+            if parsed.q is False:
                 return make_response(request, 400, "Bad Contact q")
-            instance = address.params.get("+sip.instance")
-            planned.append((key, str(address.uri), expires, q, instance))
+            planned.append((key, parsed.uri, expires, parsed.q, parsed.instance))
 
         upserted: list[tuple[str, Binding]] = []
         removed: list[str] = []
@@ -257,6 +267,39 @@ class Registrar:
     def lookup(self, aor: str, now: float | None = None) -> list[Binding]:
         """Live bindings of an account name."""
         return self.table.contacts(aor, time.time() if now is None else now)
+
+
+_MEMO_LIMIT = 50_000
+
+
+def _remember(memo: dict[str, _T], text: str, value: _T) -> None:
+    """Memoize a parse result; the memo is emptied when full (a crude bound, no LRU cost)."""
+    if len(memo) >= _MEMO_LIMIT:
+        memo.clear()
+    memo[text] = value
+
+
+@dataclass(frozen=True, slots=True)
+class _ParsedContact:
+    """What the registrar needs of one Contact header value."""
+
+    key: str
+    uri: str
+    expires: str | None
+    q: float | None | bool  # False: an unparsable q
+    instance: str | None
+
+    @classmethod
+    def of(cls, text: str) -> _ParsedContact:
+        address = parse_name_addr(text)
+        q_text = address.params.get("q")
+        q: float | None | bool
+        try:
+            q = float(q_text) if q_text else None
+        except ValueError:
+            q = False
+        return cls(contact_key(address.uri), str(address.uri), address.params.get("expires"), q,
+                   address.params.get("+sip.instance"))
 
 
 def contact_key(uri: Uri) -> str:

@@ -242,3 +242,12 @@ def test_baresip_is_offered_only_the_first_algorithm() -> None:
     )
     assert len(challenges) == 1
     assert "algorithm=MD5" in challenges[0]
+
+
+def test_contact_with_bad_q_is_a_bad_request_every_time() -> None:
+    # Parsed contacts are memoized: the second identical REGISTER must fail the same way.
+    registrar = Registrar(CONFIG)
+    phone = Phone("agent1", "secret1")
+    for _ in range(2):
+        response = phone.register(registrar, contact="<sip:phone@192.0.2.10>;q=high")
+        assert response.status == 400

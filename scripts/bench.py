@@ -75,7 +75,7 @@ MAX_RETRANS_PCT = 1.0
 MIN_ACHIEVED_SHARE = 0.9
 BULK_SHARE = 0.99
 SIDES = ("kamailio", "cms")
-BENCHMARKS = ("registrar", "calls", "relay", "memory")
+BENCHMARKS = ("registrar", "calls", "relay", "memory", "softphone")
 SETUP_HINT = "run `make setup-bench` (scripts/setup.sh --bench) to install it"
 
 
@@ -1054,7 +1054,7 @@ def report(
 
 def run_other_bench(name: str, args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     """calls, relay or memory (their modules are imported only when run)."""
-    if name != "relay" and not Path(settings.cms).exists():
+    if name not in ("relay", "softphone") and not Path(settings.cms).exists():
         raise BenchError(f"{settings.cms} not found: run `make setup` first, or give --cms")
     workdir = Path(tempfile.mkdtemp(prefix=f"cms-bench-{name}-"))
     finished = False
@@ -1063,6 +1063,10 @@ def run_other_bench(name: str, args: argparse.Namespace, settings: Settings) -> 
             from .bench_relay import run_relay_bench
 
             document = run_relay_bench(args.quick)
+        elif name == "softphone":
+            from .bench_softphone import run_softphone_bench
+
+            document = run_softphone_bench(args.quick, workdir)
         elif name == "calls":
             from .bench_calls import run_calls_bench
 

@@ -78,6 +78,9 @@ class SipEndpoint:
         self.tcp_idle_timeout = tcp_idle_timeout
         self.max_size = max_size
         self.transactions = TransactionManager()
+        timers = self.transactions.config
+        # The shortest delay a new transaction's first timer can have (100 Trying or T1).
+        self._min_new_timer = min(timers.t1, timers.trying or timers.t1) / 2
         self.handlers: dict[str, Handler] = {
             "REGISTER": self._on_register,
             "OPTIONS": self._on_options,
@@ -407,6 +410,11 @@ class SipEndpoint:
     def flush(self) -> None:
         """Send what the transactions queued and re-arm the timer (once per batch)."""
         self.send_pending()
+        armed = self._timer_at
+        if armed is not None and armed <= time.monotonic() + self._min_new_timer:
+            # No transaction can start a timer due sooner than the one already armed:
+            # skip the scan of the timer queues (it ran once per datagram batch).
+            return
         deadline = self.transactions.next_deadline()
         if deadline is None:
             return

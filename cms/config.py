@@ -37,6 +37,9 @@ class CmsSettings:
     trusted_sources: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     # RTP ports for anchored media (even port per leg).
     rtp_ports: tuple[int, ...] = (20000, 29999)
+    # CTI: API keys for CRM server integrations (key -> integration name), token lifetime.
+    api_keys: dict[str, str] = field(default_factory=dict)
+    session_ttl: float = 8 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +195,8 @@ def _check(config: Config, extra: set[str]) -> None:
             ipaddress.ip_network(source, strict=False)
         except ValueError:
             raise ConfigError(f"[cms] trusted_sources: bad network {source!r}") from None
+    if config.cms.session_ttl <= 0:
+        raise ConfigError("[cms] session_ttl must be positive")
     ports = config.cms.rtp_ports
     if len(ports) != 2 or not 1024 <= ports[0] < ports[1] <= 65535:
         raise ConfigError("[cms] rtp_ports: expected [first, last] within 1024-65535")

@@ -30,6 +30,7 @@ def test_contract_keys_are_read() -> None:
         "menus": [{"name": "main", "number": "500", "choices": {"1": "sales"}}],
         "acd": {"max_call_duration": 600},
     })
+    assert parse_config({"cms": {"api_keys": {"k1": "crm"}}}).cms.api_keys == {"k1": "crm"}
     assert config.cms.sip == "0.0.0.0:5070"
     assert config.users[0].queues == ("sales",) and not config.users[0].auto_logon
     assert config.queues[0].penalties == {"a1": 2}

@@ -204,3 +204,13 @@ class ErrorReported(Event):
     TYPE = "error"
     where: str
     message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PresenceChanged(Event):
+    """A colleague's presence on the CMS changed (available, busy, not_ready, wrap_up,
+    logged_off); only with a `[cms_api]` profile table."""
+
+    TYPE = "presence.changed"
+    user: str
+    presence: str

@@ -26,10 +26,12 @@ from softphone.events import (
     CallEvent,
     CallSnapshot,
     Event,
+    PresenceChanged,
     Registration,
     RegistrationChanged,
 )
 from softphone.history import CallHistory
+from softphone.presence import PresenceWatcher
 from softphone.profile import PhoneProfile
 from softphone.sip.agent import UserAgent
 from softphone.sip.pjthread import ThreadStopped
@@ -97,6 +99,10 @@ class SoftPhone:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._listeners: list[Callable[[Event], None]] = []
+        self.presence: PresenceWatcher | None = None
+        """Colleagues' presence from the CMS (only with a `[cms_api]` profile table)."""
+        if profile.cms_api is not None:
+            self.presence = PresenceWatcher(profile.cms_api, self._presence_changed)
 
     # -- life cycle
 
@@ -112,9 +118,13 @@ class SoftPhone:
             raise
         self.started = time.time()
         self._ticker = asyncio.create_task(self._tick(), name="audio-levels")
+        if self.presence is not None:
+            self.presence.start()
 
     async def stop(self) -> None:
         """Hang up, unregister, stop SIP, then audio; idempotent."""
+        if self.presence is not None:
+            await self.presence.stop()
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -161,6 +171,13 @@ class SoftPhone:
                 listener(event)
             except Exception:
                 log.exception("event listener failed")
+
+    def _presence_changed(self, user: str, presence: str) -> None:
+        self._apply(PresenceChanged(user=user, presence=presence))
+
+    def presence_document(self) -> list[dict[str, str]]:
+        """Colleagues' presence, `[{"user", "presence"}, ...]` ([] without `[cms_api]`)."""
+        return self.presence.snapshot() if self.presence is not None else []
 
     async def _tick(self) -> None:
         while True:

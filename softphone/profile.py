@@ -12,6 +12,11 @@ name = "cms"
 user = "agent1"
 password = "agent1pw"
 registrar = "127.0.0.1:5060"
+
+[cms_api]                   # optional: colleagues' presence from the CMS's CTI API
+url = "http://127.0.0.1:8080"
+user = "agent1"             # default: the first account's user and password
+password = "agent1pw"
 ```
 """
 
@@ -23,6 +28,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from softphone.audio.spec import parse_spec
 
@@ -64,6 +70,16 @@ class AccountProfile:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CmsApiProfile:
+    """The CMS's CTI API (`[cms_api]`): where the soft phone follows colleagues' presence."""
+
+    url: str
+    """Base URL of the CMS's HTTP API, e.g. http://127.0.0.1:8080 (without /api/v1)."""
+    user: str
+    password: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PhoneProfile:
     """Everything `softphone run` needs besides the command line."""
 
@@ -88,6 +104,8 @@ class PhoneProfile:
     log_level: int = 2
     """pjsip's log level (0..6) passed to Python logging."""
     accounts: tuple[AccountProfile, ...] = field(default_factory=tuple)
+    cms_api: CmsApiProfile | None = None
+    """Follow colleagues' presence on the CMS (None: no `[cms_api]` table)."""
 
     @property
     def history_path(self) -> Path:
@@ -139,6 +157,7 @@ _ACCOUNT_KEYS = {
     "auth_user": str, "display_name": str, "expires": int, "transport": str,
     "outbound_proxy": bool, "retry_initial": float, "retry_max": float,
 }
+_CMS_API_KEYS: dict[str, type] = {"url": str, "user": str, "password": str}
 
 
 def _checked(table: dict[str, Any], keys: dict[str, type], where: str) -> dict[str, Any]:
@@ -176,7 +195,7 @@ def _account(table: Any, index: int) -> AccountProfile:
 
 def parse_profile(data: dict[str, Any], base: Path = Path(".")) -> PhoneProfile:
     """A profile from parsed TOML; relative paths are taken from `base`."""
-    unknown = set(data) - {"softphone", "accounts"}
+    unknown = set(data) - {"softphone", "accounts", "cms_api"}
     if unknown:
         raise ProfileError(f"unknown section(s): {', '.join(sorted(unknown))}")
     phone = data.get("softphone", {})
@@ -210,7 +229,25 @@ def parse_profile(data: dict[str, Any], base: Path = Path(".")) -> PhoneProfile:
     names = [a.name for a in accounts]
     if len(set(names)) != len(names):
         raise ProfileError("account names must be unique")
-    return PhoneProfile(**values, accounts=accounts)
+    cms_api = _cms_api(data["cms_api"], accounts) if "cms_api" in data else None
+    return PhoneProfile(**values, accounts=accounts, cms_api=cms_api)
+
+
+def _cms_api(table: Any, accounts: tuple[AccountProfile, ...]) -> CmsApiProfile:
+    if not isinstance(table, dict):
+        raise ProfileError("[cms_api] must be a table")
+    values = _checked(table, _CMS_API_KEYS, "cms_api")
+    url = values.get("url", "").rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ProfileError("cms_api.url: an http:// or https:// URL is required")
+    user = values.get("user") or (accounts[0].user if accounts else "")
+    if not user:
+        raise ProfileError("cms_api.user: required when there is no account")
+    password = values.get("password")
+    if password is None:
+        password = next((a.password for a in accounts if a.user == user), "")
+    return CmsApiProfile(url=url, user=user, password=password)
 
 
 def load_profile(path: Path | None) -> PhoneProfile:

@@ -3,7 +3,9 @@
 Contract (DESIGN.md §5): `GET /status`, `GET|POST /calls`, `GET /calls/{id}`,
 `POST /calls/{id}/{answer|reject|hangup|hold|retrieve|dtmf|transfer}`, `GET|PUT /audio`,
 `GET /audio/levels`, `GET /events/ws`; also `GET /history` and
-`POST /calls/{id}/conference {"with": other_id}` (a local three-way conference). Errors are
+`POST /calls/{id}/conference {"with": other_id}` (a local three-way conference), and
+`GET /presence`: colleagues' presence on the CMS, `[{"user", "presence"}, ...]` (empty
+without a `[cms_api]` profile table; changes arrive as `presence.changed` events). Errors are
 `{"error": {"code", "message"}}` with a 4xx status for anything the client got wrong.
 
 It is a local service that can place calls, so it defends itself against web pages the
@@ -186,6 +188,10 @@ async def audio_levels(request: web.Request) -> web.Response:
     return web.json_response(request.app[PHONE].levels_document())
 
 
+async def presence(request: web.Request) -> web.Response:
+    return web.json_response(request.app[PHONE].presence_document())
+
+
 async def events_ws(request: web.Request) -> web.WebSocketResponse:
     origin = request.headers.get("Origin")
     if origin and request.app[TOKEN] is None:  # browsers send it; only our own page may
@@ -275,6 +281,7 @@ def build_app(phone: SoftPhone, token: str | None = None,
     app.router.add_get(f"{API}/audio", get_audio)
     app.router.add_put(f"{API}/audio", put_audio)
     app.router.add_get(f"{API}/audio/levels", audio_levels)
+    app.router.add_get(f"{API}/presence", presence)
     app.router.add_get(f"{API}/events/ws", events_ws)
     app.router.add_get("/", index)
     if WEB_ROOT.is_dir():

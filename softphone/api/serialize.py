@@ -17,6 +17,7 @@ from softphone.events import (
     DtmfReceived,
     ErrorReported,
     Event,
+    PresenceChanged,
     Registration,
     RegistrationChanged,
 )
@@ -112,6 +113,8 @@ def event_payload(event: Event) -> dict[str, Any]:
             return levels_json(levels)
         case ErrorReported(where=where, message=message):
             return {"where": where, "message": message}
+        case PresenceChanged(user=user, presence=presence):
+            return {"user": user, "presence": presence}
     return {}
 
 

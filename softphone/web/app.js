@@ -2,7 +2,8 @@
 import { request, subscribe } from "./api.js";
 
 const $ = (id) => document.getElementById(id);
-const state = { accounts: new Map(), calls: new Map(), audio: null, history: [] };
+const state = { accounts: new Map(), calls: new Map(), audio: null, history: [],
+                presence: new Map() };
 
 function say(text) {
   $("message").textContent = text || "";
@@ -166,6 +167,31 @@ function renderHistory() {
   }
 }
 
+// Colleagues' presence on the CMS (only when the profile has a [cms_api] table).
+function renderColleagues() {
+  const list = $("colleagues");
+  list.replaceChildren();
+  for (const [user, presence] of [...state.presence].sort(([a], [b]) => a.localeCompare(b))) {
+    const item = document.createElement("li");
+    item.dataset.user = user;
+    item.dataset.presence = presence;
+    const name = document.createElement("span");
+    name.textContent = user;
+    const badge = document.createElement("span");
+    badge.className = "presence";
+    badge.textContent = presence.replace("_", " ");
+    item.append(name, " ", badge);
+    item.addEventListener("click", () => { $("number").value = user; });
+    list.append(item);
+  }
+  $("colleagues-section").hidden = state.presence.size === 0;
+}
+
+async function loadPresence() {
+  const data = await act(request("GET", "/presence"));
+  if (data) { state.presence = new Map(data.map((p) => [p.user, p.presence])); renderColleagues(); }
+}
+
 // -- events
 
 async function loadHistory() {
@@ -178,7 +204,10 @@ function onEvent(event) {
     state.accounts = new Map(event.accounts.map((a) => [a.account, a]));
     state.calls = new Map(event.calls.map((c) => [c.id, c]));
     state.audio = event.audio;
-    renderAccounts(); renderCalls(); renderAudio(); loadHistory();
+    renderAccounts(); renderCalls(); renderAudio(); loadHistory(); loadPresence();
+  } else if (event.type === "presence.changed") {
+    state.presence.set(event.user, event.presence);
+    renderColleagues();
   } else if (event.type.startsWith("registration.")) {
     state.accounts.set(event.registration.account, event.registration);
     renderAccounts();

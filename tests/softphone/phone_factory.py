@@ -25,11 +25,14 @@ def toml_value(value: Any) -> str:
     raise TypeError(f"no TOML for {value!r}")
 
 
-def profile_text(settings: Mapping[str, Any], accounts: Sequence[Mapping[str, Any]]) -> str:
+def profile_text(settings: Mapping[str, Any], accounts: Sequence[Mapping[str, Any]],
+                 cms_api: Mapping[str, Any] | None = None) -> str:
     """A soft phone profile (sip_profiles/softphone*.toml format)."""
     lines = ["[softphone]"] + [f"{k} = {toml_value(v)}" for k, v in settings.items()]
     for account in accounts:
         lines += ["", "[[accounts]]"] + [f"{k} = {toml_value(v)}" for k, v in account.items()]
+    if cms_api is not None:
+        lines += ["", "[cms_api]"] + [f"{k} = {toml_value(v)}" for k, v in cms_api.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -54,6 +57,7 @@ class PhoneFactory:
     gets its profile `<name>.toml`, its own data directory (call history) and, for
     `audio="wav"`, the input `<name>.wav` (a tone for a, b and c) and output `<name>-out.wav`.
     `ready=False` only launches the process: call `wait_ready()` on it (start several at once).
+    `cms_api`: the profile's `[cms_api]` table (colleagues' presence from the CMS).
     """
 
     def __init__(self, directory: Path) -> None:
@@ -62,14 +66,15 @@ class PhoneFactory:
 
     def __call__(self, name: str, audio: str = "null",
                  accounts: Sequence[Mapping[str, Any]] = (), env: dict[str, str] | None = None,
-                 ready: bool = True, **settings: Any) -> SoftphoneProcess:
+                 ready: bool = True, cms_api: Mapping[str, Any] | None = None,
+                 **settings: Any) -> SoftphoneProcess:
         directory = self.directory
         if audio == "wav":
             write_tones(directory)
             audio = f"wav:{directory / (name + '.wav')}:{directory / (name + '-out.wav')}"
         settings.setdefault("history", str(directory / f"{name}-history.jsonl"))
         profile = directory / f"{name}.toml"
-        profile.write_text(profile_text(settings, accounts))
+        profile.write_text(profile_text(settings, accounts, cms_api))
         phone = SoftphoneProcess(profile, audio, directory / f"{name}-home", env=env)
         self.phones.append(phone)
         return phone.start() if ready else phone.launch()

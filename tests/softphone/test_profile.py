@@ -96,3 +96,25 @@ def test_host_port_parsing() -> None:
 def test_loopback_detection() -> None:
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.2")
+
+
+def test_cms_api_defaults_to_the_first_account_credentials() -> None:
+    profile = parse_profile({
+        "accounts": [{"user": "agent1", "password": "pw1", "registrar": "127.0.0.1"}],
+        "cms_api": {"url": "http://127.0.0.1:8080/"},
+    })
+
+    assert profile.cms_api is not None
+    assert (profile.cms_api.url, profile.cms_api.user, profile.cms_api.password) == (
+        "http://127.0.0.1:8080", "agent1", "pw1")
+    assert parse_profile({}).cms_api is None
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ({"url": "127.0.0.1:8080"}, "cms_api.url"),
+    ({"url": "http://h", "port": 1}, "unknown key"),
+    ({"url": "http://h"}, "cms_api.user"),
+])
+def test_bad_cms_api_tables_are_reported(table: dict, message: str) -> None:
+    with pytest.raises(ProfileError, match=message):
+        parse_profile({"cms_api": table})

@@ -30,6 +30,7 @@ from cms.acd.events import (
     PlayToCaller,
     SendToOverflow,
 )
+from cms.media.dtmf import DigitPressed
 from cms.media.formats import CODECS, MediaFormat
 from cms.media.relay import bridge, disconnect
 from cms.media.service import MediaService
@@ -155,6 +156,7 @@ class CallManager:
                 log.info("ignoring malformed attached data on %s", call.id)
         self.calls[call.id] = call
         self.counters["calls"] += 1
+        media.on_dtmf = lambda _leg, notice: self._caller_digit(call, notice)
         self.endpoint.cancel_handlers[tx] = lambda _tx, _cancel: self._caller_cancelled(call)
         if destination is not None:
             call.queue = destination.name if destination.kind == "queue" else ""
@@ -166,6 +168,15 @@ class CallManager:
         else:
             assert account is not None
             self._ring_direct(call, account.name)
+
+    def _caller_digit(self, call: Call, notice: object) -> None:
+        """An RFC 4733 digit from the caller: the ACD uses it in an entry menu."""
+        if not isinstance(notice, DigitPressed) or call.state is CallState.ENDED:
+            return
+        if call.state is CallState.QUEUED and call.kind == "menu":
+            self._run(self.acd.caller_digit(call.id, notice.digit, time.time()))
+            # Digits arrive on the media socket, outside any SIP datagram batch.
+            self.endpoint.flush()
 
     def _trusted(self, peer: Peer) -> bool:
         try:

@@ -93,6 +93,13 @@ def config_text(users: int = USER_COUNT, realm: str = "cms.local",
         f"wrap_up = {wrap_up}",
         *([f"max_no_answer = {max_no_answer}"] if max_no_answer is not None else []),
         "",
+        # An entry menu: dial 500, then digit 1 picks the queue.
+        "[[menus]]",
+        'name = "main"',
+        'number = "500"',
+        f'choices = {{ "1" = "{queue_name}" }}',
+        "timeout = 5",
+        "",
     ]
     return "\n".join(lines)
 

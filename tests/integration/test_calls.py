@@ -243,6 +243,29 @@ def test_caller_and_agent_hear_each_others_tone_through_the_queue(start_cms: Sta
     run(scenario(), cms)
 
 
+def test_a_digit_in_the_entry_menu_sends_the_caller_to_the_chosen_queue(
+    start_cms: StartCms,
+) -> None:
+    cms = start_cms(users=5, wrap_up=0)
+
+    async def scenario() -> None:
+        async with phone(cms, "agent0001", register=True, answer=agent_answering()) as agent, \
+                phone(cms) as caller:
+            call = await caller.call("500", ToneSource(CALLER_HZ))
+            assert call.status == 200, call.reason
+            await wait_event(cms, "menu.entered", menu="main")
+            call.send_dtmf("1")
+            incoming = await agent.next_incoming(5)
+            await asyncio.wait_for(incoming.answered.wait(), 5)
+            await wait_event(cms, "menu.left", digit="1")
+            assert await call.hang_up() == 200
+
+        (record,) = await wait_records(cms, 1)
+        assert record["kind"] == "menu" and record["agent"] == "agent0001"
+
+    run(scenario(), cms)
+
+
 def test_an_rtp_packet_from_a_strangers_address_is_not_relayed_to_the_agent(
     start_cms: StartCms,
 ) -> None:

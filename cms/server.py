@@ -113,9 +113,8 @@ class CmsServer:
                 "queue": call.queue, "attached_data": call.attached_data}
 
     def _execute_acd(self, outputs: list[object]) -> None:
-        """Run the outputs of an ACD command from the CTI, and send what they queued."""
-        self.calls._run(outputs)
-        self.endpoint.flush()
+        """Run the outputs of an ACD command from the CTI."""
+        self.calls.run_acd(outputs)
     # --- end CTI hooks ---
 
     async def start(self, sip: tuple[str, int], http: tuple[str, int]) -> None:

@@ -175,8 +175,6 @@ class CallManager:
             return
         if call.state is CallState.QUEUED and call.kind == "menu":
             self._run(self.acd.caller_digit(call.id, notice.digit, time.time()))
-            # Digits arrive on the media socket, outside any SIP datagram batch.
-            self.endpoint.flush()
 
     def _trusted(self, peer: Peer) -> bool:
         try:
@@ -368,6 +366,10 @@ class CallManager:
 
     # -- ACD actions
 
+    def run_acd(self, outputs: list[Any]) -> None:
+        """Execute what an ACD command (from the CTI) returned: actions and events, in order."""
+        self._run(outputs)
+
     def _run(self, outputs: list[Any]) -> None:
         """Execute ACD actions and publish its events, in order; then re-arm its timer."""
         self._execute(outputs)
@@ -391,10 +393,6 @@ class CallManager:
         armed = self._acd_timer_at or 0.0
         self._acd_timer_at = None
         self._run(self.acd.handle_timer(max(time.time(), armed)))
-        # No datagram batch runs here to send what the actions queued. Requests (the CANCEL
-        # of a timed-out ring, the INVITE to the next agent) now leave at once from
-        # SipEndpoint.send_request; responses (a 480 to a reclaimed direct caller) do not.
-        self.endpoint.flush()
 
     def device_changed(self, device: str, registered: bool) -> None:
         """The registrar saw a device's first binding appear or its last one go."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import socket
@@ -58,8 +59,13 @@ _SIMPLE_VIA = re.compile(
 _TO_TAG = re.compile(r";\s*tag\s*=", re.I)
 
 
+@functools.lru_cache(maxsize=1024)
 def local_ip_towards(host: str) -> str:
-    """The local address the kernel would use to reach `host` (no packet is sent)."""
+    """The local address the kernel would use to reach `host` (no packet is sent).
+
+    Cached: every call setup asks it several times (Via, Contact, SDP), and each
+    answer costs a socket and a connect().
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_DGRAM) as probe:
         try:
@@ -87,6 +93,7 @@ class SipEndpoint:
         }
         self.udp: UdpTransport | None = None
         self.tcp: TcpTransport | None = None
+        self._receiving = False  # inside on_udp / on_tcp: the transport sends afterwards
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self.counters = {
@@ -116,11 +123,19 @@ class SipEndpoint:
         if len(data) <= 4 and not data.strip(b"\r\n\x00"):
             return  # RFC 5626 CRLF keep-alive over UDP: nothing to answer.
         assert self.udp is not None
-        self._receive(data, addr, None, True)
+        self._receiving = True
+        try:
+            self._receive(data, addr, None, True)
+        finally:
+            self._receiving = False
 
     def on_tcp(self, data: bytes, conn: TcpConnection) -> None:
         """A framed message arrived on a TCP connection."""
-        self._receive(data, conn.peer, conn, False)
+        self._receiving = True
+        try:
+            self._receive(data, conn.peer, conn, False)
+        finally:
+            self._receiving = False
 
     def _receive(self, data: bytes, addr: Address, conn: TcpConnection | None,
                  datagram: bool) -> None:
@@ -138,6 +153,7 @@ class SipEndpoint:
         peer = self._stamp_via(message, addr, conn)
         if peer is None:
             self.counters["malformed"] += 1
+            self.counters["dropped"] += 1
             self._log_drop("unusable top Via", addr)
             return
         try:
@@ -278,10 +294,10 @@ class SipEndpoint:
         peer.send(make_response(request, exc.status, reason[:120]).encode())
 
     def _log_drop(self, why: str, addr: Address) -> None:
-        dropped = self.counters["dropped"] + self.counters["malformed"]
+        dropped = self.counters["dropped"]
         if dropped <= 20 or dropped % 1000 == 0:
             log.warning("dropped a message from %s:%s: %s", *addr, why,
-                        extra={"malformed_total": self.counters["malformed"]})
+                        extra={"dropped_total": dropped})
 
     # -- dispatching
 
@@ -350,6 +366,16 @@ class SipEndpoint:
     def respond(self, tx: ServerTransaction, response: Response) -> None:
         """Send a response through its server transaction."""
         self.transactions.send_response(tx, response, time.monotonic())
+        self._send_unless_receiving()
+
+    def _send_unless_receiving(self) -> None:
+        """Send at once what was queued from a timer, the media or the CTI.
+
+        While a message is being handled, the transport sends after it and re-arms
+        the timer once per read batch; anything else must flush itself.
+        """
+        if not self._receiving:
+            self.flush()
 
     def _on_register(self, tx: ServerTransaction, request: Request, peer: Peer) -> None:
         source = f"{peer.transport} {peer.addr[0]}:{peer.addr[1]}"
@@ -371,15 +397,13 @@ class SipEndpoint:
             request, peer, time.monotonic(), reliable=isinstance(peer, TcpPeer)
         )
         self._client_handlers[tx] = on_event
-        # Requests also start from timers and API calls, outside any datagram batch: send
-        # now and arm the transaction's timers.
-        self.flush()
+        self._send_unless_receiving()
         return tx
 
     def send_stateless(self, message: Request | Response, peer: Peer) -> None:
         """Send outside any transaction (the ACK of a 2xx, a 2xx retransmission)."""
         self.transactions.send_stateless(message, peer)
-        self.send_pending()
+        self._send_unless_receiving()
 
     def peer_for(self, transport: str, addr: Address) -> Peer | None:
         """Where to send a request: UDP to addr, or a live TCP connection from addr."""

@@ -15,7 +15,9 @@ import json
 import logging
 import secrets
 import time
+import wave
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from cms.acd.engine import Acd
@@ -34,7 +36,13 @@ from cms.media.dtmf import DigitPressed
 from cms.media.formats import CODECS, MediaFormat
 from cms.media.relay import bridge, disconnect
 from cms.media.service import MediaService
-from cms.media.sources import HoldMusicSource, SilenceSource, ToneSource
+from cms.media.sources import (
+    AudioSource,
+    HoldMusicSource,
+    SilenceSource,
+    ToneSource,
+    WavSource,
+)
 from cms.net.endpoint import SipEndpoint
 from cms.net.peer import Peer, UdpPeer
 from cms.registrar.bindings import Binding
@@ -430,11 +438,11 @@ class CallManager:
             elif isinstance(output, PlayToCaller):
                 call.caller.media.play(self._announcement(output.announcement))
             elif isinstance(output, HangUpCaller):
-                self._hang_up_caller(call, output.reason.value)
+                self._end(call, output.reason.value)
             elif isinstance(output, SendToOverflow):
                 account = self.registrar.directory.lookup(output.target)
                 if account is None:
-                    self._hang_up_caller(call, "overflow_unreachable")
+                    self._end(call, "overflow_unreachable")
                 else:
                     self._ring_direct(call, account.name)
             elif isinstance(output, EndCall):
@@ -460,10 +468,19 @@ class CallManager:
         call.caller.media.stop_audio()
         bridge(call.caller.media, leg.media)
 
-    def _announcement(self, name: str) -> Any:
-        if name.startswith("tone:"):
-            return ToneSource(float(name[5:]))
-        return SilenceSource() if not name else HoldMusicSource()
+    def _announcement(self, name: str) -> AudioSource:
+        """What an announcement name plays: `tone:HZ`, a WAV file, else silence (logged)."""
+        try:
+            if name.startswith("tone:"):
+                return ToneSource(float(name[5:]))
+            if name and Path(name).is_file():
+                return WavSource(name, loop=False)
+        except (ValueError, OSError, wave.Error) as exc:
+            log.warning("announcement %r cannot be played: %s", name, exc)
+            return SilenceSource()
+        if name:
+            log.warning("announcement %r is neither tone:HZ nor a WAV file", name)
+        return SilenceSource()
 
     # -- in-dialog requests
 
@@ -551,9 +568,6 @@ class CallManager:
         """CANCEL of a caller's INVITE not yet answered (direct calls ringing)."""
         self._reply_caller(call, 487)
         self._end(call, "abandoned", by=call.caller)
-
-    def _hang_up_caller(self, call: Call, reason: str) -> None:
-        self._end(call, reason)
 
     def _end(self, call: Call, outcome: str, by: SipLeg | None = None) -> None:
         """End the call on every leg still up, tell the ACD, write the record."""

@@ -5,17 +5,14 @@ files (sndfile); `ctrl_tcp` lets a test make it dial."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import socket
 import struct
-import subprocess
-import threading
 from pathlib import Path
 
 import numpy as np
 from audio_analysis import tone_dbfs
+from baresip_runner import Baresip
 from cms_process import free_port
 
 BARESIP = shutil.which("baresip")
@@ -58,39 +55,21 @@ def _port_pair() -> int:
     raise RuntimeError("no free pair of ports")
 
 
-class BaresipPeer:
+class BaresipPeer(Baresip):
     """A baresip process without registration, listening on loopback."""
 
     def __init__(self, directory: Path, user: str = "bob") -> None:
         assert BARESIP is not None
-        directory.mkdir(parents=True)
-        self.dump = directory / "dump"
-        self.dump.mkdir()
+        # Outside `directory`, which the base class creates itself.
+        self.dump = directory.with_name(directory.name + "-dump")
+        self.dump.mkdir(parents=True)
         self.sip_port = _port_pair()  # baresip also listens for SIP/TLS on port + 1
         self.ctrl_port = free_port(socket.SOCK_STREAM)
         while self.ctrl_port in (self.sip_port, self.sip_port + 1):
             self.ctrl_port = free_port(socket.SOCK_STREAM)
-        (directory / "config").write_text(_config(self.sip_port, self.ctrl_port, self.dump))
-        (directory / "accounts").write_text(
-            f"<sip:{user}@127.0.0.1:{self.sip_port}>;regint=0;answermode=auto\n")
-        (directory / "contacts").write_text("")
         self.uri = f"sip:{user}@127.0.0.1:{self.sip_port}"
-        self.proc = subprocess.Popen(
-            [BARESIP, "-f", str(directory)], cwd=directory, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, process_group=0,
-        )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            self.lines.append(raw.decode("utf-8", "replace").rstrip())
-
-    @property
-    def output(self) -> str:
-        return "\n".join(self.lines)
+        super().__init__(directory, f"<{self.uri}>;regint=0;answermode=auto",
+                         _config(self.sip_port, self.ctrl_port, self.dump))
 
     def ready(self) -> bool:
         return any("baresip is ready" in line for line in self.lines)
@@ -128,19 +107,10 @@ class BaresipPeer:
         return tone_dbfs(samples, rate, frequency)
 
     def terminate(self, timeout: float = 10.0) -> int:
-        """Hang up what is still going on, then SIGTERM (SIGKILL if it hangs)."""
+        """Hang up what is still going on, then quit as the base class does."""
         if self.proc.poll() is None:
             try:
                 self.command("hangup")
             except OSError:
                 pass
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-        code = self.proc.wait()
-        self._reader.join(5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        return code
+        return super().terminate(timeout)

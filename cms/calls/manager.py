@@ -48,7 +48,6 @@ from cms.net.peer import Peer, UdpPeer
 from cms.registrar.bindings import Binding
 from cms.registrar.service import Registrar
 from cms.sip.dialog import Dialog
-from cms.sip.digest import AuthOutcome, parse_auth_params
 from cms.sip.errors import ParseError
 from cms.sip.headers import parse_name_addr, parse_uri
 from cms.sip.message import Headers, Request, Response
@@ -193,28 +192,11 @@ class CallManager:
 
     def _authenticated(self, tx: ServerTransaction, request: Request, now: float) -> bool:
         """Digest-authenticate an INVITE from an untrusted source (407 challenge)."""
-        digest = self.registrar.digest
-        for value in request.headers.all("proxy-authorization"):
-            try:
-                scheme, params = parse_auth_params(value)
-            except ValueError:
-                continue
-            if scheme.lower() != "digest" or params.get("realm") != self.registrar.realm:
-                continue
-            result = digest.verify("INVITE", params, now, self.registrar.directory.credentials)
-            if result.outcome is AuthOutcome.OK:
-                return True
-            stale = result.outcome is AuthOutcome.STALE
-            if result.outcome is AuthOutcome.BAD_CREDENTIALS and result.reason != "unknown nonce":
-                self._reply(tx, request, 403, "Forbidden")
-                return False
-            break
-        else:
-            stale = False
-        extra = Headers()
-        extra["proxy-authenticate"] = digest.challenge(now, stale=stale)
-        self.endpoint.respond(tx, make_response(request, 407, headers=extra))
-        return False
+        verdict = self.registrar.authenticate(request, now, proxy=True)
+        if isinstance(verdict, Response):
+            self.endpoint.respond(tx, verdict)
+            return False
+        return True
 
     def _answer_caller(self, call: Call) -> None:
         leg = call.caller

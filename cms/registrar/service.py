@@ -10,7 +10,7 @@ from email.utils import formatdate
 from typing import TypeVar
 
 from cms.config import Config
-from cms.sip.digest import AuthOutcome, DigestServer, ha1, parse_auth_params
+from cms.sip.digest import UNKNOWN_NONCE, AuthOutcome, DigestServer, ha1, parse_auth_params
 from cms.sip.errors import ParseError
 from cms.sip.headers import Uri, header_values, parse_name_addr, unquote
 from cms.sip.message import Headers, Request, Response
@@ -101,7 +101,7 @@ class Registrar:
         if now is None:
             now = time.time()
         # Challenge before parsing anything else: half of all REGISTERs stop here.
-        authenticated = self._authenticate(request, now)
+        authenticated = self.authenticate(request, now)
         if isinstance(authenticated, Response):
             return authenticated
         to_value = request.headers.first("to") or ""
@@ -124,9 +124,14 @@ class Registrar:
             return make_response(request, 403, "Forbidden (not your address)")
         return self._update(request, account, source, now)
 
-    def _authenticate(self, request: Request, now: float) -> str | Response:
-        """The authenticated digest user name, or the response to send instead."""
-        values = request.headers.get("authorization")
+    def authenticate(self, request: Request, now: float, *, proxy: bool = False
+                     ) -> str | Response:
+        """The authenticated digest user name, or the response to send instead.
+
+        `proxy` selects Proxy-Authorization and a 407 challenge (an INVITE),
+        instead of Authorization and 401 (a REGISTER).
+        """
+        values = request.headers.get("proxy-authorization" if proxy else "authorization")
         params: dict[str, str] | None = None
         if values:
             for value in values:
@@ -134,32 +139,33 @@ class Registrar:
                     scheme, candidate = parse_auth_params(value)
                 except ValueError:
                     return make_response(request, 400, "Malformed Authorization")
-                if scheme.lower() == "digest" and unquote(candidate.get("realm", "")) == self.realm:
+                if scheme.lower() == "digest" and candidate.get("realm") == self.realm:
                     params = candidate
                     break
         if params is None:
-            return self._challenge(request, now, stale=False)
+            return self._challenge(request, now, stale=False, proxy=proxy)
         result = self.digest.verify(request.method, params, now, self.directory.credentials)
         outcome = result.outcome
         if outcome is AuthOutcome.OK and result.username is not None:
             return result.username
         if outcome is AuthOutcome.STALE:
-            return self._challenge(request, now, stale=True)
-        if outcome is AuthOutcome.REPLAY:
-            return self._challenge(request, now, stale=False)
-        if result.reason == "unknown nonce":
-            # Not our nonce (a previous run's, or forged): a fresh challenge, not a refusal.
-            return self._challenge(request, now, stale=False)
+            return self._challenge(request, now, stale=True, proxy=proxy)
+        if outcome is AuthOutcome.REPLAY or result.reason == UNKNOWN_NONCE:
+            return self._challenge(request, now, stale=False, proxy=proxy)
         if outcome is AuthOutcome.MALFORMED:
             return make_response(request, 400, "Malformed Authorization")
-        log.info("registration refused: wrong credentials for %r", result.username)
+        log.info("%s refused: wrong credentials for %r", request.method, result.username)
         return make_response(request, 403, "Forbidden (wrong credentials)")
 
-    def _challenge(self, request: Request, now: float, stale: bool) -> Response:
+    def _challenge(self, request: Request, now: float, stale: bool, proxy: bool) -> Response:
         extra = Headers()
         agent = (request.headers.first("user-agent") or "").lower()
         single = any(part in agent for part in self._single_challenge_agents) if agent else False
-        extra["www-authenticate"] = self.digest.challenge(now, stale=stale, first_only=single)
+        challenges = self.digest.challenge(now, stale=stale, first_only=single)
+        if proxy:
+            extra["proxy-authenticate"] = challenges
+            return make_response(request, 407, headers=extra)
+        extra["www-authenticate"] = challenges
         return make_response(request, 401, "Unauthorized", headers=extra)
 
     def _update(self, request: Request, account: Account, source: str, now: float) -> Response:

@@ -192,6 +192,10 @@ class AuthResult:
         return self.outcome is AuthOutcome.OK
 
 
+# The reason of a BAD_CREDENTIALS for a nonce this server did not issue (or issued
+# with another secret): callers answer it with a fresh challenge, not a refusal.
+UNKNOWN_NONCE = "unknown nonce"
+
 _OK = AuthOutcome.OK
 _STALE = AuthOutcome.STALE
 _BAD = AuthOutcome.BAD_CREDENTIALS
@@ -432,7 +436,7 @@ class DigestServer:
 
         issued = self.nonce_issued_at(nonce)
         if issued is None:
-            return AuthResult(_BAD, username, "unknown nonce")
+            return AuthResult(_BAD, username, UNKNOWN_NONCE)
         secret_hex = credentials(username, realm, base)
         if secret_hex is None:
             return AuthResult(_BAD, username, "unknown user")

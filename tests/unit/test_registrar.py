@@ -251,3 +251,21 @@ def test_contact_with_bad_q_is_a_bad_request_every_time() -> None:
     for _ in range(2):
         response = phone.register(registrar, contact="<sip:phone@192.0.2.10>;q=high")
         assert response.status == 400
+
+
+def test_invite_authentication_uses_407_and_proxy_authorization() -> None:
+    registrar = Registrar(CONFIG)
+    invite = Phone("agent1", "secret1").request()
+    invite.method = "INVITE"
+    invite.headers["cseq"] = ["1 INVITE"]
+    challenge = registrar.authenticate(invite, NOW, proxy=True)
+    assert isinstance(challenge, Response) and challenge.status == 407
+    value = challenge.headers.all("proxy-authenticate")[0]
+    answer = DigestClient("agent1", "secret1").authorization("INVITE", "sip:cms.local", value)
+    invite.headers["proxy-authorization"] = [answer]
+    assert registrar.authenticate(invite, NOW, proxy=True) == "agent1"
+    invite.headers["proxy-authorization"] = [
+        DigestClient("agent1", "wrong").authorization("INVITE", "sip:cms.local", value)
+    ]
+    refused = registrar.authenticate(invite, NOW, proxy=True)
+    assert isinstance(refused, Response) and refused.status == 403

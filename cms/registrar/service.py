@@ -30,7 +30,6 @@ class Account:
     name: str
     kind: str  # "user" | "work_centre"
     extension: str
-    ha1: dict[str, str]  # algorithm -> HA1 hex; empty: cannot authenticate
 
 
 class Directory:
@@ -39,7 +38,6 @@ class Directory:
     def __init__(self, config: Config) -> None:
         realm = config.cms.realm
         algorithms = config.cms.digest_algorithms
-        self.accounts: dict[str, Account] = {}
         self._by_sip_user: dict[str, Account] = {}
         # HA1 depends on the user name the phone authenticates with, so keep one per alias.
         self._ha1: dict[tuple[str, str], str] = {}
@@ -47,8 +45,7 @@ class Directory:
             (w.name, "work_centre", w.extension, w.password) for w in config.work_centres
         ]
         for name, kind, extension, password in entries:
-            account = Account(name, kind, extension, {})
-            self.accounts[name] = account
+            account = Account(name, kind, extension)
             for alias in (name, extension):
                 if not alias:
                     continue

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from .errors import LocalProtocolError, ParseError
 from .headers import header_values, parse_cseq, parse_name_addr
 from .message import Headers, Request, Response
-from .responses import new_tag
 from .transaction import new_branch
 
 
@@ -86,13 +85,6 @@ class Dialog:
             remote_cseq=cseq,
         )
 
-    def confirm(self, response: Response) -> None:
-        """An early dialog became confirmed by a 2xx (target refresh, §13.2.2.4)."""
-        self.early = False
-        target = _contact_uri(response.headers)
-        if target:
-            self.remote_target = target
-
     def new_request(
         self,
         method: str,
@@ -154,11 +146,6 @@ class Dialog:
             if target:
                 self.remote_target = target
         return True
-
-
-def new_dialog_tag() -> str:
-    """A fresh local tag for a dialog we create."""
-    return new_tag()
 
 
 def dialog_key_of(request: Request) -> tuple[str, str, str] | None:

@@ -236,7 +236,7 @@ class CallManager:
         bindings = self.registrar.lookup(device)
         if not bindings:
             return None
-        peer = self._peer_of(bindings[0])
+        peer = self.peer_of(bindings[0])
         if peer is None:
             return None
         media = self.media.open_leg(name=f"{role} {user}")
@@ -270,7 +270,7 @@ class CallManager:
         )
         return leg
 
-    def _peer_of(self, binding: Binding) -> Peer | None:
+    def peer_of(self, binding: Binding) -> Peer | None:
         """Where requests to a registered contact go.
 
         Over TCP, the connection the phone registered on. Over UDP, the Contact's

@@ -54,6 +54,15 @@ class JournalFeed:
             self._created(call_id, event.time, info or {}, queue=str(data.get("queue", "")))
         self._append(event.TYPE, data, event.time)
 
+    def call_started(self, call_id: str, at: float, info: Mapping[str, Any]) -> None:
+        """A call the B2BUA just accepted or placed: its `interaction.created`, once."""
+        if call_id not in self._open:
+            self._created(call_id, at, info, queue=str(info.get("queue", "")))
+
+    def call_event(self, kind: str, data: Mapping[str, Any], at: float) -> None:
+        """A B2BUA event about a live call (`call.dialing`, `call.established`, ...)."""
+        self._append(kind, dict(data), at)
+
     def call_record(self, record: Mapping[str, Any]) -> None:
         """A finished call's record (`cms.calls.manager.CallManager._record`)."""
         call_id = str(record["id"])

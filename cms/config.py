@@ -40,6 +40,9 @@ class CmsSettings:
     # CTI: API keys for CRM server integrations (key -> integration name), token lifetime.
     api_keys: dict[str, str] = field(default_factory=dict)
     session_ttl: float = 8 * 3600.0
+    # Spoken prompts (position announcements; announcements named without a path), relative
+    # to the config file's directory.
+    sounds: str = "sounds"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +83,8 @@ class Queue:
     priority: int = 0
     members: tuple[str, ...] = ()  # ordered, for linear and round-robin
     penalties: dict[str, int] = field(default_factory=dict)
+    announce_position: float = 0.0  # seconds between "you are caller number N"; 0 = never
+    announce_position_first: float = 3.0  # seconds after joining for the first one
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +121,13 @@ class Config:
     menus: tuple[Menu, ...] = ()
     acd: AcdTable = field(default_factory=AcdTable)
     source: str = ""
+
+    def sounds_dir(self) -> Path:
+        """Where the spoken prompts are: `[cms] sounds`, relative to the config file."""
+        sounds = Path(self.cms.sounds)
+        if sounds.is_absolute() or not self.source:
+            return sounds
+        return Path(self.source).parent / sounds
 
 
 def _build(cls: Any, table: Any, where: str) -> Any:

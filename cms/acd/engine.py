@@ -41,6 +41,7 @@ from cms.config import Config
 from .agent import Agent, log_off, log_on, transition
 from .errors import AcdError
 from .events import (
+    AnnouncePosition,
     CallerJoinedQueue,
     CallerLeftQueue,
     CallOffered,
@@ -85,6 +86,7 @@ class _Timer(Enum):
     MAX_WAIT = "max_wait"  # call id
     MENU = "menu"  # call id
     CALL = "call"  # reclaim of an answered or direct call (call id)
+    ANNOUNCE = "announce"  # next position announcement of a waiting caller (call id)
     WRAP_UP = "wrap_up"  # user
 
 
@@ -427,6 +429,8 @@ class Acd:
                 caller = self._callers[name]
                 assert caller.menu is not None
                 self._menu_retry(caller, self._menus[caller.menu], now, out)
+            elif kind is _Timer.ANNOUNCE:
+                self._announce_position(self._callers[name], now, out)
             elif kind is _Timer.CALL:
                 call = self._calls.pop(name)
                 out.append(EndCall(call_id=name, agent=call.agent, reason="reclaimed"))
@@ -658,6 +662,9 @@ class Acd:
                                      position=position, priority=caller.priority))
         if settings.max_wait > 0:
             self._timers.set((_Timer.MAX_WAIT, caller.call_id), now + settings.max_wait)
+        if settings.announce_position > 0:
+            self._timers.set((_Timer.ANNOUNCE, caller.call_id),
+                             now + settings.announce_position_first)
         if settings.when_empty is EmptyRule.OVERFLOW and not self._staffed(queue):
             self._overflow(caller, LeaveReason.OVERFLOW, now, out)
 
@@ -675,6 +682,7 @@ class Acd:
         self._queues[caller.queue].remove(caller)
         self._timers.cancel((_Timer.MAX_WAIT, caller.call_id))
         self._timers.cancel((_Timer.OFFER, caller.call_id))
+        self._timers.cancel((_Timer.ANNOUNCE, caller.call_id))
         out.append(CallerLeftQueue(time=now, call_id=caller.call_id, queue=caller.queue,
                                    reason=reason, waited=now - caller.joined_at,
                                    agent=agent, target=target))
@@ -699,6 +707,17 @@ class Acd:
         else:
             out.append(HangUpCaller(call_id=caller.call_id, reason=HangUpReason.OVERFLOW,
                                     announcement=settings.overflow_announcement))
+
+    def _announce_position(self, caller: Caller, now: float, out: list[Output]) -> None:
+        """Tell a waiting caller its place (not while an agent is ringing for it), re-arm."""
+        assert caller.queue is not None
+        queue = self._queues[caller.queue]
+        if caller.state is CallerState.WAITING:
+            out.append(AnnouncePosition(call_id=caller.call_id, queue=queue.name,
+                                        position=queue.position(caller),
+                                        waiting=len(queue.callers)))
+        self._timers.set((_Timer.ANNOUNCE, caller.call_id),
+                         now + queue.settings.announce_position)
 
     def _enter_menu(
         self, caller: Caller, menu: MenuSettings, now: float, out: list[Output]

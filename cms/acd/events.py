@@ -19,6 +19,7 @@ __all__ = [
     "AcdEvent",
     "Action",
     "AgentLoggedOff",
+    "AnnouncePosition",
     "AgentLoggedOn",
     "AgentStateChanged",
     "CallOffered",
@@ -279,6 +280,15 @@ class PlayToCaller(Action):
     """Play an announcement to the caller (menu prompt); the caller stays with the ACD."""
 
     announcement: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AnnouncePosition(Action):
+    """Tell a waiting caller its place in the queue, then go back to hold audio."""
+
+    queue: str
+    position: int  # 1-based, in service order
+    waiting: int  # callers in the queue, this one included
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -71,6 +71,8 @@ class QueueSettings:
     priority: int = 0  # default priority of its callers; higher is served first
     members: tuple[str, ...] = ()
     penalties: Mapping[str, int] = field(default_factory=dict)
+    announce_position: float = 0.0  # seconds between position announcements; 0 = never
+    announce_position_first: float = 3.0  # seconds after joining for the first one
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -177,6 +179,8 @@ def _queue(q: Any) -> QueueSettings:
         members=_strs(q, "members", where),
         penalties={k: _as_int(v, f"{where} penalties.{k}")
                    for k, v in _mapping(q, "penalties", where).items()},
+        announce_position=_float(q, "announce_position", 0.0, where),
+        announce_position_first=_float(q, "announce_position_first", 3.0, where),
     )
 
 

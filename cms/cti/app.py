@@ -22,10 +22,12 @@ from cms.acd.engine import Acd
 from cms.acd.errors import AcdError
 from cms.acd.states import AgentState
 from cms.acd.views import AgentView, QueueView
+from cms.calls.control import CallControl
 from cms.config import Config
 from cms.events import Event, Journal, iso_time
 
 from .auth import DEFAULT_SESSION_TTL, Principal, Sessions
+from .calls import CallRoutes
 from .errors import ApiError, error_middleware
 from .schema import OPENAPI
 from .stream import DEFAULT_HEARTBEAT, EventDelivery
@@ -63,7 +65,8 @@ class Cti:
 
     def __init__(self, config: Config, acd: Acd, journal: Journal, execute: Execute, *,
                  health: Callable[[], Mapping[str, Any]] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 calls: CallControl | None = None) -> None:
         self.config = config
         self.acd = acd
         self.journal = journal
@@ -101,6 +104,8 @@ class Cti:
             "eventsWebSocket": self.events_websocket,
             "eventsSse": self.events_sse,
         }
+        self.call_routes = CallRoutes(calls, journal, self.users)
+        self.handlers.update(self.call_routes.handlers())
 
     # -- wiring
 

@@ -18,6 +18,7 @@ SNAPSHOTS = ("/api/v1/agents", "/api/v1/queues", "/api/v1/presence")
 """Where a client that must resync rebuilds its view."""
 
 NAME = r"^[A-Za-z0-9._@+-]{1,64}$"
+TARGET = r"^[A-Za-z0-9._@+*#-]{1,64}$"
 
 _ERROR_RESPONSES = {
     "400": {"$ref": "#/components/responses/BadRequest"},
@@ -54,6 +55,168 @@ _AGENT_ERRORS = {
     **_ERROR_RESPONSES,
     "403": {"$ref": "#/components/responses/Forbidden"},
     "404": {"$ref": "#/components/responses/NotFound"},
+}
+
+def _body(schema_name: str, *, required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": {"application/json": {"schema": _ref(schema_name)}}}
+
+
+_CALL_ID = {"name": "id", "in": "path", "required": True, "description": "The call's id.",
+            "schema": {"type": "string", "pattern": NAME}}
+_CALL_ERRORS = {
+    **_AGENT_ERRORS,
+    "409": {"$ref": "#/components/responses/Conflict"},
+    "422": {"$ref": "#/components/responses/Invalid"},
+    "503": {"$ref": "#/components/responses/Unavailable"},
+}
+
+
+def _call_command(operation_id: str, summary: str, body: str | None = None,
+                  result: str = "Call") -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "operationId": operation_id,
+        "summary": summary,
+        "responses": {"200": _json(_ref(result), "Done; the call as it is now"), **_CALL_ERRORS},
+    }
+    if body is not None:
+        operation["requestBody"] = _body(body)
+    return {"parameters": [_CALL_ID], "post": operation}
+
+
+CALL_PATHS: dict[str, Any] = {
+    "/calls": {
+        "get": {
+            "operationId": "listCalls",
+            "summary": "Live calls (an agent sees only the calls it takes part in)",
+            "responses": {"200": _json(_ref("CallList"), "Calls"), **_ERROR_RESPONSES,
+                          "503": {"$ref": "#/components/responses/Unavailable"}},
+        },
+        "post": {
+            "operationId": "makeCall",
+            "summary": "Click-to-dial: ring the agent's device, then call `to`",
+            "requestBody": _body("MakeCallRequest"),
+            "responses": {"201": _json(_ref("Call"), "The call being placed"), **_CALL_ERRORS},
+        },
+    },
+    "/calls/{id}": {
+        "parameters": [_CALL_ID],
+        "get": {
+            "operationId": "getCall",
+            "summary": "One live call",
+            "responses": {"200": _json(_ref("Call"), "The call"), **_CALL_ERRORS},
+        },
+    },
+    "/calls/{id}/answer": _call_command("answerCall", "Answer a call ringing at the device"),
+    "/calls/{id}/reject": _call_command("rejectCall", "Decline a call ringing at the device"),
+    "/calls/{id}/hold": _call_command("holdCall", "Put the other party on hold"),
+    "/calls/{id}/retrieve": _call_command("retrieveCall", "Take the held party back"),
+    "/calls/{id}/hangup": _call_command("hangupCall", "End the call (or leave a conference)"),
+    "/calls/{id}/transfer": _call_command("transferCall", "Blind or consult transfer to `to`",
+                                          "TransferRequest"),
+    "/calls/{id}/consult": _call_command("consultCall",
+                                         "Hold the other party and call `to`; returns the "
+                                         "consult call", "ConsultRequest"),
+    "/calls/{id}/complete": _call_command("completeCall",
+                                          "Join the held party with the consulted one",
+                                          "CompleteRequest"),
+    "/calls/{id}/dtmf": _call_command("sendDtmf", "Send RFC 4733 digits to the other party",
+                                      "DtmfRequest"),
+    "/calls/{id}/attached_data": {
+        "parameters": [_CALL_ID],
+        "get": {
+            "operationId": "getAttachedData",
+            "summary": "The call's attached data",
+            "responses": {"200": _json(_ref("AttachedData"), "Attached data"), **_CALL_ERRORS},
+        },
+        "patch": {
+            "operationId": "patchAttachedData",
+            "summary": "Change attached data by JSON merge patch (RFC 7396: null deletes)",
+            "requestBody": _body("AttachedData"),
+            "responses": {"200": _json(_ref("AttachedData"), "The new attached data"),
+                          **_CALL_ERRORS},
+        },
+    },
+}
+
+_TARGET = {"type": "string", "pattern": TARGET,
+           "description": "An extension, a user name, a queue name or number, or an "
+                          "outside number."}
+
+CALL_SCHEMAS: dict[str, Any] = {
+    "Party": {
+        "type": "object",
+        "properties": {"role": {"type": "string"}, "number": {"type": "string"},
+                       "user": {"type": "string"}, "state": {"type": "string"}},
+    },
+    "Call": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "kind": {"type": "string"},
+            "direction": {"type": "string"},
+            "state": {"type": "string"},
+            "caller": {"type": "string"},
+            "target": {"type": "string"},
+            "queue": {"type": "string"},
+            "agent": {"type": "string"},
+            "created": {"type": ["string", "null"], "format": "date-time"},
+            "answered": {"type": ["string", "null"], "format": "date-time"},
+            "users": {"type": "array", "items": {"type": "string"}},
+            "parties": {"type": "array", "items": _ref("Party")},
+            "attached_data": {"type": "object"},
+            "related": {"type": "string"},
+            "seq": {"type": "integer"},
+        },
+    },
+    "CallList": {
+        "type": "object",
+        "properties": {"seq": {"type": "integer"},
+                       "calls": {"type": "array", "items": _ref("Call")}},
+    },
+    "MakeCallRequest": {
+        "type": "object",
+        "required": ["to"],
+        "additionalProperties": False,
+        "properties": {
+            "to": _TARGET,
+            "attached_data": _ref("AttachedData"),
+            "user": {"type": "string", "pattern": NAME,
+                     "description": "Whose device dials (supervisors and API keys only; "
+                                    "an agent always dials from its own)."},
+        },
+    },
+    "TransferRequest": {
+        "type": "object",
+        "required": ["to"],
+        "additionalProperties": False,
+        "properties": {"to": _TARGET,
+                       "mode": {"type": "string", "enum": ["blind", "consult"],
+                                "default": "blind"}},
+    },
+    "ConsultRequest": {
+        "type": "object",
+        "required": ["to"],
+        "additionalProperties": False,
+        "properties": {"to": _TARGET},
+    },
+    "CompleteRequest": {
+        "type": "object",
+        "required": ["consult_id", "as"],
+        "additionalProperties": False,
+        "properties": {"consult_id": {"type": "string", "pattern": NAME},
+                       "as": {"type": "string", "enum": ["transfer", "conference"]}},
+    },
+    "DtmfRequest": {
+        "type": "object",
+        "required": ["digits"],
+        "additionalProperties": False,
+        "properties": {"digits": {"type": "string", "pattern": "^[0-9*#A-D]{1,64}$"}},
+    },
+    "AttachedData": {
+        "type": "object",
+        "maxProperties": 100,
+        "description": "Free-form JSON the CRM attaches to a call (e.g. business_partner).",
+    },
 }
 
 OPENAPI: dict[str, Any] = {
@@ -246,6 +409,7 @@ OPENAPI: dict[str, Any] = {
                               **_ERROR_RESPONSES},
             },
         },
+        **CALL_PATHS,
     },
     "components": {
         "securitySchemes": {
@@ -264,8 +428,10 @@ OPENAPI: dict[str, Any] = {
             "Invalid": _json(_ref("Error"), "The body does not match the schema"),
             "Resync": _json(_ref("Error"),
                             "The position is not in the journal: rebuild from the snapshots"),
+            "Unavailable": _json(_ref("Error"), "Call control is not available"),
         },
         "schemas": {
+            **CALL_SCHEMAS,
             "Error": {
                 "type": "object",
                 "required": ["error"],

@@ -8,6 +8,7 @@ publishing their events to the journal, as `CmsServer` does.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from cms.acd.engine import Acd
 from cms.acd.events import AcdEvent
 from cms.acd.states import AgentState
+from cms.calls.control import CallCommandError, CallView, PartyView
 from cms.config import parse_config
 from cms.cti import OPENAPI, Cti, Sessions
 from cms.events import Journal, JournalFeed
@@ -48,6 +50,103 @@ class Clock:
         return self.now
 
 
+class FakeCalls:
+    """A stand-in B2BUA implementing `CallControl`: records commands, keeps views by id."""
+
+    def __init__(self) -> None:
+        self.views: dict[str, CallView] = {}
+        self.commands: list[tuple[Any, ...]] = []
+        self.refuse: CallCommandError | None = None
+        self._next = 0
+
+    def add(self, call_id: str, *users: str, state: str = "connected",
+            attached_data: dict[str, Any] | None = None) -> CallView:
+        view = CallView(
+            id=call_id, kind="queue", direction="inbound", state=state, caller="+4930123",
+            target="600", queue="sales", agent=users[0] if users else "",
+            created=1_700_000_000.0, answered=None, users=frozenset(users),
+            parties=(PartyView("caller", "+4930123", "", "up"),),
+            attached_data=dict(attached_data or {}))
+        self.views[call_id] = view
+        return view
+
+    def _do(self, *command: Any) -> None:
+        if self.refuse is not None:
+            raise self.refuse
+        self.commands.append(command)
+
+    def _changed(self, call_id: str, **changes: Any) -> CallView:
+        view = self.views[call_id]
+        self.views[call_id] = dataclasses.replace(view, **changes)
+        return self.views[call_id]
+
+    def list_calls(self) -> list[CallView]:
+        return list(self.views.values())
+
+    def get_call(self, call_id: str) -> CallView | None:
+        return self.views.get(call_id)
+
+    async def make_call(self, user: str, to: str,
+                        attached_data: Any = None) -> CallView:
+        self._do("make_call", user, to, dict(attached_data or {}))
+        self._next += 1
+        view = self.add(f"c2d-{self._next}", user, state="ringing",
+                        attached_data=dict(attached_data or {}))
+        return self._changed(view.id, kind="click_to_dial", direction="outbound", target=to)
+
+    async def answer(self, call_id: str, user: str | None) -> CallView:
+        self._do("answer", call_id, user)
+        return self._changed(call_id, state="connected", answered=1_700_000_005.0)
+
+    async def reject(self, call_id: str, user: str | None) -> CallView:
+        self._do("reject", call_id, user)
+        return self._changed(call_id, state="ended")
+
+    async def hangup(self, call_id: str, user: str | None) -> CallView:
+        self._do("hangup", call_id, user)
+        return self._changed(call_id, state="ended")
+
+    async def hold(self, call_id: str, user: str | None) -> CallView:
+        self._do("hold", call_id, user)
+        return self._changed(call_id, state="held")
+
+    async def retrieve(self, call_id: str, user: str | None) -> CallView:
+        self._do("retrieve", call_id, user)
+        return self._changed(call_id, state="connected")
+
+    async def send_dtmf(self, call_id: str, user: str | None, digits: str) -> CallView:
+        self._do("dtmf", call_id, user, digits)
+        return self.views[call_id]
+
+    async def transfer(self, call_id: str, user: str | None, to: str, mode: Any) -> CallView:
+        self._do("transfer", call_id, user, to, mode)
+        return self.views[call_id]
+
+    async def consult(self, call_id: str, user: str | None, to: str) -> CallView:
+        self._do("consult", call_id, user, to)
+        return self.add(f"{call_id}-consult", *self.views[call_id].users)
+
+    async def complete(self, call_id: str, user: str | None, consult_id: str,
+                       as_: Any) -> CallView:
+        self._do("complete", call_id, user, consult_id, as_)
+        return self.views[call_id]
+
+    def attached_data(self, call_id: str) -> dict[str, Any]:
+        return dict(self.views[call_id].attached_data)
+
+    def update_attached_data(self, call_id: str, user: str | None,
+                             changes: Any) -> dict[str, Any]:
+        self._do("attach", call_id, user, dict(changes))
+        data = dict(self.views[call_id].attached_data)
+        for key, value in changes.items():
+            if value is None:
+                data.pop(key, None)
+            else:
+                data[key] = value
+        self._changed(call_id, attached_data=data)
+        return data
+
+
 @dataclass
 class Harness:
     client: TestClient
@@ -55,6 +154,7 @@ class Harness:
     acd: Acd
     journal: Journal
     clock: Clock
+    calls: FakeCalls
 
     def execute(self, outputs: list[Any]) -> None:
         self.cti.execute(outputs)
@@ -95,13 +195,14 @@ def run(tmp_path: Path, body: Callable[[Harness], Awaitable[None]]) -> None:
                 if isinstance(output, AcdEvent):
                     feed.acd_event(output)
 
-        cti = Cti(config, acd, journal, execute, clock=clock)
+        calls = FakeCalls()
+        cti = Cti(config, acd, journal, execute, clock=clock, calls=calls)
         app = web.Application()
         cti.mount(app)
         client = TestClient(TestServer(app))
         await client.start_server()
         try:
-            await body(Harness(client, cti, acd, journal, clock))
+            await body(Harness(client, cti, acd, journal, clock, calls))
         finally:
             await client.close()
             await journal.close()
@@ -330,8 +431,11 @@ def test_a_body_that_breaks_the_schema_is_422_naming_the_field(tmp_path: Path) -
 def test_no_bad_input_ever_gets_a_500(tmp_path: Path) -> None:
     async def body(h: Harness) -> None:
         headers = await h.supervisor()
+        h.calls.add("c1", "agent1")
         targets = [("PUT", "/api/v1/agents/agent1/state"), ("POST", "/api/v1/agents/agent1/logon"),
-                   ("POST", "/api/v1/sessions")]
+                   ("POST", "/api/v1/sessions"), ("POST", "/api/v1/calls"),
+                   ("POST", "/api/v1/calls/c1/dtmf"), ("POST", "/api/v1/calls/c1/complete"),
+                   ("POST", "/api/v1/calls/c1/transfer")]
         for method, path in targets:
             for raw in BAD_BODIES:
                 response = await h.client.request(method, path, headers=headers, data=raw)
@@ -384,15 +488,24 @@ def test_the_openapi_document_lists_exactly_the_served_routes(tmp_path: Path) ->
 def test_every_documented_operation_answers_on_the_running_server(tmp_path: Path) -> None:
     async def body(h: Harness) -> None:
         headers = await h.supervisor()
+        h.calls.add("c1", "agent1")
         for path, item in OPENAPI["paths"].items():
             for method, operation in item.items():
                 if method == "parameters":
                     continue
-                url = "/api/v1" + path.replace("{user}", "agent1").replace("{name}", "sales")
+                url = "/api/v1" + path.replace("{user}", "agent1").replace(
+                    "{name}", "sales").replace("{id}", "c1")
                 if operation["operationId"] == "deleteSession":
                     continue  # would end the session the loop uses
                 payload = {"createSession": {"user": "agent2", "password": "pw2"},
-                           "setAgentState": {"state": "not_ready"}}.get(operation["operationId"])
+                           "setAgentState": {"state": "not_ready"},
+                           "makeCall": {"to": "1002", "user": "agent1"},
+                           "transferCall": {"to": "1002"},
+                           "consultCall": {"to": "1002"},
+                           "completeCall": {"consult_id": "c1-consult", "as": "transfer"},
+                           "sendDtmf": {"digits": "12#"},
+                           "patchAttachedData": {"bp": "4711"},
+                           }.get(operation["operationId"])
                 if operation["operationId"] == "eventsSse":
                     url += "?heartbeat=0.05"
                 response = await h.client.request(method.upper(), url, headers=headers,
@@ -590,5 +703,173 @@ def test_an_agents_websocket_gets_only_what_the_agent_may_see(tmp_path: Path) ->
         assert seen == [("presence.changed", "agent2"), ("agent.logged_on", "agent1"),
                         ("agent.state_changed", "agent1"), ("presence.changed", "agent1")]
         await ws.close()
+
+    run(tmp_path, body)
+
+
+# --------------------------------------------------------------------------- calls
+
+
+async def _json_of(response: aiohttp.ClientResponse, status: int = 200) -> Any:
+    text = await response.text()
+    assert response.status == status, text
+    return json.loads(text)
+
+
+def test_an_agent_lists_only_its_own_calls_a_supervisor_all(tmp_path: Path) -> None:
+    async def body(h: Harness) -> None:
+        h.calls.add("c1", "agent1")
+        h.calls.add("c2", "agent2")
+        h.calls.add("c3", "agent1", "agent2")
+        mine = await _json_of(await h.client.get("/api/v1/calls", headers=await h.agent()))
+        assert [c["id"] for c in mine["calls"]] == ["c1", "c3"]
+        assert mine["calls"][0]["created"] == "2023-11-14T22:13:20.000Z"
+        everyone = await _json_of(await h.client.get("/api/v1/calls",
+                                                     headers=await h.supervisor()))
+        assert [c["id"] for c in everyone["calls"]] == ["c1", "c2", "c3"]
+
+    run(tmp_path, body)
+
+
+def test_someone_elses_call_is_403_an_unknown_call_404(tmp_path: Path) -> None:
+    async def body(h: Harness) -> None:
+        h.calls.add("c2", "agent2")
+        headers = await h.agent("agent1")
+        for method, path, payload in [
+            ("GET", "/api/v1/calls/c2", None),
+            ("POST", "/api/v1/calls/c2/hangup", None),
+            ("POST", "/api/v1/calls/c2/transfer", {"to": "600"}),
+            ("GET", "/api/v1/calls/c2/attached_data", None),
+            ("PATCH", "/api/v1/calls/c2/attached_data", {"x": 1}),
+        ]:
+            response = await h.client.request(method, path, headers=headers, json=payload)
+            await expect_error(response, 403, "forbidden")
+        await expect_error(await h.client.post("/api/v1/calls/nope/answer", headers=headers),
+                           404, "unknown_call")
+        assert h.calls.commands == []
+
+    run(tmp_path, body)
+
+
+def test_an_agent_commands_its_call_as_itself_a_supervisor_as_nobody(tmp_path: Path) -> None:
+    async def body(h: Harness) -> None:
+        h.calls.add("c1", "agent1", state="ringing")
+        agent = await h.agent()
+        call = await _json_of(await h.client.post("/api/v1/calls/c1/answer", headers=agent))
+        assert call["state"] == "connected" and call["answered"].endswith("Z")
+        assert call["seq"] == h.journal.head
+        for action, state in [("hold", "held"), ("retrieve", "connected")]:
+            call = await _json_of(await h.client.post(f"/api/v1/calls/c1/{action}",
+                                                      headers=agent))
+            assert call["state"] == state
+        await _json_of(await h.client.post("/api/v1/calls/c1/dtmf", headers=agent,
+                                           json={"digits": "0123456789*#ABCD"}))
+        await _json_of(await h.client.post("/api/v1/calls/c1/transfer", headers=agent,
+                                           json={"to": "agent2", "mode": "consult"}))
+        await _json_of(await h.client.post("/api/v1/calls/c1/transfer", headers=agent,
+                                           json={"to": "+4930999"}))
+        consult = await _json_of(await h.client.post("/api/v1/calls/c1/consult", headers=agent,
+                                                     json={"to": "1002"}))
+        await _json_of(await h.client.post(
+            "/api/v1/calls/c1/complete", headers=agent,
+            json={"consult_id": consult["id"], "as": "conference"}))
+        boss = await h.supervisor()
+        await _json_of(await h.client.post("/api/v1/calls/c1/hangup", headers=boss))
+        assert h.calls.commands == [
+            ("answer", "c1", "agent1"), ("hold", "c1", "agent1"), ("retrieve", "c1", "agent1"),
+            ("dtmf", "c1", "agent1", "0123456789*#ABCD"),
+            ("transfer", "c1", "agent1", "agent2", "consult"),
+            ("transfer", "c1", "agent1", "+4930999", "blind"),
+            ("consult", "c1", "agent1", "1002"),
+            ("complete", "c1", "agent1", "c1-consult", "conference"),
+            ("hangup", "c1", None),
+        ]
+
+    run(tmp_path, body)
+
+
+def test_invalid_dtmf_digits_and_transfer_modes_are_422(tmp_path: Path) -> None:
+    async def body(h: Harness) -> None:
+        h.calls.add("c1", "agent1")
+        agent = await h.agent()
+        for digits in ["", "12x", "e", "1 2", "a", "9" * 65]:
+            response = await h.client.post("/api/v1/calls/c1/dtmf", headers=agent,
+                                           json={"digits": digits})
+            error = await expect_error(response, 422, "invalid_request")
+            assert error["path"] == "/digits"
+        response = await h.client.post("/api/v1/calls/c1/transfer", headers=agent,
+                                       json={"to": "600", "mode": "warm"})
+        await expect_error(response, 422, "invalid_request")
+        response = await h.client.post("/api/v1/calls/c1/complete", headers=agent,
+                                       json={"consult_id": "c9", "as": "merge"})
+        await expect_error(response, 422, "invalid_request")
+        assert h.calls.commands == []
+
+    run(tmp_path, body)
+
+
+def test_a_refused_call_command_keeps_the_b2buas_status_and_code(tmp_path: Path) -> None:
+    async def body(h: Harness) -> None:
+        h.calls.add("c1", "agent1")
+        agent = await h.agent()
+        h.calls.refuse = CallCommandError(409, "not_held", "the call is not on hold")
+        error = await expect_error(
+            await h.client.post("/api/v1/calls/c1/retrieve", headers=agent), 409, "not_held")
+        assert error["message"] == "the call is not on hold"
+        h.calls.refuse = CallCommandError(500, "boom", "never a 5xx for a command")
+        await expect_error(await h.client.post("/api/v1/calls/c1/hold", headers=agent),
+                           409, "boom")
+
+    run(tmp_path, body)
+
+
+def test_click_to_dial_uses_the_agents_own_device(tmp_path: Path) -> None:
+    async def body(h: Harness) -> None:
+        agent = await h.agent()
+        call = await _json_of(await h.client.post(
+            "/api/v1/calls", headers=agent,
+            json={"to": "+4930555", "attached_data": {"business_partner": "BP-7"}}), 201)
+        assert call["kind"] == "click_to_dial" and call["users"] == ["agent1"]
+        response = await h.client.post("/api/v1/calls", headers=agent,
+                                       json={"to": "600", "user": "agent2"})
+        await expect_error(response, 403, "forbidden")
+        boss = await h.supervisor()
+        await _json_of(await h.client.post("/api/v1/calls", headers=boss,
+                                           json={"to": "600", "user": "agent2"}), 201)
+        await expect_error(await h.client.post("/api/v1/calls", headers=boss,
+                                               json={"to": "600", "user": "ghost"}),
+                           404, "unknown_user")
+        h.cti.sessions = Sessions(h.cti.config.users, {"k": "crm"})
+        await expect_error(await h.client.post("/api/v1/calls", headers={"X-API-Key": "k"},
+                                               json={"to": "600"}), 422, "user_required")
+        assert h.calls.commands == [
+            ("make_call", "agent1", "+4930555", {"business_partner": "BP-7"}),
+            ("make_call", "agent2", "600", {}),
+        ]
+
+    run(tmp_path, body)
+
+
+def test_attached_data_is_read_and_merge_patched(tmp_path: Path) -> None:
+    async def body(h: Harness) -> None:
+        h.calls.add("c1", "agent1", attached_data={"bp": "1", "topic": "billing"})
+        agent = await h.agent()
+        data = await _json_of(await h.client.get("/api/v1/calls/c1/attached_data",
+                                                 headers=agent))
+        assert data == {"bp": "1", "topic": "billing"}
+        data = await _json_of(await h.client.patch("/api/v1/calls/c1/attached_data",
+                                                   headers=agent,
+                                                   json={"topic": None, "case": 42}))
+        assert data == {"bp": "1", "case": 42}
+        for bad in [b"[1]", b'"x"', json.dumps({f"k{i}": i for i in range(101)}).encode()]:
+            response = await h.client.patch("/api/v1/calls/c1/attached_data", headers=agent,
+                                            data=bad)
+            assert response.status == 422, await response.text()
+        deep: Any = 1
+        for _ in range(20):
+            deep = {"d": deep}
+        await expect_error(await h.client.patch("/api/v1/calls/c1/attached_data",
+                                                headers=agent, json=deep),
+                           422, "invalid_request")
 
     run(tmp_path, body)

@@ -40,6 +40,15 @@ class CmsSettings:
     # CTI: API keys for CRM server integrations (key -> integration name), token lifetime.
     api_keys: dict[str, str] = field(default_factory=dict)
     session_ttl: float = 8 * 3600.0
+    # CTI webhooks: first retry after webhook_retry_base s, doubling up to webhook_retry_cap,
+    # jittered; a subscription failing for webhook_give_up_after s (or webhook_max_attempts
+    # attempts in a row, 0 = no count limit) ends. webhook_timeout: s per POST.
+    webhook_retry_base: float = 1.0
+    webhook_retry_cap: float = 60.0
+    webhook_give_up_after: float = 600.0
+    webhook_max_attempts: int = 0
+    webhook_timeout: float = 10.0
+    webhook_batch: int = 100
     # Spoken prompts (position announcements; announcements named without a path), relative
     # to the config file's directory.
     sounds: str = "sounds"

@@ -65,7 +65,7 @@ class CmsServer:
                                  self.records, trusted_sources=settings.trusted_sources,
                                  on_event=self._on_acd_event, on_record=self.feed.call_record)
         self.cti = Cti(config, self.acd, self.journal, self._execute_acd, health=self._health_doc,
-                       calls=self.calls)
+                       calls=self.calls, data_dir=self.data_dir)
         self._registered: set[str] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self.udp: UdpTransport | None = None

@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -25,6 +26,7 @@ from cms.acd.views import AgentView, QueueView
 from cms.calls.control import CallControl
 from cms.config import Config
 from cms.events import Event, Journal, iso_time
+from cms.events.subscriptions import SubscriptionStore
 
 from .auth import DEFAULT_SESSION_TTL, Principal, Sessions
 from .calls import CallRoutes
@@ -32,6 +34,7 @@ from .errors import ApiError, error_middleware
 from .schema import OPENAPI
 from .stream import DEFAULT_HEARTBEAT, EventDelivery
 from .validation import SchemaError, validate
+from .webhooks import WebhookApi, Webhooks, WebhookSettings
 
 __all__ = ["PREFIX", "Cti", "Request"]
 
@@ -66,6 +69,7 @@ class Cti:
     def __init__(self, config: Config, acd: Acd, journal: Journal, execute: Execute, *,
                  health: Callable[[], Mapping[str, Any]] | None = None,
                  clock: Callable[[], float] = time.time,
+                 data_dir: str | Path | None = None,
                  calls: CallControl | None = None) -> None:
         self.config = config
         self.acd = acd
@@ -86,6 +90,10 @@ class Cti:
             own = {key for key in (user.name, user.extension) if key}
             self._devices[user.name] = own | centres
         self.delivery = EventDelivery(journal, self._visible)
+        # Webhook subscriptions persist in the data directory (in memory without one).
+        store = SubscriptionStore(Path(data_dir) / "subscriptions.sqlite3"
+                                  if data_dir is not None else ":memory:")
+        self.webhooks = Webhooks(journal, store, WebhookSettings.from_settings(settings))
         self.handlers: dict[str, Handler] = {
             "getHealth": self.get_health,
             "getOpenApi": self.get_openapi,
@@ -104,6 +112,7 @@ class Cti:
             "eventsWebSocket": self.events_websocket,
             "eventsSse": self.events_sse,
         }
+        self.handlers.update(WebhookApi(self.webhooks).handlers())
         self.call_routes = CallRoutes(calls, journal, self.users)
         self.handlers.update(self.call_routes.handlers())
 
@@ -121,6 +130,7 @@ class Cti:
                 handler = self.handlers[operation["operationId"]]
                 app.router.add_route(method.upper(), path,
                                      self._endpoint(operation, shared, handler))
+        app.on_startup.append(self._on_startup)
         app.on_shutdown.append(self._on_shutdown)
         return app
 
@@ -128,7 +138,11 @@ class Cti:
         """Serve the API under /api/v1 of `parent`."""
         parent.add_subapp(PREFIX, self.build_app())
 
+    async def _on_startup(self, _app: web.Application) -> None:
+        await self.webhooks.start()
+
     async def _on_shutdown(self, _app: web.Application) -> None:
+        await self.webhooks.stop()
         await self.delivery.shutdown()
 
     def _endpoint(self, operation: Mapping[str, Any], shared: list[Mapping[str, Any]],

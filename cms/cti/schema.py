@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .webhook_schema import SUBSCRIPTION_PATHS, SUBSCRIPTION_SCHEMAS
+
 __all__ = ["API_VERSION", "OPENAPI", "SNAPSHOTS"]
 
 API_VERSION = "1.0.0"
@@ -566,3 +568,6 @@ OPENAPI: dict[str, Any] = {
         },
     },
 }
+
+OPENAPI["paths"].update(SUBSCRIPTION_PATHS)
+OPENAPI["components"]["schemas"].update(SUBSCRIPTION_SCHEMAS)

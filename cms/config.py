@@ -40,6 +40,9 @@ class CmsSettings:
     # CTI: API keys for CRM server integrations (key -> integration name), token lifetime.
     api_keys: dict[str, str] = field(default_factory=dict)
     session_ttl: float = 8 * 3600.0
+    # Interaction log: national numbers (0...) become E.164 with this country code ("49");
+    # "" keeps them unnormalised.
+    country_code: str = ""
     # CTI webhooks: first retry after webhook_retry_base s, doubling up to webhook_retry_cap,
     # jittered; a subscription failing for webhook_give_up_after s (or webhook_max_attempts
     # attempts in a row, 0 = no count limit) ends. webhook_timeout: s per POST.

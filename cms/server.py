@@ -18,7 +18,8 @@ from cms.calls.manager import CallManager
 from cms.calls.records import CallRecordStore
 from cms.config import Config
 from cms.cti import Cti
-from cms.events import Journal, JournalFeed
+from cms.cti.messaging import SipMessenger
+from cms.events import InteractionLog, Journal, JournalFeed
 from cms.media.service import MediaService
 from cms.net.endpoint import SipEndpoint
 from cms.net.tcp import TcpTransport
@@ -58,13 +59,16 @@ class CmsServer:
         self.media = MediaService(media_host, ports=(settings.rtp_ports[0], settings.rtp_ports[-1]))
         self.records = CallRecordStore(self.data_dir / "calls.sqlite3")
         # --- CTI: event journal and API (cms.events, cms.cti) ---
-        self.journal = Journal(self.data_dir / "events.sqlite3")
+        # Interaction records are derived in the journal's own transactions (kill -9 safe).
+        self.interactions = InteractionLog(settings.country_code)
+        self.journal = Journal(self.data_dir / "events.sqlite3", projections=[self.interactions])
         self.feed = JournalFeed(self.journal, self._call_info)
         # --- end CTI ---
         self.calls = CallManager(self.endpoint, self.registrar, self.acd, self.media,
                                  self.records, trusted_sources=settings.trusted_sources,
                                  on_event=self._on_acd_event, on_record=self.feed.call_record)
         self.cti = Cti(config, self.acd, self.journal, self._execute_acd, health=self._health_doc,
+                       messenger=SipMessenger(self.endpoint, self.registrar, self.calls.peer_of),
                        calls=self.calls, data_dir=self.data_dir)
         self._registered: set[str] = set()
         self._sweeper: asyncio.Task[None] | None = None

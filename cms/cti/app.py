@@ -25,12 +25,15 @@ from cms.acd.states import AgentState
 from cms.acd.views import AgentView, QueueView
 from cms.calls.control import CallControl
 from cms.config import Config
-from cms.events import Event, Journal, iso_time
+from cms.events import Event, InteractionLog, Journal, iso_time
 from cms.events.subscriptions import SubscriptionStore
 
 from .auth import DEFAULT_SESSION_TTL, Principal, Sessions
+from .broadcasts import MessageRoutes
 from .calls import CallRoutes
 from .errors import ApiError, error_middleware
+from .interactions import InteractionRoutes
+from .messaging import Messenger
 from .schema import OPENAPI
 from .stream import DEFAULT_HEARTBEAT, EventDelivery
 from .validation import SchemaError, validate
@@ -40,7 +43,7 @@ __all__ = ["PREFIX", "Cti", "Request"]
 
 PREFIX = "/api/v1"
 _METHODS = ("get", "put", "post", "delete", "patch")
-_PUBLIC_EVENT_TYPES = ("presence.", "broadcast")
+_PUBLIC_EVENT_TYPES = ("presence.",)
 
 
 @dataclass(slots=True)
@@ -70,7 +73,8 @@ class Cti:
                  health: Callable[[], Mapping[str, Any]] | None = None,
                  clock: Callable[[], float] = time.time,
                  data_dir: str | Path | None = None,
-                 calls: CallControl | None = None) -> None:
+                 calls: CallControl | None = None,
+                 messenger: Messenger | None = None) -> None:
         self.config = config
         self.acd = acd
         self.journal = journal
@@ -115,6 +119,13 @@ class Cti:
         self.handlers.update(WebhookApi(self.webhooks).handlers())
         self.call_routes = CallRoutes(calls, journal, self.users)
         self.handlers.update(self.call_routes.handlers())
+        # The interaction log is a projection of the journal (written in its transactions).
+        log = next((p for p in journal.projections if isinstance(p, InteractionLog)), None)
+        self.handlers.update(InteractionRoutes(log, journal).handlers())
+        agents = [u.name for u in config.users if u.role == "agent"]
+        self.messages = MessageRoutes(journal, acd, agents,
+                                      lambda user: self._member_of.get(user, ()), messenger)
+        self.handlers.update(self.messages.handlers())
 
     # -- wiring
 
@@ -143,6 +154,7 @@ class Cti:
 
     async def _on_shutdown(self, _app: web.Application) -> None:
         await self.webhooks.stop()
+        await self.messages.shutdown()
         await self.delivery.shutdown()
 
     def _endpoint(self, operation: Mapping[str, Any], shared: list[Mapping[str, Any]],
@@ -187,6 +199,8 @@ class Cti:
             return True
         if event.type.startswith(_PUBLIC_EVENT_TYPES):
             return True
+        if event.type == "broadcast":
+            return me in data.get("recipients", ())
         return event.type.startswith("queue.") and data.get("queue") in self._member_of.get(
             me, ())
 

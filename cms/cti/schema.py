@@ -140,6 +140,145 @@ CALL_PATHS: dict[str, Any] = {
     },
 }
 
+_INTERACTION_ID = {"name": "id", "in": "path", "required": True,
+                   "description": "The interaction's id (the call's id).",
+                   "schema": {"type": "string", "pattern": NAME}}
+_SEQ_PARAM = {"type": "integer", "minimum": 0, "maximum": 2**53}
+_SUPERVISOR_ERRORS = {**_AGENT_ERRORS, "422": {"$ref": "#/components/responses/Invalid"}}
+
+RECORD_PATHS: dict[str, Any] = {
+    "/interactions": {
+        "get": {
+            "operationId": "listInteractions",
+            "summary": "The interaction log (an agent sees only its own)",
+            "description": "With `after`: the records created after that cursor, oldest "
+                           "first. Without: the newest first (before `before`, if given). "
+                           "`next` is the cursor to pass on.",
+            "parameters": [
+                {"name": "after", "in": "query", "required": False, "schema": _SEQ_PARAM},
+                {"name": "before", "in": "query", "required": False, "schema": _SEQ_PARAM},
+                {"name": "limit", "in": "query", "required": False,
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                {"name": "agent", "in": "query", "required": False,
+                 "schema": {"type": "string", "pattern": NAME}},
+                {"name": "queue", "in": "query", "required": False,
+                 "schema": {"type": "string", "pattern": NAME}},
+            ],
+            "responses": {"200": _json(_ref("InteractionPage"), "Interactions"),
+                          "403": {"$ref": "#/components/responses/Forbidden"},
+                          "503": {"$ref": "#/components/responses/Unavailable"},
+                          **_ERROR_RESPONSES},
+        },
+    },
+    "/interactions/{id}": {
+        "parameters": [_INTERACTION_ID],
+        "get": {
+            "operationId": "getInteraction",
+            "summary": "One interaction",
+            "responses": {"200": _json(_ref("Interaction"), "The interaction"),
+                          "503": {"$ref": "#/components/responses/Unavailable"},
+                          **_AGENT_ERRORS},
+        },
+        "patch": {
+            "operationId": "updateInteraction",
+            "summary": "Set the wrap-up reason",
+            "requestBody": _body("InteractionUpdate"),
+            "responses": {"200": _json(_ref("Interaction"), "The interaction"),
+                          "422": {"$ref": "#/components/responses/Invalid"},
+                          "503": {"$ref": "#/components/responses/Unavailable"},
+                          **_AGENT_ERRORS},
+        },
+    },
+    "/broadcasts": {
+        "post": {
+            "operationId": "createBroadcast",
+            "summary": "A text to a queue's members (or every agent): event and SIP MESSAGE",
+            "requestBody": _body("BroadcastRequest"),
+            "responses": {"201": _json(_ref("MessageReport"), "Sent; outcome per recipient"),
+                          **_SUPERVISOR_ERRORS},
+        },
+    },
+    "/alerts": {
+        "post": {
+            "operationId": "createAlert",
+            "summary": "A text to one agent: event and SIP MESSAGE",
+            "requestBody": _body("AlertRequest"),
+            "responses": {"201": _json(_ref("MessageReport"), "Sent; outcome"),
+                          **_SUPERVISOR_ERRORS},
+        },
+    },
+}
+
+_TEXT = {"type": "string", "minLength": 1, "maxLength": 1000}
+
+RECORD_SCHEMAS: dict[str, Any] = {
+    "Interaction": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "seq": {"type": "integer", "description": "Journal seq of its creation (cursor)."},
+            "kind": {"type": "string"},
+            "direction": {"type": "string"},
+            "caller": {"type": "string"},
+            "caller_e164": {"type": ["string", "null"],
+                            "description": "The outside party in E.164, where known."},
+            "target": {"type": "string"},
+            "business_partner": {"type": ["string", "null"]},
+            "agent": {"type": "string"},
+            "queue": {"type": "string"},
+            "created": {"type": "string", "format": "date-time"},
+            "answered": {"type": ["string", "null"], "format": "date-time"},
+            "ended": {"type": ["string", "null"], "format": "date-time"},
+            "outcome": {"type": ["string", "null"]},
+            "wrap_up_reason": {"type": ["string", "null"]},
+            "attached_data": {"type": "object"},
+            "updated_seq": {"type": "integer"},
+        },
+    },
+    "InteractionPage": {
+        "type": "object",
+        "properties": {"interactions": {"type": "array", "items": _ref("Interaction")},
+                       "next": {"type": "integer"}},
+    },
+    "InteractionUpdate": {
+        "type": "object",
+        "required": ["wrap_up_reason"],
+        "additionalProperties": False,
+        "properties": {"wrap_up_reason": {"type": "string", "minLength": 1, "maxLength": 64}},
+    },
+    "BroadcastRequest": {
+        "type": "object",
+        "required": ["text"],
+        "additionalProperties": False,
+        "properties": {"text": _TEXT,
+                       "to": {"type": "string", "pattern": NAME,
+                              "description": "A queue (name or number); absent: every agent."}},
+    },
+    "AlertRequest": {
+        "type": "object",
+        "required": ["user", "text"],
+        "additionalProperties": False,
+        "properties": {"user": {"type": "string", "pattern": NAME}, "text": _TEXT},
+    },
+    "MessageReport": {
+        "type": "object",
+        "properties": {
+            "message_id": {"type": "string"},
+            "seq": {"type": "integer"},
+            "recipients": {"type": "array", "items": {
+                "type": "object",
+                "properties": {
+                    "user": {"type": "string"},
+                    "device": {"type": "string"},
+                    "status": {"type": "string", "enum": [
+                        "accepted", "rejected", "timeout", "no_device", "pending", "failed"]},
+                    "sip_status": {"type": ["integer", "null"]},
+                },
+            }},
+        },
+    },
+}
+
 _TARGET = {"type": "string", "pattern": TARGET,
            "description": "An extension, a user name, a queue name or number, or an "
                           "outside number."}
@@ -412,6 +551,7 @@ OPENAPI: dict[str, Any] = {
             },
         },
         **CALL_PATHS,
+        **RECORD_PATHS,
     },
     "components": {
         "securitySchemes": {
@@ -434,6 +574,7 @@ OPENAPI: dict[str, Any] = {
         },
         "schemas": {
             **CALL_SCHEMAS,
+            **RECORD_SCHEMAS,
             "Error": {
                 "type": "object",
                 "required": ["error"],

@@ -5,14 +5,17 @@ delivers; `JournalFeed` turns ACD events and call records into journal events.
 """
 
 from .feed import JournalFeed
-from .journal import Journal, JournalClosed, Subscriber
+from .interactions import InteractionLog
+from .journal import Journal, JournalClosed, Projection, Subscriber
 from .model import Event, ResyncRequired, iso_time
 
 __all__ = [
     "Event",
+    "InteractionLog",
     "Journal",
     "JournalClosed",
     "JournalFeed",
+    "Projection",
     "ResyncRequired",
     "Subscriber",
     "iso_time",

@@ -96,6 +96,7 @@ class JournalFeed:
             "caller": info.get("caller", ""),
             "target": info.get("target", ""),
             "queue": queue or info.get("queue", ""),
+            "agent": info.get("agent", ""),
             "attached_data": dict(info.get("attached_data") or {}),
         }, at)
 

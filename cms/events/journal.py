@@ -34,13 +34,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cms.store.sqlite import open_db
 
 from .model import RESERVED_KEYS, Event, ResyncRequired, iso_time
 
-__all__ = ["Journal", "JournalClosed", "Subscriber"]
+__all__ = ["Journal", "JournalClosed", "Projection", "Subscriber"]
 
 log = logging.getLogger("cms.events")
 
@@ -78,6 +78,22 @@ class JournalClosed(RuntimeError):
     """An append after `close()` began."""
 
 
+class Projection(Protocol):
+    """A table derived from the events, written in the same transaction as they are."""
+
+    def setup(self, db: sqlite3.Connection, path: Path) -> None:
+        """Create its tables on the journal's connection; `path` is the database file."""
+        ...
+
+    def apply(self, db: sqlite3.Connection, events: Sequence[Event]) -> None:
+        """Fold a batch into its tables (inside the journal's open transaction)."""
+        ...
+
+    def close(self) -> None:
+        """Release what `setup` opened."""
+        ...
+
+
 class Journal:
     """An append-only, durable, strictly ordered event log with in-process delivery.
 
@@ -86,13 +102,16 @@ class Journal:
     """
 
     def __init__(self, path: str | Path, *, ring_size: int = RING_SIZE, retain: int = RETAIN,
-                 synchronous: str = "FULL") -> None:
+                 synchronous: str = "FULL", projections: Sequence[Projection] = ()) -> None:
         self.path = Path(path)
+        self.projections = tuple(projections)
         self.ring_size = max(1, ring_size)
         self.retain = max(1, retain)
         self.synchronous = synchronous
         self._reader = open_db(self.path, synchronous=synchronous)
         self._reader.execute(_SCHEMA)
+        for projection in self.projections:
+            projection.setup(self._reader, self.path)
         first, last = self._reader.execute("SELECT MIN(seq), MAX(seq) FROM events").fetchone()
         self._head = last or 0  # last appended
         self._last = self._head  # last committed
@@ -186,6 +205,8 @@ class Journal:
             self._commit(self._reader, self._pending)
             self._pending = []
         self._reader.close()
+        for projection in self.projections:
+            projection.close()
         self._notify_waiters()
 
     # -- writing
@@ -264,6 +285,8 @@ class Journal:
             try:
                 db.execute("BEGIN")
                 db.execute(_INSERT, (batch,))
+                for projection in self.projections:
+                    _project(db, projection, events)
                 db.execute("COMMIT")
                 return True
             except sqlite3.Error:
@@ -392,3 +415,22 @@ class Journal:
             # Pruned between the check and the read.
             raise ResyncRequired(after, self._first, self._head)
         return events
+
+
+def _project(db: sqlite3.Connection, projection: Projection, events: list[Event]) -> None:
+    """Apply a projection in a savepoint: its bug must not stop the journal.
+
+    An operational error (disk, lock) fails the whole transaction, which is
+    retried; any other failure is a projection bug: its changes for this batch
+    are rolled back and logged, and the events are committed all the same.
+    """
+    db.execute("SAVEPOINT projection")
+    try:
+        projection.apply(db, events)
+    except sqlite3.OperationalError:
+        raise
+    except Exception:
+        log.exception("projection %r failed on seq %d..%d", projection, events[0].seq,
+                      events[-1].seq)
+        db.execute("ROLLBACK TO projection")
+    db.execute("RELEASE projection")

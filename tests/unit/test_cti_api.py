@@ -25,7 +25,8 @@ from cms.acd.states import AgentState
 from cms.calls.control import CallCommandError, CallView, PartyView
 from cms.config import parse_config
 from cms.cti import OPENAPI, Cti, Sessions
-from cms.events import Journal, JournalFeed
+from cms.cti.messaging import Delivered
+from cms.events import InteractionLog, Journal, JournalFeed
 
 CONFIG: dict[str, Any] = {
     "users": [
@@ -147,6 +148,20 @@ class FakeCalls:
         return data
 
 
+class FakeMessenger:
+    """Phones that answer MESSAGE with a set outcome per device (after `delay` seconds)."""
+
+    def __init__(self) -> None:
+        self.outcomes: dict[str, Delivered] = {}
+        self.sent: list[tuple[str, str, str]] = []
+        self.delay = 0.0
+
+    async def send(self, device: str, text: str, sender: str) -> Delivered:
+        self.sent.append((device, text, sender))
+        await asyncio.sleep(self.delay)
+        return self.outcomes.get(device, Delivered("no_device"))
+
+
 @dataclass
 class Harness:
     client: TestClient
@@ -155,6 +170,8 @@ class Harness:
     journal: Journal
     clock: Clock
     calls: FakeCalls
+    phones: FakeMessenger
+    interactions: InteractionLog
 
     def execute(self, outputs: list[Any]) -> None:
         self.cti.execute(outputs)
@@ -185,7 +202,8 @@ def run(tmp_path: Path, body: Callable[[Harness], Awaitable[None]]) -> None:
     async def scenario() -> None:
         config = parse_config(CONFIG)
         acd = Acd.from_config(config)
-        journal = Journal(tmp_path / "events.sqlite3")
+        interactions = InteractionLog(country_code="49")
+        journal = Journal(tmp_path / "events.sqlite3", projections=[interactions])
         await journal.start()
         feed = JournalFeed(journal)
         clock = Clock()
@@ -196,13 +214,14 @@ def run(tmp_path: Path, body: Callable[[Harness], Awaitable[None]]) -> None:
                     feed.acd_event(output)
 
         calls = FakeCalls()
-        cti = Cti(config, acd, journal, execute, clock=clock, calls=calls)
+        phones = FakeMessenger()
+        cti = Cti(config, acd, journal, execute, clock=clock, calls=calls, messenger=phones)
         app = web.Application()
         cti.mount(app)
         client = TestClient(TestServer(app))
         await client.start_server()
         try:
-            await body(Harness(client, cti, acd, journal, clock, calls))
+            await body(Harness(client, cti, acd, journal, clock, calls, phones, interactions))
         finally:
             await client.close()
             await journal.close()
@@ -505,6 +524,9 @@ def test_every_documented_operation_answers_on_the_running_server(tmp_path: Path
                            "completeCall": {"consult_id": "c1-consult", "as": "transfer"},
                            "sendDtmf": {"digits": "12#"},
                            "patchAttachedData": {"bp": "4711"},
+                           "updateInteraction": {"wrap_up_reason": "sale"},
+                           "createBroadcast": {"text": "hello"},
+                           "createAlert": {"user": "agent1", "text": "psst"},
                            }.get(operation["operationId"])
                 if operation["operationId"] == "eventsSse":
                     url += "?heartbeat=0.05"
@@ -871,5 +893,148 @@ def test_attached_data_is_read_and_merge_patched(tmp_path: Path) -> None:
         await expect_error(await h.client.patch("/api/v1/calls/c1/attached_data",
                                                 headers=agent, json=deep),
                            422, "invalid_request")
+
+    run(tmp_path, body)
+
+
+# --------------------------------------------------------------------------- interactions
+
+
+def created(call_id: str, **data: Any) -> dict[str, Any]:
+    return {"interaction_id": call_id, "call_id": call_id, "kind": "queue",
+            "direction": "inbound", "caller": "030 1234567", "target": "600", "queue": "sales",
+            "attached_data": {}, **data}
+
+
+async def _interactions(h: Harness, headers: dict[str, str], **params: Any) -> dict[str, Any]:
+    return dict(await _json_of(await h.client.get("/api/v1/interactions", headers=headers,
+                                                  params=params)))
+
+
+def test_agents_see_only_their_interactions_supervisors_filter_them(tmp_path: Path) -> None:
+    async def body(h: Harness) -> None:
+        h.journal.append("interaction.created", created("c1"))
+        h.journal.append("call.offered", {"call_id": "c1", "queue": "sales", "agent": "agent1"})
+        h.journal.append("interaction.created", created("c2", queue="support"))
+        h.journal.append("call.established", {"call_id": "c2", "user": "agent3",
+                                              "agent": "agent3"})
+        h.journal.append("interaction.created", created("c3", caller="+14155550100"))
+        await h.journal.flush()
+        mine = await _interactions(h, await h.agent("agent1"))
+        assert [r["id"] for r in mine["interactions"]] == ["c1"]
+        assert mine["interactions"][0]["caller_e164"] == "+49301234567"
+        await expect_error(await h.client.get("/api/v1/interactions/c2",
+                                              headers=await h.agent("agent1")),
+                           403, "forbidden")
+        await expect_error(await h.client.get("/api/v1/interactions", params={"agent": "agent3"},
+                                              headers=await h.agent("agent1")),
+                           403, "forbidden")
+        boss = await h.supervisor()
+        newest = await _interactions(h, boss)
+        assert [r["id"] for r in newest["interactions"]] == ["c3", "c2", "c1"]
+        oldest = await _interactions(h, boss, after=0, limit=2)
+        assert [r["id"] for r in oldest["interactions"]] == ["c1", "c2"]
+        rest = await _interactions(h, boss, after=oldest["next"])
+        assert [r["id"] for r in rest["interactions"]] == ["c3"]
+        support = await _interactions(h, boss, queue="support")
+        assert [r["id"] for r in support["interactions"]] == ["c2"]
+        assert support["interactions"][0]["answered"] is not None
+        by_agent = await _interactions(h, boss, agent="agent3")
+        assert [r["id"] for r in by_agent["interactions"]] == ["c2"]
+        await expect_error(await h.client.get("/api/v1/interactions/nope", headers=boss),
+                           404, "unknown_interaction")
+
+    run(tmp_path, body)
+
+
+def test_a_wrap_up_reason_is_set_by_patch_and_by_leaving_wrap_up(tmp_path: Path) -> None:
+    async def body(h: Harness) -> None:
+        for call_id in ("c1", "c2"):
+            h.journal.append("interaction.created", created(call_id))
+            h.journal.append("call.established", {"call_id": call_id, "agent": "agent1"})
+            h.journal.append("call.ended", {"call_id": call_id, "agent": "agent1",
+                                            "outcome": "answered", "attached_data": {}})
+        h.journal.append("agent.state_changed", {"user": "agent1", "state": "ready",
+                                                 "previous": "wrap_up", "reason": "sold"})
+        await h.journal.flush()
+        agent = await h.agent("agent1")
+        record = await _json_of(await h.client.get("/api/v1/interactions/c2", headers=agent))
+        assert (record["wrap_up_reason"], record["outcome"]) == ("sold", "answered")
+        first = await _json_of(await h.client.get("/api/v1/interactions/c1", headers=agent))
+        assert first["wrap_up_reason"] is None
+        record = await _json_of(await h.client.patch("/api/v1/interactions/c1", headers=agent,
+                                                     json={"wrap_up_reason": "callback"}))
+        assert record["wrap_up_reason"] == "callback"
+        await expect_error(await h.client.patch("/api/v1/interactions/c1",
+                                                headers=await h.agent("agent2"),
+                                                json={"wrap_up_reason": "x"}), 403, "forbidden")
+        await expect_error(await h.client.patch("/api/v1/interactions/c1", headers=agent,
+                                                json={"wrap_up_reason": ""}),
+                           422, "invalid_request")
+
+    run(tmp_path, body)
+
+
+# --------------------------------------------------------------------------- broadcasts
+
+
+def test_a_broadcast_to_a_queue_reaches_its_members_events_and_phones(tmp_path: Path) -> None:
+    async def body(h: Harness) -> None:
+        h.execute(h.acd.logon("agent1", "desk-12", h.clock()))
+        h.phones.outcomes = {"desk-12": Delivered("accepted", 200),
+                             "agent2": Delivered("rejected", 415)}
+        await expect_error(await h.client.post("/api/v1/broadcasts", headers=await h.agent(),
+                                               json={"text": "hi"}), 403, "forbidden")
+        boss = await h.supervisor()
+        start = h.journal.head
+        report = await _json_of(await h.client.post(
+            "/api/v1/broadcasts", headers=boss, json={"text": "Queue is long", "to": "600"}),
+            201)
+        assert sorted((r["user"], r["device"], r["status"], r["sip_status"])
+                      for r in report["recipients"]) == [
+            ("agent1", "desk-12", "accepted", 200), ("agent2", "agent2", "rejected", 415)]
+        assert sorted(h.phones.sent) == [("agent2", "Queue is long", "boss"),
+                                         ("desk-12", "Queue is long", "boss")]
+        await h.journal.flush()
+        for user, sees in (("agent1", True), ("agent2", True), ("agent3", False)):
+            events = (await h.poll(await h.agent(user), start))["events"]
+            texts = [e.get("text") for e in events if e["type"] == "broadcast"]
+            assert texts == (["Queue is long"] if sees else []), (user, events)
+        everyone = await _json_of(await h.client.post("/api/v1/broadcasts", headers=boss,
+                                                      json={"text": "Fire drill"}), 201)
+        assert sorted(r["user"] for r in everyone["recipients"]) == ["agent1", "agent2",
+                                                                     "agent3"]
+        await expect_error(await h.client.post("/api/v1/broadcasts", headers=boss,
+                                               json={"text": "x", "to": "nowhere"}),
+                           404, "unknown_queue")
+
+    run(tmp_path, body)
+
+
+def test_an_alert_reaches_one_agent_and_slow_phones_report_later(tmp_path: Path) -> None:
+    async def body(h: Harness) -> None:
+        h.cti.messages.wait = 0.05
+        h.phones.delay = 0.3
+        h.phones.outcomes = {"agent2": Delivered("accepted", 200)}
+        boss = await h.supervisor()
+        start = h.journal.head
+        report = await _json_of(await h.client.post(
+            "/api/v1/alerts", headers=boss, json={"user": "agent2", "text": "Call me"}), 201)
+        assert [(r["user"], r["status"]) for r in report["recipients"]] == [("agent2", "pending")]
+        agent2 = await h.agent("agent2")
+        page = await h.poll(agent2, start, wait=2)
+        events = page["events"]
+        while not any(e["type"] == "message.delivered" for e in events):
+            page = await h.poll(agent2, page["next"], wait=2)
+            events += page["events"]
+        alert = next(e for e in events if e["type"] == "alert")
+        delivered = next(e for e in events if e["type"] == "message.delivered")
+        assert (alert["text"], alert["from"]) == ("Call me", "boss")
+        assert (delivered["message_id"], delivered["status"], delivered["sip_status"]) == (
+            report["message_id"], "accepted", 200)
+        assert not (await h.poll(await h.agent("agent1"), start))["events"]
+        await expect_error(await h.client.post("/api/v1/alerts", headers=boss,
+                                               json={"user": "ghost", "text": "x"}),
+                           404, "unknown_user")
 
     run(tmp_path, body)

@@ -31,6 +31,7 @@ from cms.events.subscriptions import SubscriptionStore
 from .auth import DEFAULT_SESSION_TTL, Principal, Sessions
 from .broadcasts import MessageRoutes
 from .calls import CallRoutes
+from .crm import add_crm_routes
 from .errors import ApiError, error_middleware
 from .interactions import InteractionRoutes
 from .messaging import Messenger
@@ -146,8 +147,9 @@ class Cti:
         return app
 
     def mount(self, parent: web.Application) -> None:
-        """Serve the API under /api/v1 of `parent`."""
+        """Serve the API under /api/v1 of `parent`, and the CRM page at /crm."""
         parent.add_subapp(PREFIX, self.build_app())
+        add_crm_routes(parent)  # the /crm page, a client of this API
 
     async def _on_startup(self, _app: web.Application) -> None:
         await self.webhooks.start()

@@ -66,7 +66,9 @@ class CmsServer:
         # --- end CTI ---
         self.calls = CallManager(self.endpoint, self.registrar, self.acd, self.media,
                                  self.records, trusted_sources=settings.trusted_sources,
-                                 on_event=self._on_acd_event, on_record=self.feed.call_record)
+                                 on_event=self._on_acd_event, on_record=self.feed.call_record,
+                                 on_call_event=self.feed.call_event,
+                                 on_call_started=self.feed.call_started)
         self.cti = Cti(config, self.acd, self.journal, self._execute_acd, health=self._health_doc,
                        messenger=SipMessenger(self.endpoint, self.registrar, self.calls.peer_of),
                        calls=self.calls, data_dir=self.data_dir)
@@ -111,11 +113,7 @@ class CmsServer:
     # --- CTI hooks ---
     def _call_info(self, call_id: str) -> dict[str, object] | None:
         """What the journal's interaction.created tells about a live call."""
-        call = self.calls.calls.get(call_id)
-        if call is None:
-            return None
-        return {"kind": call.kind, "caller": call.caller_number, "target": call.target,
-                "queue": call.queue, "attached_data": call.attached_data}
+        return self.calls.call_info(call_id)
 
     def _execute_acd(self, outputs: list[object]) -> None:
         """Run the outputs of an ACD command from the CTI."""

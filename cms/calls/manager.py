@@ -16,7 +16,7 @@ import logging
 import secrets
 import time
 import wave
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +68,11 @@ from cms.sip.transaction import (
     new_branch,
 )
 
+from . import commands
+from .control import CallView, CompleteAs, TransferMode
 from .model import Call, CallState, LegState, SipLeg
 from .records import CallRecordStore
+from .views import call_info, party_view
 
 log = logging.getLogger("cms.calls")
 
@@ -78,6 +81,9 @@ ACD_FAILURES = {486: OfferFailure.BUSY, 600: OfferFailure.BUSY, 603: OfferFailur
                 480: OfferFailure.NO_ANSWER, 408: OfferFailure.NO_ANSWER}
 
 EventSink = Callable[[AcdEvent], None]
+CallEventSink = Callable[[str, dict[str, Any], float], None]  # (type, data, time)
+CallStartedSink = Callable[[str, float, dict[str, Any]], None]  # (call id, time, info)
+RINGBACK_HZ = 425.0  # What an agent hears while the CMS rings the other party for it.
 
 
 def encode_attached_data(data: dict[str, Any]) -> str:
@@ -96,13 +102,15 @@ def decode_attached_data(value: str) -> dict[str, Any]:
 
 
 class CallManager:
-    """Every call through the CMS."""
+    """Every call through the CMS; the CTI's `CallControl` (carried out in `commands`)."""
 
     def __init__(self, endpoint: SipEndpoint, registrar: Registrar, acd: Acd,
                  media: MediaService, records: CallRecordStore | None = None, *,
                  trusted_sources: tuple[str, ...] = ("127.0.0.0/8", "::1/128"),
                  media_host: str = "127.0.0.1", on_event: EventSink | None = None,
-                 on_record: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_record: Callable[[dict[str, Any]], None] | None = None,
+                 on_call_event: CallEventSink | None = None,
+                 on_call_started: CallStartedSink | None = None) -> None:
         self.endpoint = endpoint
         self.registrar = registrar
         self.acd = acd
@@ -111,12 +119,112 @@ class CallManager:
         self.media_host = media_host
         self.on_event = on_event
         self.on_record = on_record
+        self.on_call_event = on_call_event
+        self.on_call_started = on_call_started
         self.trusted = [ipaddress.ip_network(net, strict=False) for net in trusted_sources]
         self.calls: dict[str, Call] = {}
         self.counters = {"calls": 0, "answered": 0, "abandoned": 0, "failed": 0}
         self._acd_timer: asyncio.TimerHandle | None = None
         self._acd_timer_at: float | None = None
         endpoint.handlers["INVITE"] = self._on_invite
+
+    # -- CallControl (cms.calls.control): what the CTI asks
+
+    def list_calls(self) -> list[CallView]:
+        """Every live call."""
+        return commands.list_calls(self)
+
+    def get_call(self, call_id: str) -> CallView | None:
+        """One live call, or None."""
+        return commands.get_call(self, call_id)
+
+    def attached_data(self, call_id: str) -> dict[str, Any]:
+        """The call's attached data."""
+        return commands.attached_data(self, call_id)
+
+    def update_attached_data(self, call_id: str, user: str | None,
+                             changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Merge `changes` (JSON merge patch: null deletes a key); returns the new data."""
+        return commands.update_attached_data(self, call_id, user, changes)
+
+    async def make_call(self, user: str, to: str,
+                        attached_data: Mapping[str, Any] | None = None) -> CallView:
+        """Click-to-dial: ring `user`'s device (auto-answer hints), then call `to`."""
+        return await commands.make_call(self, user, to, attached_data)
+
+    async def answer(self, call_id: str, user: str | None) -> CallView:
+        """Ask a ringing device to answer (NOTIFY Event: talk)."""
+        return await commands.answer(self, call_id, user)
+
+    async def reject(self, call_id: str, user: str | None) -> CallView:
+        """Decline a call ringing at `user`'s device."""
+        return await commands.reject(self, call_id, user)
+
+    async def hangup(self, call_id: str, user: str | None) -> CallView:
+        """End the call (in a conference: `user`'s part of it)."""
+        return await commands.hangup(self, call_id, user)
+
+    async def hold(self, call_id: str, user: str | None) -> CallView:
+        """Put the other party on hold (hold audio)."""
+        return await commands.hold(self, call_id, user)
+
+    async def retrieve(self, call_id: str, user: str | None) -> CallView:
+        """Take the held party back."""
+        return await commands.retrieve(self, call_id, user)
+
+    async def send_dtmf(self, call_id: str, user: str | None, digits: str) -> CallView:
+        """Send RFC 4733 digits to the other party."""
+        return await commands.send_dtmf(self, call_id, user, digits)
+
+    async def transfer(self, call_id: str, user: str | None, to: str,
+                       mode: TransferMode) -> CallView:
+        """Blind transfer, or (mode consult) start a consult call."""
+        return await commands.transfer(self, call_id, user, to, mode)
+
+    async def consult(self, call_id: str, user: str | None, to: str) -> CallView:
+        """Hold the other party and call `to` from the same device."""
+        return await commands.consult(self, call_id, user, to)
+
+    async def complete(self, call_id: str, user: str | None, consult_id: str,
+                       as_: CompleteAs) -> CallView:
+        """Join the held and the consulted party (transfer) or all three (conference)."""
+        return await commands.complete(self, call_id, user, consult_id, as_)
+
+    # -- call events (the journal's call.* types)
+
+    def _emit(self, kind: str, call: Call, **data: Any) -> None:
+        if self.on_call_event is not None:
+            self.on_call_event(kind, {"call_id": call.id, **data}, time.time())
+
+    def _started(self, call: Call) -> None:
+        """The call exists: its interaction.created, with what is known of it."""
+        if self.on_call_started is not None:
+            self.on_call_started(call.id, call.created, call_info(call))
+
+    def _agent_of(self, user: str) -> str:
+        """`user` when it is an agent (for the CTI's "agent sees its own events" rule)."""
+        return user if user and self.acd.agent(user) is not None else ""
+
+    def call_info(self, call_id: str) -> dict[str, Any] | None:
+        """What interaction.created tells about a live call (None when gone)."""
+        call = self.calls.get(call_id)
+        return call_info(call) if call is not None else None
+
+    def _acd_busy(self, call: Call, user: str) -> None:
+        """Tell the ACD `user` is on this call (not from a queue), so it is offered nothing."""
+        if not user or user in call.acd_keys or self.acd.agent(user) is None:
+            return
+        # The call's own id is the ACD's for a queue caller and for the agent it connects.
+        plain = call.kind == "direct" and not call.acd_keys
+        key = call.id if plain else f"{call.id}:{user}"
+        call.acd_keys[user] = key
+        self._run(self.acd.direct_call_started(key, user, time.time()))
+
+    def _acd_free(self, call: Call, user: str) -> None:
+        """`user` left the call: the ACD ends its part (wrap-up, ready again)."""
+        key = call.acd_keys.pop(user, None)
+        if key is not None:
+            self._run(self.acd.call_ended(key, time.time()))
 
     # -- incoming calls
 
@@ -167,6 +275,10 @@ class CallManager:
         self.endpoint.cancel_handlers[tx] = lambda _tx, _cancel: self._caller_cancelled(call)
         if destination is not None:
             call.queue = destination.name if destination.kind == "queue" else ""
+        else:
+            call.direction = "internal" if self._trusted_user(caller_number) else "inbound"
+        self._started(call)
+        if destination is not None:
             self._answer_caller(call)
             call.state = CallState.QUEUED
             call.queued_at = now
@@ -175,6 +287,9 @@ class CallManager:
         else:
             assert account is not None
             self._ring_direct(call, account.name)
+
+    def _trusted_user(self, number: str) -> bool:
+        return bool(number) and self.registrar.directory.lookup(number) is not None
 
     def _caller_digit(self, call: Call, notice: object) -> None:
         """An RFC 4733 digit from the caller: the ACD uses it in an entry menu."""
@@ -228,11 +343,14 @@ class CallManager:
             return
         call.other = leg
         call.offered_at = time.time()
-        self._run(self.acd.direct_call_started(call.id, user, time.time()))
+        self._acd_busy(call, user)
 
     # -- outgoing INVITEs (to agents and callees)
 
-    def _invite_device(self, call: Call, user: str, device: str, role: str) -> SipLeg | None:
+    def _invite_device(self, call: Call, user: str, device: str, role: str, *,
+                       from_number: str | None = None, extra: Headers | None = None
+                       ) -> SipLeg | None:
+        """INVITE a registered device with the CMS's own offer (media anchored here)."""
         bindings = self.registrar.lookup(device)
         if not bindings:
             return None
@@ -247,9 +365,11 @@ class CallManager:
         sent_by = self.endpoint.sent_by(peer)
         contact = self._contact(peer)
         caller_from = parse_name_addr(call.caller.invite.headers.first("from") or "") \
-            if call.caller.invite is not None else None
+            if getattr(call.caller, "server_tx", None) is not None and call.caller.invite \
+            else None  # (no caller leg yet while click-to-dial rings the agent's own phone)
         display = caller_from.display if caller_from else None
-        from_uri = f"sip:{call.caller_number or 'anonymous'}@{self.registrar.realm}"
+        number = from_number if from_number is not None else call.caller_number
+        from_uri = f"sip:{number or 'anonymous'}@{self.registrar.realm}"
         from_value = f'"{display}" <{from_uri}>' if display else f"<{from_uri}>"
         headers = Headers()
         headers["via"] = [f"SIP/2.0/{peer.transport} {sent_by};branch={new_branch()};rport"]
@@ -263,11 +383,15 @@ class CallManager:
         headers["content-type"] = ["application/sdp"]
         headers[ATTACHED_DATA_HEADER] = [encode_attached_data(call.attached_data)]
         headers["x-cms-call-id"] = [call.id]
+        for name, values in (extra or Headers()).items():
+            headers[name] = list(values)
         request = Request("INVITE", bindings[0].contact, headers, offer.encode())
         leg.invite = request
         leg.client_tx = self.endpoint.send_request(
             request, peer, lambda event: self._on_outgoing_event(call, leg, event)
         )
+        self._emit("call.dialing", call, user=user, agent=self._agent_of(user), device=device,
+                   role=role)
         return leg
 
     def peer_of(self, binding: Binding) -> Peer | None:
@@ -337,22 +461,34 @@ class CallManager:
             self._outgoing_failed(call, leg, 488, now)
             return
         self._configure_media(leg)
-        if leg.role == "agent":
+        if leg is call.caller:
+            self._originator_answered(call, leg, now)
+        elif leg.role == "agent":
             self._run(self.acd.offer_answered(call.id, leg.user, now))
         else:
-            self._answer_caller(call)
+            if call.caller.state is not LegState.UP:
+                self._answer_caller(call)
             self._connect(call, leg, now)
 
     def _outgoing_failed(self, call: Call, leg: SipLeg, status: int, now: float) -> None:
         leg.state = LegState.ENDED
         self._close_media(leg)
-        if leg.role == "agent":
+        if leg is call.caller:  # click-to-dial: the agent's own phone did not pick up
+            self._end(call, "originator_unreachable", by=leg)
+        elif leg.role == "agent" and leg in call.offers.values():
             call.offers.pop(leg.user, None)
             reason = ACD_FAILURES.get(status, OfferFailure.ERROR)
             self._run(self.acd.offer_failed(call.id, leg.user, reason, now))
         elif call.state is not CallState.ENDED:
-            self._reply_caller(call, status if 400 <= status < 700 else 480)
-            self._finish(call, "busy" if status in (486, 600) else "failed")
+            if leg is call.other:
+                call.other = None
+            outcome = "busy" if status in (486, 600) else "failed"
+            if call.caller.state is LegState.UP:
+                # Click-to-dial, transfer or consult target: release what is left of it.
+                self._end(call, outcome)
+            else:
+                self._reply_caller(call, status if 400 <= status < 700 else 480)
+                self._finish(call, outcome)
 
     # -- ACD actions
 
@@ -403,7 +539,8 @@ class CallManager:
                 if self.on_event is not None:
                     self.on_event(output)
                 continue
-            call = self.calls.get(output.call_id)
+            # "<id>:<user>" ids are the ACD's for users besides a call's first agent.
+            call = self.calls.get(output.call_id.partition(":")[0])
             if call is None:
                 continue
             if isinstance(output, OfferCall):
@@ -416,6 +553,7 @@ class CallManager:
                 leg = call.offers.pop(output.agent, None)
                 if leg is not None:
                     call.agent = output.agent
+                    call.acd_keys[output.agent] = call.id
                     self._connect(call, leg, time.time())
             elif isinstance(output, PlayToCaller):
                 call.caller.media.play(self._announcement(output.announcement))
@@ -444,11 +582,22 @@ class CallManager:
     def _connect(self, call: Call, leg: SipLeg, now: float) -> None:
         call.other = leg
         call.state = CallState.CONNECTED
-        call.answered_at = now
-        call.agent = call.agent or leg.user
+        call.answered_at = call.answered_at or now
+        call.agent = call.agent or self._agent_of(leg.user)
         self.counters["answered"] += 1
         call.caller.media.stop_audio()
         bridge(call.caller.media, leg.media)
+        self._acd_busy(call, leg.user)
+        self._emit("call.established", call, user=leg.user, agent=call.agent or leg.user,
+                   role=leg.role, parties=[party_view(call, p).to_json()
+                                           for p in (call.caller, leg)])
+
+    def _originator_answered(self, call: Call, leg: SipLeg, now: float) -> None:
+        """Click-to-dial: the agent's phone answered; it hears ringback while `to` is called."""
+        leg.media.play(ToneSource(RINGBACK_HZ, level_dbfs=-20.0))
+        self._emit("call.established", call, user=leg.user, agent=self._agent_of(leg.user),
+                   role=leg.role, parties=[party_view(call, leg).to_json()])
+        commands.dial_target(self, call)
 
     def _announcement(self, name: str) -> AudioSource:
         """What an announcement name plays: `tone:HZ`, a WAV file, else silence (logged)."""
@@ -484,9 +633,12 @@ class CallManager:
         if method == "BYE":
             self.endpoint.respond(tx, make_response(request, 200))
             leg.state = LegState.ENDED
-            self._end(call, f"{leg.role}_hangup", by=leg)
+            if not commands.left_conference(self, call, leg):
+                self._end(call, f"{leg.role}_hangup", by=leg)
         elif method == "INVITE":
             self._reinvite(call, leg, tx, request)
+        elif method == "REFER":
+            commands.on_refer(self, call, leg, tx, request)
         elif method in ("OPTIONS", "INFO", "UPDATE"):
             self.endpoint.respond(tx, make_response(request, 200))
         else:
@@ -507,7 +659,7 @@ class CallManager:
             self.endpoint.respond(tx, make_response(request, 488))
             return
         leg.negotiated = negotiated
-        leg.held = is_hold(offer)
+        was_held, leg.held = leg.held, is_hold(offer)
         self._configure_media(leg)
         assert leg.local_sdp is not None
         host, port = self._media_address(leg)
@@ -520,8 +672,12 @@ class CallManager:
         extra["content-type"] = ["application/sdp"]
         self.endpoint.respond(tx, make_response(request, 200, headers=extra,
                                                 body=answer.encode()))
+        if leg.held != was_held:
+            self._emit("call.held" if leg.held else "call.retrieved", call, user=leg.user,
+                       agent=call.agent, by=leg.role, party=leg.role)
         other = call.other if leg is call.caller else call.caller
-        if other is not None and other.state is LegState.UP and other.dialog is not None:
+        if (other is not None and other.state is LegState.UP and other.dialog is not None
+                and call.conference is None and leg.held != was_held):
             self._send_reinvite(call, other, "sendonly" if leg.held else "sendrecv")
 
     def _send_reinvite(self, call: Call, leg: SipLeg, direction: str) -> None:
@@ -555,8 +711,13 @@ class CallManager:
         """End the call on every leg still up, tell the ACD, write the record."""
         if call.state is CallState.ENDED:
             return
-        was = call.state
         now = time.time()
+        if call.conference is not None:
+            call.conference.close()
+            call.conference = None
+        consult = self.calls.get(call.related) if call.related else None
+        if consult is not None and consult.shares_caller:
+            self._end(consult, outcome)  # the agent's leg goes: its consult goes with it
         for leg in call.legs():
             if leg is by or leg.state is LegState.ENDED:
                 continue
@@ -567,12 +728,12 @@ class CallManager:
             else:
                 self._reply_caller(call, 480)
         call.offers.clear()
-        if was in (CallState.QUEUED, CallState.RINGING) and call.kind != "direct":
+        if self.acd.caller(call.id) is not None:
             self.counters["abandoned"] += 1
             self._run(self.acd.caller_abandoned(call.id, now))
             outcome = "abandoned" if by is call.caller else outcome
-        elif was is CallState.CONNECTED or call.kind == "direct":
-            self._run(self.acd.call_ended(call.id, now))
+        for user in list(call.acd_keys):
+            self._acd_free(call, user)
         self._finish(call, outcome, by)
 
     def _finish(self, call: Call, outcome: str, by: SipLeg | None = None) -> None:
@@ -581,6 +742,11 @@ class CallManager:
         call.outcome = call.outcome or outcome
         call.ended_by = by.role if by is not None else "cms"
         record = self._record(call)
+        if call.shares_caller:
+            original = self.calls.get(call.related)
+            if original is not None and original.related == call.id:
+                original.related = ""
+                call.caller.media.stop_audio()  # no more ringback from a failed consult
         for leg in call.legs():
             self._close_media(leg)
             if leg.dialog is not None:

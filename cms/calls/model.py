@@ -51,6 +51,7 @@ class SipLeg:
     user: str = ""  # the agent or callee account, for agent/callee legs
     device: str = ""
     held: bool = False  # this phone put the call on hold (sendonly / inactive)
+    cms_held: bool = False  # the CMS holds this party (CTI hold or consult): it hears hold audio
 
 
 @dataclass(eq=False)
@@ -61,7 +62,7 @@ class Call:
     caller: SipLeg
     caller_number: str
     target: str
-    kind: str  # "queue", "menu" or "direct"
+    kind: str  # "queue", "menu", "direct", "click_to_dial" or "consult"
     attached_data: dict[str, Any] = field(default_factory=dict)
     state: CallState = CallState.ROUTING
     queue: str = ""
@@ -75,10 +76,20 @@ class Call:
     ended_at: float | None = None
     outcome: str = ""
     ended_by: str = ""
+    direction: str = "inbound"  # "inbound", "outbound" or "internal"
+    related: str = ""  # the consult call of this call, or the call a consult belongs to
+    shares_caller: bool = False  # a consult: `caller` is the agent's leg of the related call
+    members: list[SipLeg] = field(default_factory=list)  # conference legs besides the two
+    conference: Any = None  # the media mixer while the call is a conference
+    # The ACD's call ids for each CMS user on the call (busy while it lasts): the call's id for
+    # the agent the ACD connected, "<id>:<user>" for anyone else (one id per ACD call).
+    acd_keys: dict[str, str] = field(default_factory=dict)
 
     def legs(self) -> list[SipLeg]:
-        """Every live SIP leg of the call."""
-        legs = [self.caller, *self.offers.values()]
-        if self.other is not None and self.other not in legs:
-            legs.append(self.other)
+        """Every live SIP leg the call owns (a consult does not own the agent's leg)."""
+        legs = [] if self.shares_caller else [self.caller]
+        legs += self.offers.values()
+        for leg in (self.other, *self.members):
+            if leg is not None and leg not in legs:
+                legs.append(leg)
         return legs

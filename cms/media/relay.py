@@ -33,6 +33,7 @@ _HEADER = struct.Struct("!BBHII")
 _monotonic = time.monotonic
 
 DtmfListener = Callable[["Leg", DtmfNotice], None]
+AudioTap = Callable[[bytearray, int], None]  # (packet buffer, length) of an unrelayed packet
 MAX_DIGITS_KEPT = 64
 
 
@@ -136,6 +137,7 @@ class Leg:
         self._player: _Player | None = None
         self._sender: DtmfSender | None = None
         self._ticking = False
+        self.tap: AudioTap | None = None  # Gets received audio no route relays (a mixer).
         endpoint.sink = self._on_packet
 
     # -- configuration
@@ -262,6 +264,8 @@ class Leg:
             route = self._route
             if route is not None:
                 route.relay_audio(buf, length, seq, ts, ssrc, now)
+            elif self.tap is not None:
+                self.tap(buf, length)
         elif pt == self._dtmf_pt:
             if self.rx.update_sequence(seq, ssrc):
                 self._on_event(buf, length, seq, ts, ssrc, now)

@@ -1,0 +1,428 @@
+"""Call control through a real `cms serve`: the CTI's /calls routes driving the B2BUA.
+
+The phones are the project's own UA (`scripts.sip_ua`): each registers by digest (and
+is logged on), answers with its own tone, and records what it hears, so who hears
+whom is judged by FFT after click-to-dial, hold, transfer, consult and conference.
+The CTI is driven over HTTP as the agent (or a supervisor), and the journal's call
+events are read back through `GET /events`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+import numpy as np
+import pytest
+from cms_process import CmsProcess, config_text, user_extension, user_name, user_password
+
+from cms.media.sources import ToneSource
+from cms.sip.message import Headers
+from scripts.sip_ua import AnswerPolicy, Call, UserAgent
+from scripts.ua_media import CallMedia, dominant_frequency, level_dbfs
+
+pytestmark = pytest.mark.integration
+
+SUPERVISOR = ("boss", "pw-boss")
+TIMEOUT = aiohttp.ClientTimeout(total=15)
+CALLER_HZ = 440.0
+AGENT1_HZ = 1000.0
+AGENT2_HZ = 1600.0
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- fixtures, helpers
+
+
+@pytest.fixture
+def cms(tmp_path: Path) -> Iterator[CmsProcess]:
+    """A CMS with agent0001..agent0003 (auto_logon, queue sales = 600) and supervisor boss."""
+    config = tmp_path / "cms.toml"
+    config.write_text(config_text(users=3, ring_timeout=20) + "\n".join([
+        "", "[[users]]", f'name = "{SUPERVISOR[0]}"', f'password = "{SUPERVISOR[1]}"',
+        'extension = "1900"', 'role = "supervisor"', "auto_logon = false", "",
+    ]))
+    server = CmsProcess(config, tmp_path / "data")
+    server.start()
+    yield server
+    server.stop()
+    log = server.log_text()
+    assert server.exit_codes[-1] == 0, f"cms exit codes {server.exit_codes}; log:\n{log}"
+    assert "Traceback" not in log, log
+
+
+def run(cms: CmsProcess, scenario: Callable[[], Awaitable[T]]) -> T:
+    """Run one async scenario; on failure print the end of the CMS log."""
+    try:
+        return asyncio.run(scenario())  # type: ignore[arg-type]
+    except BaseException:
+        print(f"--- cms log:\n{cms.log_text()[-15000:]}")
+        raise
+
+
+class Api:
+    """The CMS's /api/v1 as one user."""
+
+    def __init__(self, cms: CmsProcess, session: aiohttp.ClientSession) -> None:
+        self.base = cms.base_url + "/api/v1"
+        self.session = session
+        self.headers: dict[str, str] = {}
+
+    async def login(self, user: str, password: str) -> Api:
+        async with self.session.post(f"{self.base}/sessions",
+                                     json={"user": user, "password": password}) as response:
+            assert response.status in (200, 201), await response.text()
+            self.headers = {"Authorization": f"Bearer {(await response.json())['token']}"}
+        return self
+
+    async def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        async with self.session.request(method, self.base + path, json=body,
+                                        headers=self.headers) as response:
+            return response.status, await response.json()
+
+    async def ok(self, method: str, path: str, body: Any = None) -> Any:
+        status, data = await self.request(method, path, body)
+        assert 200 <= status < 300, (status, data)
+        return data
+
+    async def events(self, after: int = 0) -> list[dict[str, Any]]:
+        _, data = await self.request("GET", f"/events?after={after}")
+        return list(data["events"])
+
+    async def wait_event(self, kind: str, timeout: float = 8.0, **match: Any) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            for event in await self.events():
+                if event["type"] == kind and all(event.get(k) == v for k, v in match.items()):
+                    return event
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {kind} with {match}; saw "
+                                     f"{[e['type'] for e in await self.events()]}")
+            await asyncio.sleep(0.05)
+
+
+@asynccontextmanager
+async def setup(cms: CmsProcess, *agents: tuple[int, AnswerPolicy | None]
+                ) -> AsyncIterator[tuple[aiohttp.ClientSession, list[UserAgent]]]:
+    """Registered agent phones (logged on, ready) and an HTTP session."""
+    async with AsyncExitStack() as stack:
+        session = await stack.enter_async_context(aiohttp.ClientSession(timeout=TIMEOUT))
+        boss = await Api(cms, session).login(*SUPERVISOR)
+        phones = []
+        for index, policy in agents:
+            name = user_name(index)
+            ua = UserAgent(cms.sip_address, user=name, answer=policy,
+                           password=user_password(name))
+            await ua.start()
+            stack.push_async_callback(ua.close)
+            assert await ua.register() == 200
+            await boss.wait_event("agent.state_changed", user=name, state="ready")
+            phones.append(ua)
+        yield session, phones
+
+
+def answering(tone: float, ring_for: float | None = 0.0) -> AnswerPolicy:
+    return AnswerPolicy(ring_for=ring_for, source=lambda: ToneSource(tone))
+
+
+async def agent_api(cms: CmsProcess, session: aiohttp.ClientSession, index: int) -> Api:
+    name = user_name(index)
+    return await Api(cms, session).login(name, user_password(name))
+
+
+def tone_strength(samples: np.ndarray, frequency: float) -> float:
+    """Spectral peak near `frequency` relative to the median bin, in dB."""
+    spectrum = np.abs(np.fft.rfft(samples.astype(np.float64) * np.hanning(samples.size)))
+    bins = np.fft.rfftfreq(samples.size, 1 / 8000)
+    near = spectrum[np.abs(bins - frequency) <= 15]
+    return float(20 * np.log10(near.max() / (np.median(spectrum) + 1e-9)))
+
+
+async def heard(media: CallMedia, seconds: float = 0.8) -> np.ndarray:
+    """What a phone hears over the next `seconds`."""
+    since = time.monotonic()
+    await asyncio.sleep(seconds)
+    return media.samples(since=since)
+
+
+async def assert_hears(media: CallMedia, frequency: float) -> None:
+    audio = await heard(media)
+    assert audio.size >= 4000, f"only {audio.size} samples heard"
+    assert dominant_frequency(audio) == pytest.approx(frequency, abs=20)
+    assert level_dbfs(audio) > -25
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+async def queue_call(caller: UserAgent, agent: UserAgent) -> tuple[Call, Call]:
+    """A caller's call into queue 600 answered by `agent`: (caller's, agent's)."""
+    call = await caller.call("600", ToneSource(CALLER_HZ))
+    assert call.status == 200, call.reason
+    incoming = await agent.next_incoming(8)
+    await asyncio.wait_for(incoming.answered.wait(), 8)
+    return call, incoming
+
+
+# --------------------------------------------------------------------------- click-to-dial
+
+
+def test_click_to_dial_rings_own_phone_with_auto_answer_then_bridges_both_ways(
+        cms: CmsProcess) -> None:
+    async def scenario() -> None:
+        async with setup(cms, (1, answering(AGENT1_HZ)), (2, answering(AGENT2_HZ))) as (
+                session, (phone1, phone2)):
+            api = await agent_api(cms, session, 1)
+            view = await api.ok("POST", "/calls", {"to": user_extension(2),
+                                                   "attached_data": {"ticket": 42}})
+            assert view["kind"] == "click_to_dial" and view["agent"] == user_name(1)
+            own = await phone1.next_incoming(5)
+            assert "answer-after=0" in (own.invite.headers.first("call-info") or "")
+            assert "alert-autoanswer" in (own.invite.headers.first("alert-info") or "")
+            far = await phone2.next_incoming(5)
+            assert far.attached_data is not None and far.attached_data["ticket"] == 42
+            await asyncio.wait_for(far.answered.wait(), 5)
+            await assert_hears(own.media, AGENT2_HZ)
+            await assert_hears(far.media, AGENT1_HZ)
+            calls = (await api.ok("GET", "/calls"))["calls"]
+            assert [c["state"] for c in calls] == ["connected"]
+            created = await api.wait_event("interaction.created", call_id=view["id"])
+            assert created["kind"] == "click_to_dial" and created["attached_data"]["ticket"] == 42
+            boss = await Api(cms, session).login(*SUPERVISOR)
+            dialing = [e for e in await boss.events() if e["type"] == "call.dialing"]
+            assert {(e["user"], e["role"]) for e in dialing} == {(user_name(1), "agent"),
+                                                                 (user_name(2), "callee")}
+            # An agent sees its own leg's events, not its colleague's.
+            assert [e["user"] for e in await api.events()
+                    if e["type"] == "call.dialing"] == [user_name(1)]
+            await api.wait_event("call.established", call_id=view["id"], user=user_name(2))
+            agent = (await api.ok("GET", f"/agents/{user_name(1)}"))
+            assert agent["state"] == "on_call"
+            await api.ok("POST", f"/calls/{view['id']}/hangup")
+            await asyncio.wait_for(own.ended.wait(), 5)
+            await asyncio.wait_for(far.ended.wait(), 5)
+            await api.wait_event("call.ended", call_id=view["id"])
+
+    run(cms, scenario)
+
+
+def test_click_to_dial_to_an_outside_number_is_refused_without_a_trunk(cms: CmsProcess) -> None:
+    async def scenario() -> None:
+        async with setup(cms, (1, answering(AGENT1_HZ))) as (session, _phones):
+            api = await agent_api(cms, session, 1)
+            status, body = await api.request("POST", "/calls", {"to": "0049301234567"})
+            assert status == 404 and body["error"]["code"] == "unknown_destination"
+            status, body = await api.request("POST", "/calls", {"to": "<sip:x@y>"})
+            assert status in (400, 422)
+            assert (await api.ok("GET", "/calls"))["calls"] == []
+
+    run(cms, scenario)
+
+
+# --------------------------------------------------------------------------- hold, DTMF, blind
+
+
+def test_hold_plays_music_retrieve_rebridges_dtmf_reaches_caller_and_blind_transfer(
+        cms: CmsProcess) -> None:
+    async def scenario() -> None:
+        async with setup(cms, (1, answering(AGENT1_HZ)), (2, answering(AGENT2_HZ))) as (
+                session, (phone1, phone2)):
+            caller = UserAgent(cms.sip_address, user="customer")
+            await caller.start()
+            try:
+                call, agent_side = await queue_call(caller, phone1)
+                api = await agent_api(cms, session, 1)
+                (view,) = (await api.ok("GET", "/calls"))["calls"]
+                await assert_hears(call.media, AGENT1_HZ)
+                held = await api.ok("POST", f"/calls/{view['id']}/hold")
+                assert held["state"] == "held"
+                music = await heard(call.media)
+                assert dominant_frequency(music) != pytest.approx(AGENT1_HZ, abs=30)
+                assert level_dbfs(music) > -40  # hold music, not silence
+                await api.wait_event("call.held", call_id=view["id"], agent=user_name(1))
+                await api.ok("POST", f"/calls/{view['id']}/retrieve")
+                await assert_hears(call.media, AGENT1_HZ)
+                await api.wait_event("call.retrieved", call_id=view["id"])
+                await api.ok("POST", f"/calls/{view['id']}/dtmf", {"digits": "42#"})
+                await until(lambda: call.media.leg.stats().digits == "42#")
+                status, body = await api.request("POST", f"/calls/{view['id']}/dtmf",
+                                                 {"digits": "x"})
+                assert status in (400, 422)
+                await api.ok("POST", f"/calls/{view['id']}/transfer",
+                             {"to": user_name(2), "mode": "blind"})
+                await asyncio.wait_for(agent_side.ended.wait(), 5)
+                target = await phone2.next_incoming(5)
+                await asyncio.wait_for(target.answered.wait(), 5)
+                await assert_hears(call.media, AGENT2_HZ)
+                await assert_hears(target.media, CALLER_HZ)
+                await api.wait_event("call.transferred", call_id=view["id"], mode="blind")
+                await call.hang_up()
+                await asyncio.wait_for(target.ended.wait(), 5)
+            finally:
+                await caller.close()
+
+    run(cms, scenario)
+
+
+def test_phone_initiated_refer_transfers_the_caller(cms: CmsProcess) -> None:
+    async def scenario() -> None:
+        async with setup(cms, (1, answering(AGENT1_HZ)), (2, answering(AGENT2_HZ))) as (
+                session, (phone1, phone2)):
+            caller = UserAgent(cms.sip_address, user="customer")
+            await caller.start()
+            try:
+                call, agent_side = await queue_call(caller, phone1)
+                assert agent_side.dialog is not None
+                extra = Headers()
+                extra["refer-to"] = [f"<sip:{user_extension(2)}@cms.test>"]
+                refer = agent_side.dialog.new_request("REFER", phone1.sent_by, "UDP", extra)
+                response = await phone1.request(refer, agent_side.remote)
+                assert response is not None and response.status == 202
+                await asyncio.wait_for(agent_side.ended.wait(), 5)
+                target = await phone2.next_incoming(5)
+                await asyncio.wait_for(target.answered.wait(), 5)
+                await assert_hears(target.media, CALLER_HZ)
+                await assert_hears(call.media, AGENT2_HZ)
+                await call.hang_up()
+            finally:
+                await caller.close()
+
+    run(cms, scenario)
+
+
+# --------------------------------------------------------------------------- consult, complete
+
+
+async def consulted(cms: CmsProcess, session: aiohttp.ClientSession, phone1: UserAgent,
+                    phone2: UserAgent, caller: UserAgent
+                    ) -> tuple[Api, str, str, Call, Call, Call]:
+    """Caller ↔ agent1, then agent1 consults agent2 (answered): ids and the three calls."""
+    call, agent_side = await queue_call(caller, phone1)
+    api = await agent_api(cms, session, 1)
+    (view,) = (await api.ok("GET", "/calls"))["calls"]
+    consult = await api.ok("POST", f"/calls/{view['id']}/consult", {"to": user_name(2)})
+    assert consult["kind"] == "consult" and consult["related"] == view["id"]
+    target = await phone2.next_incoming(5)
+    await asyncio.wait_for(target.answered.wait(), 5)
+    await assert_hears(agent_side.media, AGENT2_HZ)  # agent1 talks to agent2 ...
+    music = await heard(call.media)  # ... while the caller hears hold music
+    assert dominant_frequency(music) != pytest.approx(AGENT1_HZ, abs=30)
+    return api, view["id"], consult["id"], call, agent_side, target
+
+
+def test_consult_then_complete_as_transfer_joins_caller_and_consulted(cms: CmsProcess) -> None:
+    async def scenario() -> None:
+        async with setup(cms, (1, answering(AGENT1_HZ)), (2, answering(AGENT2_HZ))) as (
+                session, (phone1, phone2)):
+            caller = UserAgent(cms.sip_address, user="customer")
+            await caller.start()
+            try:
+                api, call_id, consult_id, call, agent_side, target = await consulted(
+                    cms, session, phone1, phone2, caller)
+                await api.ok("POST", f"/calls/{call_id}/complete",
+                             {"consult_id": consult_id, "as": "transfer"})
+                await asyncio.wait_for(agent_side.ended.wait(), 5)
+                await assert_hears(call.media, AGENT2_HZ)
+                await assert_hears(target.media, CALLER_HZ)
+                await api.wait_event("call.transferred", call_id=call_id, mode="consult")
+                await call.hang_up()
+                await asyncio.wait_for(target.ended.wait(), 5)
+            finally:
+                await caller.close()
+
+    run(cms, scenario)
+
+
+def test_consult_then_complete_as_conference_lets_each_hear_the_other_two(
+        cms: CmsProcess) -> None:
+    async def scenario() -> None:
+        async with setup(cms, (1, answering(AGENT1_HZ)), (2, answering(AGENT2_HZ))) as (
+                session, (phone1, phone2)):
+            caller = UserAgent(cms.sip_address, user="customer")
+            await caller.start()
+            try:
+                api, call_id, consult_id, call, agent_side, target = await consulted(
+                    cms, session, phone1, phone2, caller)
+                done = await api.ok("POST", f"/calls/{call_id}/complete",
+                                    {"consult_id": consult_id, "as": "conference"})
+                assert len(done["parties"]) == 3
+                await asyncio.sleep(0.3)
+                for media, hears, not_own in ((call.media, (AGENT1_HZ, AGENT2_HZ), CALLER_HZ),
+                                              (agent_side.media, (CALLER_HZ, AGENT2_HZ),
+                                               AGENT1_HZ),
+                                              (target.media, (CALLER_HZ, AGENT1_HZ),
+                                               AGENT2_HZ)):
+                    audio = await heard(media, 0.6)
+                    others = [tone_strength(audio, frequency) for frequency in hears]
+                    assert min(others) > 40
+                    # Not its own voice back (G.711 intermodulation of the others stays far
+                    # below them; its own voice mixed in would be as strong as they are).
+                    assert tone_strength(audio, not_own) < min(others) - 30
+                await api.wait_event("call.conferenced", call_id=call_id)
+                # Agent 2 leaves: caller and agent 1 keep talking, bridged again.
+                await target.hang_up()
+                await assert_hears(call.media, AGENT1_HZ)
+                await assert_hears(agent_side.media, CALLER_HZ)
+                await call.hang_up()
+                await asyncio.wait_for(agent_side.ended.wait(), 5)
+            finally:
+                await caller.close()
+
+    run(cms, scenario)
+
+
+# --------------------------------------------------------------------------- answer, reject
+
+
+def test_remote_answer_refused_by_a_phone_without_it_and_reject_cancels_the_offer(
+        cms: CmsProcess) -> None:
+    async def scenario() -> None:
+        async with setup(cms, (1, answering(AGENT1_HZ, ring_for=None))) as (session, (phone1,)):
+            caller = UserAgent(cms.sip_address, user="customer")
+            await caller.start()
+            try:
+                call = await caller.call("600", ToneSource(CALLER_HZ))
+                assert call.status == 200
+                offer = await phone1.next_incoming(5)
+                api = await agent_api(cms, session, 1)
+                (view,) = (await api.ok("GET", "/calls"))["calls"]
+                # Our UA answers an out-of-dialog NOTIFY with 501: no remote answer.
+                status, body = await api.request("POST", f"/calls/{view['id']}/answer")
+                assert status == 409 and body["error"]["code"] == "cannot_answer_remotely"
+                await api.ok("POST", f"/calls/{view['id']}/reject")
+                await asyncio.wait_for(offer.ended.wait(), 5)
+                assert offer.status == 487
+                await api.wait_event("call.offer_ended", agent=user_name(1), outcome="rejected")
+                await call.hang_up()
+            finally:
+                await caller.close()
+
+    run(cms, scenario)
+
+
+def test_attached_data_merge_patch_and_its_event(cms: CmsProcess) -> None:
+    async def scenario() -> None:
+        async with setup(cms, (1, answering(AGENT1_HZ)), (2, answering(AGENT2_HZ))) as (
+                session, _phones):
+            api = await agent_api(cms, session, 1)
+            view = await api.ok("POST", "/calls", {"to": user_name(2),
+                                                   "attached_data": {"a": 1, "b": {"c": 2}}})
+            data = await api.ok("PATCH", f"/calls/{view['id']}/attached_data",
+                                {"a": None, "b": {"d": 3}})
+            assert data["b"] == {"c": 2, "d": 3} and "a" not in data
+            assert (await api.ok("GET", f"/calls/{view['id']}/attached_data")) == data
+            event = await api.wait_event("call.attached_data_changed", call_id=view["id"])
+            assert event["attached_data"] == data
+            await api.ok("POST", f"/calls/{view['id']}/hangup")
+
+    run(cms, scenario)

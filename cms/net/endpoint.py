@@ -8,6 +8,7 @@ import logging
 import re
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import cast
 
@@ -17,8 +18,9 @@ from cms.sip.errors import ParseError, RemoteProtocolError
 from cms.sip.headers import header_values, parse_via, split_list
 from cms.sip.message import Headers, Request, Response
 from cms.sip.parser import DEFAULT_MAX_SIZE, parse_message
-from cms.sip.responses import make_response
+from cms.sip.responses import make_response, new_tag
 from cms.sip.transaction import (
+    MAGIC_COOKIE,
     AckReceived,
     CancelReceived,
     ClientTransaction,
@@ -57,6 +59,22 @@ _SIMPLE_VIA = re.compile(
     r"((?:;[A-Za-z0-9\-_.!~*'+%]+(?:=[A-Za-z0-9\-_.!~*'+%:\[\]]*)?)*)\Z"
 )
 _TO_TAG = re.compile(r";\s*tag\s*=", re.I)
+
+# REGISTER's fast path (`SipEndpoint._fast_register`) reads only these header fields, as
+# phones spell them; a request with any other field (Require, Route, ...) takes the full path.
+_FAST_FIELDS: dict[str, str] = {}
+for _name, _compact in (
+    ("Via", "v"), ("From", "f"), ("To", "t"), ("Call-ID", "i"), ("CSeq", ""),
+    ("Contact", "m"), ("Authorization", ""), ("Expires", ""), ("Max-Forwards", ""),
+    ("User-Agent", ""), ("Content-Length", "l"), ("Allow", ""), ("Supported", "k"),
+    ("Allow-Events", "u"), ("Accept", ""),
+):  # fmt: skip
+    for _spelling in (_name, _name.lower(), _name.upper(), _compact):
+        if _spelling:
+            _FAST_FIELDS[_spelling] = _name.lower()
+_FAST_FIELDS["Call-Id"] = "call-id"
+_FAST_FIELDS["Cseq"] = "cseq"
+_MAX_CSEQ = 2**31 - 1
 
 
 @functools.lru_cache(maxsize=1024)
@@ -107,6 +125,12 @@ class SipEndpoint:
         self._late_invite_handlers: dict[Transaction, ClientHandler] = {}
         # Timer H (no ACK for our final response to an INVITE), by transaction.
         self._server_timeout_handlers: dict[Transaction, ClientHandler] = {}
+        # REGISTERs answered 200 by the fast path: what a non-INVITE server transaction
+        # keeps in Completed (the response, for retransmissions, until Timer J), as bytes.
+        self._answered: dict[str, tuple[bytes, Address]] = {}
+        self._answered_order: deque[tuple[float, str]] = deque()
+        self._answered_ttl = timers.timer_j
+        self.fast_register = True  # False: every REGISTER takes the full path
 
     def attach(self, udp: UdpTransport, tcp: TcpTransport) -> None:
         """Use these transports for sending."""
@@ -123,6 +147,9 @@ class SipEndpoint:
         if len(data) <= 4 and not data.strip(b"\r\n\x00"):
             return  # RFC 5626 CRLF keep-alive over UDP: nothing to answer.
         assert self.udp is not None
+        if self.fast_register and data.startswith(b"REGISTER ") and \
+                self._fast_register(data, addr):
+            return
         self._receiving = True
         try:
             self._receive(data, addr, None, True)
@@ -226,21 +253,7 @@ class SipEndpoint:
         simple = _SIMPLE_VIA.match(first) if "," not in first else None
         if simple is not None:
             # The shape nearly every phone sends: rewrite the text, no full parse.
-            host, port_text, params_text = simple.groups()
-            kept = []
-            rport = False
-            for param in params_text.split(";")[1:]:
-                name = param.partition("=")[0].lower()
-                if name == "rport":
-                    rport = True
-                elif name != "received":
-                    kept.append(param)
-            if rport:
-                kept.append(f"rport={addr[1]}")
-            if rport or host != addr[0]:
-                kept.append(f"received={addr[0]}")
-                values[0] = first[: simple.start(3)] + ";" + ";".join(kept)
-            via_port = int(port_text) if port_text else None
+            values[0], rport, via_port = _stamp_simple_via(first, simple, addr)
         else:
             entries = split_list(first) if "," in first else [first]
             try:
@@ -266,6 +279,141 @@ class SipEndpoint:
         assert self.udp is not None
         port = addr[1] if rport else (via_port or 5060)
         return UdpPeer(self.udp, (addr[0], port))
+
+    def _fast_register(self, data: bytes, addr: Address) -> bool:
+        """Answer a plain UDP REGISTER (a challenge or a 200) without the general machinery.
+
+        Half of a registrar's load is phones refreshing: one Via, one Contact, known
+        credentials. For exactly that shape this reads the few fields it needs, runs
+        the registrar's own checks (`Registrar.challenges`, `Registrar.refresh`) and
+        writes the response bytes directly, with the same fields in the same order
+        as the full path would. Whatever else (another field, a second Via, a body,
+        an error to answer, an unknown To) returns False having changed nothing,
+        and the full path handles the request. A 200 is remembered for Timer J, as
+        the server transaction would, to answer retransmissions with the same bytes.
+        """
+        end = data.find(b"\r\n\r\n")
+        if end < 0 or end + 4 != len(data):
+            return False  # a body, garbage after the headers or no end of headers
+        try:
+            head = data[:end].decode()
+        except UnicodeDecodeError:
+            return False
+        lines = head.split("\r\n")
+        count = len(lines) - 1
+        if head.count("\n") != count or head.count("\r") != count or "\n " in head \
+                or "\n\t" in head:
+            return False  # bare CR or LF, or folded lines
+        parts = lines[0].split(" ")
+        if len(parts) != 3 or parts[2] != "SIP/2.0":
+            return False
+        uri = parts[1]
+        if not uri.startswith(("sip:", "sips:")):
+            return False
+        fields: dict[str, str] = {}
+        known = _FAST_FIELDS
+        for line in lines[1:]:
+            raw, _, value = line.partition(":")
+            name = known.get(raw)
+            if name is None or name in fields:
+                return False  # another field, a repeated one (two Vias) or no name
+            fields[name] = value.strip(" \t")
+        via = fields.get("via")
+        from_ = fields.get("from")
+        to = fields.get("to")
+        call_id = fields.get("call-id")
+        cseq = fields.get("cseq")
+        if not (via and from_ and to and call_id and cseq) or "," in via \
+                or _TO_TAG.search(to) is not None:
+            return False
+        number_text, _, method = cseq.partition(" ")
+        if method != "REGISTER" or not number_text.isdigit() or not number_text.isascii() \
+                or len(number_text) > 10 or int(number_text) > _MAX_CSEQ:
+            return False
+        # Numbers as validate_request checks them; a long one takes the full path.
+        for name, digits in (("max-forwards", 3), ("expires", 10), ("content-length", 3)):
+            number = fields.get(name)
+            if number is not None and not (
+                number.isdigit() and number.isascii() and len(number) <= digits
+            ):
+                return False
+        max_forwards = fields.get("max-forwards")
+        if max_forwards is not None and int(max_forwards) > 255:
+            return False
+        length = fields.get("content-length")
+        if length is not None and int(length) != 0:
+            return False
+        simple = _SIMPLE_VIA.match(via)
+        if simple is None:
+            return False
+        via, rport, via_port = _stamp_simple_via(via, simple, addr)
+        semi = via.find(";branch=")
+        if semi < 0:
+            return False
+        branch_end = via.find(";", semi + 8)
+        branch = via[semi + 8 :] if branch_end < 0 else via[semi + 8 : branch_end]
+        if len(branch) <= 7 or not branch.startswith(MAGIC_COOKIE):
+            return False
+        assert self.udp is not None
+        dest = (addr[0], addr[1] if rport else (via_port or 5060))
+        registrar = self.registrar
+        now = time.time()
+        authorization = fields.get("authorization")
+        if authorization is None:
+            # The challenge, stateless as in the full path (see _receive).
+            challenges = registrar.challenges(fields.get("user-agent"), now)
+            out = [
+                f"SIP/2.0 401 Unauthorized\r\nVia: {via}\r\nFrom: {from_}\r\n"
+                f"To: {to};tag={new_tag()}\r\nCall-ID: {call_id}\r\nCSeq: {cseq}\r\n"
+            ]
+            out += [f"WWW-Authenticate: {value}\r\n" for value in challenges]
+            out.append("Content-Length: 0\r\n\r\n")
+            counters = self.counters
+            counters["requests"] += 1
+            counters["stateless"] += 1
+            self.udp.send("".join(out).encode(), dest)
+            return True
+        # RFC 3261 §17.2.3 matching, as the transaction layer keys a non-INVITE request.
+        sent_by = via[simple.start(1) : simple.start(3)].lower()
+        key = f"{branch}\x00{sent_by}\x00REGISTER"
+        answered = self._answered.get(key)
+        if answered is not None:
+            self.counters["requests"] += 1
+            self.udp.send(answered[0], answered[1])
+            return True
+        if self.transactions.has_server_transaction(key):
+            return False
+        contact = fields.get("contact")
+        if contact is None or "," in contact:
+            return False
+        expires = fields.get("expires")
+        aor = registrar.refresh(
+            to, authorization, call_id, int(number_text), expires, contact,
+            fields.get("user-agent") or "", f"UDP {dest[0]}:{dest[1]}", now,
+        )  # fmt: skip
+        if aor is None:
+            return False
+        out = [
+            f"SIP/2.0 200 OK\r\nVia: {via}\r\nFrom: {from_}\r\nTo: {to};tag={new_tag()}\r\n"
+            f"Call-ID: {call_id}\r\nCSeq: {cseq}\r\n"
+        ]
+        out += [f"Contact: {value}\r\n" for value in registrar.contact_values(aor, now)]
+        out.append(f"Date: {registrar.date(now)}\r\nContent-Length: 0\r\n\r\n")
+        response = "".join(out).encode()
+        self.counters["requests"] += 1
+        self._remember_answer(key, response, dest)
+        self.udp.send(response, dest)
+        return True
+
+    def _remember_answer(self, key: str, response: bytes, dest: Address) -> None:
+        """Keep a fast-path 200 for retransmissions until Timer J; forget expired ones."""
+        clock = time.monotonic()
+        order = self._answered_order
+        answered = self._answered
+        while order and order[0][0] <= clock:
+            answered.pop(order.popleft()[1], None)
+        answered[key] = (response, dest)
+        order.append((clock + self._answered_ttl, key))
 
     def _on_malformed(self, exc: ParseError, addr: Address, conn: TcpConnection | None,
                       request: Request | None = None, peer: Peer | None = None) -> None:
@@ -470,3 +618,23 @@ class SipEndpoint:
         """Cancel the timer."""
         if self._timer is not None:
             self._timer.cancel()
+
+
+def _stamp_simple_via(first: str, simple: re.Match[str], addr: Address
+                      ) -> tuple[str, bool, int | None]:
+    """RFC 3581 on a top Via `_SIMPLE_VIA` matched: (new value, rport asked, sent-by port)."""
+    host, port_text, params_text = simple.groups()
+    kept = []
+    rport = False
+    for param in params_text.split(";")[1:]:
+        name = param.partition("=")[0].lower()
+        if name == "rport":
+            rport = True
+        elif name != "received":
+            kept.append(param)
+    if rport:
+        kept.append(f"rport={addr[1]}")
+    if rport or host != addr[0]:
+        kept.append(f"received={addr[0]}")
+        first = first[: simple.start(3)] + ";" + ";".join(kept)
+    return first, rport, int(port_text) if port_text else None

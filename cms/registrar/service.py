@@ -154,11 +154,15 @@ class Registrar:
         log.info("%s refused: wrong credentials for %r", request.method, result.username)
         return make_response(request, 403, "Forbidden (wrong credentials)")
 
+    def challenges(self, user_agent: str | None, now: float, stale: bool = False) -> list[str]:
+        """WWW-Authenticate / Proxy-Authenticate values for a client with this User-Agent."""
+        agent = user_agent.lower() if user_agent else ""
+        single = any(part in agent for part in self._single_challenge_agents) if agent else False
+        return self.digest.challenge(now, stale=stale, first_only=single)
+
     def _challenge(self, request: Request, now: float, stale: bool, proxy: bool) -> Response:
         extra = Headers()
-        agent = (request.headers.first("user-agent") or "").lower()
-        single = any(part in agent for part in self._single_challenge_agents) if agent else False
-        challenges = self.digest.challenge(now, stale=stale, first_only=single)
+        challenges = self.challenges(request.headers.first("user-agent"), now, stale)
         if proxy:
             extra["proxy-authenticate"] = challenges
             return make_response(request, 407, headers=extra)
@@ -204,7 +208,7 @@ class Registrar:
                 _remember(self._contacts, contact, parsed)
             expires_param = parsed.expires
             if expires_param is not None:
-                if not expires_param.isdigit():
+                if not expires_param.isdigit() or not expires_param.isascii():
                     return make_response(request, 400, "Bad Contact expires")
                 expires = int(expires_param)
             else:
@@ -253,15 +257,85 @@ class Registrar:
 
     def _ok(self, request: Request, aor: str, now: float) -> Response:
         extra = Headers()
-        live = self.table.contacts(aor, now)
+        live = self.contact_values(aor, now)
         if live:
-            extra["contact"] = [f"<{b.contact}>;expires={b.remaining(now)}" for b in live]
+            extra["contact"] = live
+        extra["date"] = [self.date(now)]
+        return make_response(request, 200, "OK", headers=extra)
+
+    def contact_values(self, aor: str, now: float) -> list[str]:
+        """The Contact values of a 200 to a REGISTER: every live binding with its expiry."""
+        return [f"<{b.contact}>;expires={b.remaining(now)}" for b in self.table.contacts(aor, now)]
+
+    def date(self, now: float) -> str:
+        """The Date header value of a 200 to a REGISTER (RFC 3261 §10.3 step 8)."""
         second = int(now)
         if second != self._date_second:
             self._date_second = second
             self._date = formatdate(second, usegmt=True)
-        extra["date"] = [self._date]
-        return make_response(request, 200, "OK", headers=extra)
+        return self._date
+
+    def refresh(self, to_value: str, authorization: str, call_id: str, cseq: int,
+                expires_header: str | None, contact: str, user_agent: str, source: str,
+                now: float) -> str | None:
+        """REGISTER's common case without a parsed request: one Contact, valid credentials.
+
+        The same checks and binding change as `handle`, for a REGISTER whose To
+        account is known (it registered before), with one Authorization value and
+        one Contact (no `*`, no list) and nothing to refuse. Returns the aor bound
+        (the caller builds the 200 from `contact_values` and `date`), or None,
+        having changed nothing, when the request needs `handle` (any error answer,
+        a challenge, a removal, an unknown To); the nonce-count of valid
+        credentials is only recorded once the binding change is certain.
+        """
+        account = self._to_accounts.get(to_value)
+        if account is None:
+            return None
+        try:
+            scheme, params = parse_auth_params(authorization)
+        except ValueError:
+            return None
+        if scheme.lower() != "digest" or params.get("realm") != self.realm:
+            return None
+        if self.directory.lookup(params.get("username") or "") is not account:
+            return None
+        settings = self.settings
+        expires = settings.default_expires
+        if expires_header is not None:
+            if not expires_header.isdigit():
+                return None
+            expires = int(expires_header)
+        parsed = self._contacts.get(contact)
+        if parsed is None:
+            if contact == "*":
+                return None
+            try:
+                parsed = _ParsedContact.of(contact)
+            except ParseError:
+                return None
+            _remember(self._contacts, contact, parsed)
+        if parsed.expires is not None:
+            if not parsed.expires.isdigit() or not parsed.expires.isascii():
+                return None
+            expires = int(parsed.expires) if len(parsed.expires) < 12 else settings.max_expires
+        if expires < settings.min_expires or parsed.q is False:
+            return None  # a removal (0), a 423 or a 400: `handle` answers those
+        expires = min(expires, settings.max_expires)
+        aor = account.name
+        key = parsed.key
+        existing = self.table.get(aor, key)
+        if existing is not None and existing.call_id == call_id and cseq <= existing.cseq:
+            return None
+        result = self.digest.verify("REGISTER", params, now, self.directory.credentials)
+        if result.outcome is not AuthOutcome.OK:
+            return None  # verify records nothing unless the credentials are good
+        instance = parsed.instance
+        binding = Binding(aor, parsed.uri, now + expires, call_id, cseq, parsed.q, source,
+                          user_agent, unquote(instance) if instance else None)
+        self.table.put(key, binding)
+        removed = self._enforce_limit(aor, now)
+        self._notify(BindingChange(aor, ((key, binding),), tuple(removed)))
+        return aor
 
     def _notify(self, change: BindingChange) -> None:
         if self.on_change is not None:

@@ -733,6 +733,10 @@ class TransactionManager:
         """The number of live transactions."""
         return len(self._client) + len(self._server) - self._aliases
 
+    def has_server_transaction(self, key: str) -> bool:
+        """Whether a server transaction has this key (`branch NUL sent-by NUL method`)."""
+        return key in self._server
+
     # -- input from the transport ------------------------------------------
 
     def receive_request(

@@ -1,0 +1,141 @@
+"""CPU per registration at one fixed rate, registrars measured in alternation.
+
+`python -m scripts.bench_registrar_cpu --rounds 5 --rate 2000` starts Kamailio
+and the CMS once (both pinned to core 1, as `scripts.bench` does), then runs
+SIPp's digest REGISTER scenario at one offered rate against each in turn for
+`--rounds` rounds, and prints the CPU microseconds per registration of each
+run, the medians and the median of the per-round ratios (CMS over Kamailio).
+Taking turns run by run lets both meet the same moments of a shared machine;
+the load average is printed with each round.
+
+`--cms-b PATH` adds a second CMS executable (for example an older checkout's
+`.venv/bin/cms`) as a third registrar in the rotation, to compare two versions
+of the CMS under the same conditions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from .bench import (
+    Processes,
+    Registrar,
+    Settings,
+    cms_registrar,
+    default_cms,
+    kamailio_registrar,
+    load_average,
+    pinning,
+    run_step,
+    say,
+    start_registrars,
+    user_names,
+    write_injection_file,
+)
+from .bench_errors import BenchError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.bench_registrar_cpu", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--rate", type=int, default=2000, help="offered registrations/s (2000)")
+    parser.add_argument("--rounds", type=int, default=5, help="runs per registrar (5)")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per run (5)")
+    parser.add_argument("--users", type=int, default=1000, help="users agent0001.. (1000)")
+    parser.add_argument("--cms", default=default_cms(), help="the cms executable")
+    parser.add_argument("--cms-b", help="a second cms executable to compare with the first")
+    parser.add_argument(
+        "--cms-arg", action="append", default=[], metavar="ARG", help="extra `cms serve` argument"
+    )
+    parser.add_argument("--no-kamailio", action="store_true", help="CMS runs only")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    return parser
+
+
+def settings_for(args: argparse.Namespace, cms: str) -> Settings:
+    registrar_core, sipp_core = pinning(1, 0)
+    return Settings(
+        sides=("kamailio", "cms"), rates=(args.rate,), duration=args.duration,
+        users=args.users, tries=1, cpu_rate=args.rate, registrar_core=registrar_core,
+        sipp_core=sipp_core, start_timeout=30.0, pause=0.5, cms=cms,
+        cms_args=tuple(args.cms_arg), json_path=None, keep=args.keep,
+    )  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_for(args, args.cms)
+    workdir = Path(tempfile.mkdtemp(prefix="cms-bench-cpu-"))
+    procs = Processes()
+    names = user_names(settings.users)
+    write_injection_file(workdir / "users.csv", names)
+    registrars: list[Registrar] = []
+    if not args.no_kamailio:
+        registrars.append(kamailio_registrar(settings, workdir))
+    registrars.append(cms_registrar(settings, workdir, names))
+    if args.cms_b:
+        sub = workdir / "b"
+        sub.mkdir()
+        other = cms_registrar(settings_for(args, args.cms_b), sub, names)
+        other.name = "cms-b"
+        registrars.append(other)
+    if settings.sipp_core is not None:
+        os.sched_setaffinity(0, {settings.sipp_core})
+    cpu: dict[str, list[float]] = {reg.name: [] for reg in registrars}
+    ok = True
+    try:
+        start_registrars(registrars, procs, settings, workdir)
+        time.sleep(1.0)
+        for round_no in range(1, args.rounds + 1):
+            for reg in registrars:
+                step = run_step(reg, args.rate, round_no, settings, procs, workdir)
+                say(f"round {round_no} load {load_average()}  {step.line()}")
+                if not step.clean:
+                    ok = False
+                if step.ok:
+                    cpu[reg.name].append(step.cpu_us_per_reg or 0.0)
+                time.sleep(settings.pause)
+    finally:
+        procs.stop_all()
+        if args.keep:
+            say(f"work directory kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    say()
+    say(f"CPU us/registration at {args.rate}/s, {args.rounds} alternating rounds, "
+        f"load now {load_average()}")
+    for name, values in cpu.items():
+        if values:
+            say(f"  {name:9s} median {statistics.median(values):6.1f}  runs "
+                + " ".join(f"{v:.1f}" for v in values))
+    if "kamailio" in cpu:
+        for name in cpu:
+            if name == "kamailio":
+                continue
+            ratios = [c / k for c, k in zip(cpu[name], cpu["kamailio"], strict=False) if k]
+            if ratios:
+                say(f"  {name}/kamailio per-round ratio median {statistics.median(ratios):.2f} "
+                    "(" + " ".join(f"{r:.2f}" for r in ratios) + "); ratio of medians "
+                    f"{statistics.median(cpu[name]) / statistics.median(cpu['kamailio']):.2f}")
+    return 0 if ok else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except BenchError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,347 @@
+"""cti: push latency of CTI events to 500 clients, per channel; and the journal's events/s.
+
+`cms serve` runs with a generated configuration (queue sales 600, no agent
+logged on, an API key for the clients), pinned to one core when there are
+two or more. For each channel in turn (WebSocket, SSE, long poll with
+`wait=30`), N clients connect from 2 processes (scripts/cti_load.py, pinned
+to the other core), then a caller process sends INVITEs into the queue at a
+steady rate, each from its own From user, and hangs each call up after 1 s.
+Latency, per call and per client, is from the moment the INVITE left the
+caller to the moment the call's first event (`interaction.created`) reached
+the client socket: SIP handling, the journal's fsync'd commit and the
+delivery. All processes read CLOCK_MONOTONIC, which the machine shares.
+p50 / p99 / max are over every (client, call) pair of a run; with several
+runs the figures shown are the medians of the runs' figures. "first" is the
+median over calls of the fastest client (the server path without fan-out),
+"spread" the median over calls of last minus first client.
+
+journal: `cms.events.bench` appending 200,000 events in bursts of 200 with
+fsync'd (synchronous=FULL) WAL commits: events/s and append->delivered p50/p99.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .bench import (
+    HOST,
+    BenchError,
+    Processes,
+    answers_options,
+    free_port,
+    log_tail,
+    pinned,
+    say,
+    toml_string,
+    wait_unreaped,
+)
+from .bench_common import conditions, cores
+
+ROOT = Path(__file__).resolve().parent.parent
+API_KEY = "bench-cti-key"
+KINDS = ("ws", "sse", "poll")
+CLIENTS = 500
+CLIENT_PROCESSES = 2
+RATE = 20.0
+SECONDS = 10.0
+HOLD = 1.0
+TARGET_P99_MS = 5.0
+
+
+@dataclass
+class Phase:
+    """One channel, one run."""
+
+    kind: str
+    run: int
+    clients: int
+    calls: int
+    answered: int
+    samples: int
+    missing: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    first_ms: float
+    spread_ms: float
+    cms_cpu_pct: float
+    load_average: str
+
+    def line(self) -> str:
+        return (f"{self.kind:4s} run {self.run}: {self.clients} clients x {self.calls} calls "
+                f"({self.answered} answered): p50 {self.p50_ms:.2f} ms  p99 {self.p99_ms:.2f} ms"
+                f"  max {self.max_ms:.2f} ms  first {self.first_ms:.2f} ms  spread "
+                f"{self.spread_ms:.2f} ms  missing {self.missing}  cms cpu "
+                f"{self.cms_cpu_pct:.0f}%  load {self.load_average}")
+
+
+def write_config(path: Path, data_dir: Path, sip_port: int, http_port: int) -> None:
+    """Queue sales (600) with one member who never logs on: callers wait, hearing hold audio."""
+    path.write_text("\n".join([
+        "[cms]",
+        f"sip = {toml_string(f'{HOST}:{sip_port}')}",
+        f"http = {toml_string(f'{HOST}:{http_port}')}",
+        f"data_dir = {toml_string(str(data_dir))}",
+        'realm = "cms.local"',
+        f'api_keys = {{ {toml_string(API_KEY)} = "bench" }}',
+        "",
+        "[[users]]",
+        'name = "agent00001"',
+        'password = "bench-secret"',
+        'extension = "20001"',
+        'queues = ["sales"]',
+        "auto_logon = true",
+        "",
+        "[[queues]]",
+        'name = "sales"',
+        'number = "600"',
+        'strategy = "longest-idle"',
+        "",
+    ]))
+
+
+@dataclass
+class Server:
+    proc: Any
+    sip_port: int
+    http_port: int
+    log: Path
+
+    def cpu_seconds(self) -> float:
+        from .bench import tree_cpu_seconds
+
+        return tree_cpu_seconds(int(self.proc.pid))
+
+    def health(self) -> dict[str, Any]:
+        import urllib.request
+
+        url = f"http://{HOST}:{self.http_port}/api/v1/health"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return dict(json.loads(response.read()))
+
+
+def start_server(procs: Processes, workdir: Path, cms: str, core: int | None,
+                 extra_args: tuple[str, ...]) -> Server:
+    sip_port, http_port = free_port(), free_port()
+    data_dir = workdir / "cms-data"
+    config = workdir / "cms.toml"
+    write_config(config, data_dir, sip_port, http_port)
+    argv = pinned(core, [cms, "serve", "--config", str(config), "--sip", f"{HOST}:{sip_port}",
+                         "--http", f"{HOST}:{http_port}", "--data-dir", str(data_dir),
+                         *extra_args])
+    log = workdir / "cms.log"
+    say(f"starting cms: {' '.join(argv)}")
+    proc = procs.start(argv, log, workdir)
+    server = Server(proc, sip_port, http_port, log)
+    if not answers_options(sip_port, 60.0, lambda: proc.poll() is None):
+        raise BenchError(f"cms did not answer OPTIONS on {HOST}:{sip_port}:\n{log_tail(log)}")
+    return server
+
+
+def _load_argv(core: int | None, *args: str) -> list[str]:
+    return pinned(core, [sys.executable, "-m", "scripts.cti_load", *args])
+
+
+def _wait_ready(logs: list[Path], procs: list[Any], timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    pending = list(zip(logs, procs, strict=True))
+    while pending:
+        log, proc = pending[0]
+        text = log.read_text(errors="replace") if log.exists() else ""
+        if "ready:" in text:
+            pending.pop(0)
+            continue
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise BenchError(f"event clients did not connect:\n{log_tail(log)}")
+        time.sleep(0.1)
+
+
+def percentile(values: list[float], share: float) -> float:
+    """The nearest-rank percentile of sorted `values`."""
+    if not values:
+        return float("nan")
+    return values[min(len(values) - 1, max(0, round(share * len(values)) - 1))]
+
+
+def run_phase(procs: Processes, workdir: Path, server: Server, kind: str, run: int,
+              settings: dict[str, Any], core: int | None, first_caller: int) -> Phase:
+    clients, processes = settings["clients"], settings["client_processes"]
+    shares = [clients // processes + (1 if i < clients % processes else 0)
+              for i in range(processes)]
+    outs, logs, client_procs = [], [], []
+    for index, count in enumerate(shares):
+        out = workdir / f"{kind}-{run}-{index}.json"
+        log = workdir / f"{kind}-{run}-{index}.log"
+        argv = _load_argv(core, "clients", "--kind", kind, "--count", str(count),
+                          "--port", str(server.http_port), "--key", API_KEY, "--out", str(out))
+        client_procs.append(procs.start(argv, log, ROOT))
+        outs.append(out)
+        logs.append(log)
+    try:
+        _wait_ready(logs, client_procs)
+        if kind != "poll":
+            pushed = server.health()["events"]["push_clients"]
+            if pushed != clients:
+                raise BenchError(f"{pushed} push channels open, expected {clients}")
+        time.sleep(0.5)
+        caller_out = workdir / f"caller-{kind}-{run}.json"
+        argv = _load_argv(core, "caller", "--target", f"{HOST}:{server.sip_port}",
+                          "--rate", str(settings["rate"]), "--seconds", str(settings["seconds"]),
+                          "--hold", str(HOLD), "--first", str(first_caller),
+                          "--out", str(caller_out))
+        cpu0, began = server.cpu_seconds(), time.monotonic()
+        caller = procs.start(argv, workdir / f"caller-{kind}-{run}.log", ROOT)
+        if not wait_unreaped(caller, settings["seconds"] + HOLD + 60):
+            raise BenchError("the caller did not finish")
+        cms_cpu = 100.0 * (server.cpu_seconds() - cpu0) / (time.monotonic() - began)
+        procs.stop(caller)
+    finally:
+        for proc in client_procs:
+            procs.stop(proc, grace=20.0)
+    try:
+        sent: dict[str, float] = json.loads(caller_out.read_text())["sent"]
+        answered = int(json.loads(caller_out.read_text())["answered"])
+        arrivals = [a for out in outs for a in json.loads(out.read_text())["arrivals"]]
+    except (OSError, ValueError, KeyError) as exc:
+        raise BenchError(f"no results from the {kind} run ({exc}); see {workdir}") from None
+    latencies: list[float] = []
+    firsts: list[float] = []
+    spreads: list[float] = []
+    for caller_name, at in sent.items():
+        seen = [a[caller_name] for a in arrivals if caller_name in a]
+        latencies += [1000.0 * (t - at) for t in seen]
+        if seen:
+            firsts.append(1000.0 * (min(seen) - at))
+            spreads.append(1000.0 * (max(seen) - min(seen)))
+    latencies.sort()
+    return Phase(
+        kind=kind, run=run, clients=len(arrivals), calls=len(sent), answered=answered,
+        samples=len(latencies), missing=len(arrivals) * len(sent) - len(latencies),
+        p50_ms=percentile(latencies, 0.50), p99_ms=percentile(latencies, 0.99),
+        max_ms=latencies[-1] if latencies else float("nan"),
+        first_ms=statistics.median(firsts) if firsts else float("nan"),
+        spread_ms=statistics.median(spreads) if spreads else float("nan"),
+        cms_cpu_pct=cms_cpu, load_average=conditions()["load_average"],
+    )
+
+
+def run_cti_bench(cms_path: str, quick: bool, workdir: Path, extra_args: tuple[str, ...] = (),
+                  runs: int | None = None, kinds: tuple[str, ...] = KINDS,
+                  clients: int = CLIENTS) -> dict[str, Any]:
+    """Push latency per channel (median of `runs` runs); the figures and summary lines."""
+    runs = runs if runs is not None else (1 if quick else 3)
+    settings = {"clients": clients, "client_processes": CLIENT_PROCESSES, "rate": RATE,
+                "seconds": 5.0 if quick else SECONDS}
+    cms_core, gen_core = cores()
+    cond = conditions({**settings, "runs": runs, "hold_s": HOLD,
+                       "clock": "CLOCK_MONOTONIC, INVITE sendto -> client data_received",
+                       "clients_impl": "asyncio protocols (uvloop), raw WebSocket/SSE/HTTP"})
+    say(f"cti benchmark: {clients} clients per channel in {CLIENT_PROCESSES} processes, "
+        f"INVITEs at {RATE:g}/s for {settings['seconds']:g} s, {runs} run(s); "
+        f"{cond['pinning']}; nproc {cond['nproc']}; load average {cond['load_average']}")
+    procs = Processes()
+    phases: list[Phase] = []
+    try:
+        server = start_server(procs, workdir, cms_path, cms_core, extra_args)
+        first = 1
+        for run in range(1, runs + 1):
+            for kind in kinds:
+                phase = run_phase(procs, workdir, server, kind, run, settings, gen_core, first)
+                first += phase.calls
+                phases.append(phase)
+                say("  " + phase.line())
+                if server.proc.poll() is not None:
+                    raise BenchError(f"cms exited:\n{log_tail(server.log)}")
+    finally:
+        procs.stop_all()
+    summary = []
+    figures: dict[str, Any] = {}
+    for kind in kinds:
+        mine = [p for p in phases if p.kind == kind]
+        med = {key: statistics.median(getattr(p, key) for p in mine)
+               for key in ("p50_ms", "p99_ms", "max_ms", "first_ms", "spread_ms")}
+        figures[kind] = med
+        met = "met" if med["p99_ms"] <= TARGET_P99_MS else "NOT met"
+        summary.append(
+            f"cti {kind}: {clients} clients, {mine[0].calls} calls at {RATE:g}/s, INVITE -> "
+            f"interaction.created at the client: p50 {med['p50_ms']:.2f} ms, p99 "
+            f"{med['p99_ms']:.2f} ms, max {med['max_ms']:.2f} ms (medians of {len(mine)} "
+            f"runs; first {med['first_ms']:.2f} ms, spread {med['spread_ms']:.2f} ms); "
+            f"target p99 <= {TARGET_P99_MS:g} ms: {met}")
+    cond["load_average_after"] = conditions()["load_average"]
+    return {
+        "benchmark": "cti",
+        "conditions": cond,
+        "phases": [asdict(p) for p in phases],
+        "medians": figures,
+        "target_p99_ms": TARGET_P99_MS,
+        "summary": summary,
+    }
+
+
+def run_journal_bench(quick: bool, runs: int | None = None) -> dict[str, Any]:
+    """Journal events/s with fsync'd commits (cms.events.bench), median of several runs."""
+    from cms.events.bench import measure
+
+    runs = runs if runs is not None else (1 if quick else 3)
+    events = 50_000 if quick else 200_000
+    results = []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory() as directory:
+            results.append(asyncio.run(measure(Path(directory) / "journal.sqlite3", events,
+                                               200, "FULL")))
+        say(f"  journal: {results[-1]['events_per_s']:,.0f} events/s, "
+            f"{results[-1]['events_per_commit']:.0f} events/commit, p50 "
+            f"{results[-1]['latency_p50_ms']:.2f} ms p99 {results[-1]['latency_p99_ms']:.2f} ms")
+    med = {key: statistics.median(r[key] for r in results)
+           for key in ("events_per_s", "events_per_commit", "latency_p50_ms", "latency_p99_ms")}
+    line = (f"journal: {med['events_per_s']:,.0f} events/s appended and committed "
+            f"(synchronous=FULL, bursts of 200, {events} events; {med['events_per_commit']:.0f} "
+            f"events/commit; append->delivered p50 {med['latency_p50_ms']:.2f} ms, p99 "
+            f"{med['latency_p99_ms']:.2f} ms; medians of {runs} runs)")
+    return {"benchmark": "journal", "conditions": conditions({"events": events, "runs": runs}),
+            "runs": results, "medians": med, "summary": [line]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import shutil
+
+    from .bench import default_cms
+
+    parser = argparse.ArgumentParser(prog="python -m scripts.bench_cti",
+                                     description=__doc__.split("\n\n")[0] if __doc__ else "")
+    parser.add_argument("--cms", default=default_cms())
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--runs", type=int)
+    parser.add_argument("--clients", type=int, default=CLIENTS)
+    parser.add_argument("--kind", action="append", choices=KINDS,
+                        help="channel(s) to measure (default: all)")
+    parser.add_argument("--cms-arg", action="append", default=[])
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = parser.parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="cms-bench-cti-"))
+    try:
+        document = run_cti_bench(args.cms, args.quick, workdir, tuple(args.cms_arg), args.runs,
+                                 tuple(args.kind or KINDS), args.clients)
+    finally:
+        if args.keep:
+            say(f"work directory kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    for line in document["summary"]:
+        say(line)
+    say(f"  conditions: {json.dumps(document['conditions'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,365 @@
+"""Load processes for the `cti` benchmark: event clients and a SIP caller, timed on one clock.
+
+`python -m scripts.cti_load clients --kind ws|sse|poll --count N ...` opens N
+CTI event channels to a CMS and notes when each one receives the
+`interaction.created` of each call; `python -m scripts.cti_load caller ...`
+sends INVITEs into a queue at a steady rate, each with its own From user,
+and notes when each left. Both use CLOCK_MONOTONIC (`time.monotonic()` on
+Linux), which every process on the machine shares, and write JSON on exit
+(SIGTERM for the clients).
+
+The clients are plain asyncio protocols, not aiohttp's client: the arrival
+time is taken in `data_received`, before any parsing, so that 250 clients
+in one process measure the server's push and not their own JSON decoding.
+The WebSocket and HTTP exchanges are the standard ones (RFC 6455 upgrade,
+HTTP/1.1 keep-alive long polls).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import re
+import secrets
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, cast
+
+MARKER = b'"type":"interaction.created"'
+CALLER = re.compile(rb'"type":"interaction.created".*?"caller":"([^"]*)"')
+NEXT = re.compile(rb'"next":(\d+)\}\s*$')
+
+
+def now() -> float:
+    """The shared clock (CLOCK_MONOTONIC, system-wide on Linux)."""
+    return time.monotonic()
+
+
+# --------------------------------------------------------------------------- event clients
+
+
+class EventClient(asyncio.Protocol):
+    """One CTI event channel over a raw socket; keeps (arrival time, bytes) of marked chunks."""
+
+    def __init__(self, kind: str, host: str, key: str) -> None:
+        self.kind = kind
+        self.host = host
+        self.key = key
+        self.transport: asyncio.Transport | None = None
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.head = b""  # until the response head is complete
+        self.body = b""  # poll: the current response
+        self.length = -1
+        self.hits: list[tuple[float, bytes]] = []
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # (uvloop's are not subclasses)
+        if self.kind == "ws":
+            key = base64.b64encode(secrets.token_bytes(16)).decode()
+            self._send("/api/v1/events/ws?heartbeat=120", "Upgrade: websocket\r\n"
+                       "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                       f"Sec-WebSocket-Key: {key}\r\n")
+        elif self.kind == "sse":
+            self._send("/api/v1/events/sse?heartbeat=120", "Accept: text/event-stream\r\n")
+        else:
+            self._poll(None)
+
+    def _send(self, path: str, extra: str = "") -> None:
+        assert self.transport is not None
+        self.transport.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\nX-API-Key: {self.key}"
+                             f"\r\n{extra}\r\n".encode())
+
+    def _poll(self, after: int | None) -> None:
+        query = "wait=30&limit=1000" + (f"&after={after}" if after is not None else "")
+        self._send(f"/api/v1/events?{query}")
+
+    def data_received(self, data: bytes) -> None:
+        at = now()  # first thing: the arrival time
+        if MARKER in data:
+            self.hits.append((at, data))
+        if self.kind == "poll":
+            self._poll_data(data)
+        elif not self.ready.done():
+            self.head += data
+            if b"\r\n\r\n" in self.head:
+                status = self.head.split(b" ", 2)[1]
+                if status in (b"101", b"200"):
+                    self.ready.set_result(None)
+                else:
+                    self.ready.set_exception(RuntimeError(self.head[:300].decode("latin-1")))
+
+    def _poll_data(self, data: bytes) -> None:
+        self.body += data
+        while True:
+            if self.length < 0:
+                end = self.body.find(b"\r\n\r\n")
+                if end < 0:
+                    return
+                head, self.body = self.body[:end], self.body[end + 4:]
+                if not head.startswith(b"HTTP/1.1 200"):
+                    self._fail(head)
+                    return
+                match = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
+                self.length = int(match.group(1)) if match else 0
+            if len(self.body) < self.length:
+                return
+            page, self.body = self.body[:self.length], self.body[self.length:]
+            self.length = -1
+            found = NEXT.search(page)
+            if found is None:
+                self._fail(page)
+                return
+            if not self.ready.done():
+                self.ready.set_result(None)
+            self._poll(int(found.group(1)))
+
+    def _fail(self, what: bytes) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(RuntimeError(what[:300].decode("latin-1")))
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError(f"closed: {exc}"))
+
+    def arrivals(self) -> dict[str, float]:
+        """caller -> when its interaction.created arrived (first sight)."""
+        seen: dict[str, float] = {}
+        for at, data in self.hits:
+            for match in CALLER.finditer(data):
+                seen.setdefault(match.group(1).decode(), at)
+        return seen
+
+
+async def run_clients(args: argparse.Namespace) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    clients: list[EventClient] = []
+    started = now()
+    for first in range(0, args.count, 25):  # not all at once: the listen backlog is finite
+        batch = []
+        for _ in range(first, min(args.count, first + 25)):
+            client = EventClient(args.kind, f"{args.host}:{args.port}", args.key)
+            await loop.create_connection(lambda c=client: c, args.host, args.port)
+            batch.append(client)
+        if args.kind != "poll":
+            await asyncio.gather(*(c.ready for c in batch))
+        clients += batch
+    if args.kind == "poll":
+        # A long poll answers only when an event comes: it is pending (ready) once sent.
+        await asyncio.sleep(1.0)
+    print(f"ready: {len(clients)} {args.kind} clients in {now() - started:.2f} s", flush=True)
+    await stop.wait()
+    result = {
+        "kind": args.kind,
+        "clients": len(clients),
+        "closed_early": sum(c.closed for c in clients),
+        "arrivals": [c.arrivals() for c in clients],
+    }
+    Path(args.out).write_text(json.dumps(result))
+    for client in clients:
+        if client.transport is not None:
+            client.transport.close()
+    return 0
+
+
+# --------------------------------------------------------------------------- SIP caller
+
+
+class Caller(asyncio.DatagramProtocol):
+    """Sends INVITEs (From user b000001, b000002, ...), ACKs answers, hangs up after `hold`."""
+
+    def __init__(self, target: tuple[str, int], number: str, hold: float) -> None:
+        self.target = target
+        self.number = number
+        self.hold = hold
+        self.transport: asyncio.DatagramTransport | None = None
+        self.local = ("127.0.0.1", 0)
+        self.media_port = 0
+        self.sent: dict[str, float] = {}  # caller -> INVITE sent at
+        self.calls: dict[str, str] = {}  # Call-ID -> caller
+        self.answered: set[str] = set()
+        self.failed: dict[str, int] = {}
+        self.byes: set[str] = set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+        self.local = transport.get_extra_info("sockname")[:2]
+
+    def invite(self, index: int) -> None:
+        caller = f"b{index:06d}"
+        call_id = f"{secrets.token_hex(8)}@bench"
+        host, port = self.local
+        sdp = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+               f"m=audio {self.media_port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n"
+               "a=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n")
+        target = f"{self.target[0]}:{self.target[1]}"
+        message = (
+            f"INVITE sip:{self.number}@{target} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {host}:{port};branch=z9hG4bK{secrets.token_hex(6)};rport\r\n"
+            "Max-Forwards: 70\r\n"
+            f"From: <sip:{caller}@{host}>;tag={secrets.token_hex(4)}\r\n"
+            f"To: <sip:{self.number}@{target}>\r\n"
+            f"Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\n"
+            f"Contact: <sip:{caller}@{host}:{port}>\r\n"
+            "Content-Type: application/sdp\r\n"
+            f"Content-Length: {len(sdp)}\r\n\r\n{sdp}"
+        ).encode()
+        self.calls[call_id] = caller
+        assert self.transport is not None
+        self.sent[caller] = now()
+        self.transport.sendto(message, self.target)
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        head, _, _ = data.partition(b"\r\n\r\n")
+        lines = head.decode("utf-8", "replace").split("\r\n")
+        headers: dict[str, list[str]] = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            name = {"v": "via", "f": "from", "t": "to", "i": "call-id", "m": "contact"}.get(
+                name.strip().lower(), name.strip().lower())
+            headers.setdefault(name, []).append(value.strip())
+        first = lines[0]
+        if first.startswith("SIP/2.0 "):
+            self._response(int(first[8:11]), headers)
+        else:
+            self._request(first.split(" ", 1)[0], headers)
+
+    def _response(self, status: int, headers: dict[str, list[str]]) -> None:
+        call_id = headers.get("call-id", [""])[0]
+        cseq = headers.get("cseq", [""])[0]
+        caller = self.calls.get(call_id)
+        if caller is None or not cseq.endswith("INVITE") or status < 200:
+            return
+        to = headers.get("to", [""])[0]
+        contact = headers.get("contact", [f"<sip:{self.number}@{self.target[0]}:"
+                                          f"{self.target[1]}>"])[0]
+        uri = contact[contact.find("<") + 1:contact.find(">")] if "<" in contact else contact
+        if status >= 300:
+            self.failed[caller] = status
+            return  # (the CMS retransmits the final answer a few times; nobody minds)
+        first = caller not in self.answered
+        self.answered.add(caller)
+        ack = self._in_dialog("ACK", 1, uri, caller, call_id, headers, to)
+        assert self.transport is not None
+        self.transport.sendto(ack, self.target)
+        if first:
+            asyncio.get_running_loop().call_later(
+                self.hold, lambda: self._bye(uri, caller, call_id, headers, to))
+
+    def _in_dialog(self, method: str, cseq: int, uri: str, caller: str, call_id: str,
+                   headers: dict[str, list[str]], to: str) -> bytes:
+        host, port = self.local
+        return (
+            f"{method} {uri} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {host}:{port};branch=z9hG4bK{secrets.token_hex(6)};rport\r\n"
+            "Max-Forwards: 70\r\n"
+            f"From: {headers.get('from', [''])[0]}\r\nTo: {to}\r\n"
+            f"Call-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+
+    def _bye(self, uri: str, caller: str, call_id: str, headers: dict[str, list[str]],
+             to: str) -> None:
+        if call_id in self.byes or self.transport is None:
+            return
+        self.byes.add(call_id)
+        self.transport.sendto(self._in_dialog("BYE", 2, uri, caller, call_id, headers, to),
+                              self.target)
+
+    def _request(self, method: str, headers: dict[str, list[str]]) -> None:
+        if method == "ACK":
+            return
+        if method == "BYE":
+            self.byes.add(headers.get("call-id", [""])[0])
+        lines = ["SIP/2.0 200 OK"]
+        for name in ("via", "from", "to", "call-id", "cseq"):
+            lines += [f"{name.title()}: {value}" for value in headers.get(name, [])]
+        assert self.transport is not None
+        self.transport.sendto(("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode(),
+                              self.target)
+
+
+class _Discard(asyncio.DatagramProtocol):
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        pass
+
+
+async def run_caller(args: argparse.Namespace) -> int:
+    loop = asyncio.get_running_loop()
+    host, _, port = args.target.rpartition(":")
+    caller = Caller((host, int(port)), args.number, args.hold)
+    media, _ = await loop.create_datagram_endpoint(_Discard, local_addr=("127.0.0.1", 0))
+    caller.media_port = media.get_extra_info("sockname")[1]
+    transport, _ = await loop.create_datagram_endpoint(lambda: caller,
+                                                       local_addr=("127.0.0.1", 0))
+    calls = max(1, round(args.rate * args.seconds))
+    started = loop.time()
+    for index in range(calls):
+        delay = started + index / args.rate - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        caller.invite(args.first + index)
+    await asyncio.sleep(args.hold + 1.5)
+    Path(args.out).write_text(json.dumps({
+        "sent": caller.sent, "answered": len(caller.answered), "failed": caller.failed,
+        "rate": args.rate, "calls": calls,
+    }))
+    transport.close()
+    media.close()
+    print(f"caller: {calls} INVITEs, {len(caller.answered)} answered, "
+          f"{len(caller.failed)} failed", flush=True)
+    return 0
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m scripts.cti_load",
+                                     description="Load processes of the cti benchmark.")
+    sub = parser.add_subparsers(dest="mode", required=True)
+    clients = sub.add_parser("clients", help="N event channels; JSON arrivals on SIGTERM")
+    clients.add_argument("--kind", choices=("ws", "sse", "poll"), required=True)
+    clients.add_argument("--count", type=int, default=250)
+    clients.add_argument("--host", default="127.0.0.1")
+    clients.add_argument("--port", type=int, required=True, help="the CMS's HTTP port")
+    clients.add_argument("--key", required=True, help="an API key of the CMS ([cms] api_keys)")
+    clients.add_argument("--out", required=True)
+    caller = sub.add_parser("caller", help="INVITEs into a queue at a steady rate")
+    caller.add_argument("--target", required=True, help="the CMS's SIP HOST:PORT")
+    caller.add_argument("--number", default="600")
+    caller.add_argument("--rate", type=float, default=20.0)
+    caller.add_argument("--seconds", type=float, default=10.0)
+    caller.add_argument("--hold", type=float, default=1.0, help="seconds before the BYE")
+    caller.add_argument("--first", type=int, default=1, help="number of the first caller")
+    caller.add_argument("--out", required=True)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    runner = run_clients if args.mode == "clients" else run_caller
+    try:
+        import uvloop
+
+        factory: Any = uvloop.new_event_loop
+    except ImportError:
+        factory = None
+    with asyncio.Runner(loop_factory=factory) as loop_runner:
+        return loop_runner.run(runner(args))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

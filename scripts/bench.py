@@ -1,8 +1,9 @@
 """Benchmarks of the project, run as `python -m scripts.bench` (`make bench`).
 
 `--only NAME` runs one of registrar (below, in this module), calls
-(scripts/bench_calls.py), relay (scripts/bench_relay.py) or memory
-(scripts/bench_memory.py); the default runs all. `--quick` shortens each, and
+(scripts/bench_calls.py), relay (scripts/bench_relay.py), memory
+(scripts/bench_memory.py), softphone, journal or cti (scripts/bench_cti.py);
+the default runs all. `--quick` shortens each, and
 `--json FILE` writes {"benchmarks": {NAME: figures}} after each benchmark.
 
 registrar: the CMS registrar beside Kamailio 5.6 under the same SIPp load of
@@ -75,7 +76,7 @@ MAX_RETRANS_PCT = 1.0
 MIN_ACHIEVED_SHARE = 0.9
 BULK_SHARE = 0.99
 SIDES = ("kamailio", "cms")
-BENCHMARKS = ("registrar", "calls", "relay", "memory", "softphone")
+BENCHMARKS = ("registrar", "calls", "relay", "memory", "softphone", "journal", "cti")
 SETUP_HINT = "run `make setup-bench` (scripts/setup.sh --bench) to install it"
 
 
@@ -124,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
             "The project's benchmarks. registrar: the CMS beside Kamailio 5.6 under the same "
             "SIPp load of digest-authenticated REGISTERs. calls: calls/s through a queue to "
             "auto-answering agents, media anchored. relay: the media relay's CPU per packet "
-            "and loss. memory: KiB per registered phone and per active call."
+            "and loss. memory: KiB per registered phone and per active call. journal: events/s "
+            "with fsync'd commits. cti: push latency INVITE -> event at 500 WebSocket, SSE "
+            "and long-poll clients."
         ),
     )
     parser.add_argument(
@@ -1054,7 +1057,7 @@ def report(
 
 def run_other_bench(name: str, args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     """calls, relay or memory (their modules are imported only when run)."""
-    if name not in ("relay", "softphone") and not Path(settings.cms).exists():
+    if name not in ("relay", "softphone", "journal") and not Path(settings.cms).exists():
         raise BenchError(f"{settings.cms} not found: run `make setup` first, or give --cms")
     workdir = Path(tempfile.mkdtemp(prefix=f"cms-bench-{name}-"))
     finished = False
@@ -1067,6 +1070,14 @@ def run_other_bench(name: str, args: argparse.Namespace, settings: Settings) -> 
             from .bench_softphone import run_softphone_bench
 
             document = run_softphone_bench(args.quick, workdir)
+        elif name == "journal":
+            from .bench_cti import run_journal_bench
+
+            document = run_journal_bench(args.quick)
+        elif name == "cti":
+            from .bench_cti import run_cti_bench
+
+            document = run_cti_bench(settings.cms, args.quick, workdir, settings.cms_args)
         elif name == "calls":
             from .bench_calls import run_calls_bench
 

@@ -307,7 +307,9 @@ def run_journal_bench(quick: bool, runs: int | None = None) -> dict[str, Any]:
             f"(synchronous=FULL, bursts of 200, {events} events; {med['events_per_commit']:.0f} "
             f"events/commit; append->delivered p50 {med['latency_p50_ms']:.2f} ms, p99 "
             f"{med['latency_p99_ms']:.2f} ms; medians of {runs} runs)")
-    return {"benchmark": "journal", "conditions": conditions({"events": events, "runs": runs}),
+    cond = conditions({"events": events, "runs": runs, "burst": 200})
+    cond["pinning"] = "in the bench process itself, not pinned"
+    return {"benchmark": "journal", "conditions": cond,
             "runs": results, "medians": med, "summary": [line]}
 
 

@@ -1,283 +1,350 @@
-"""Relay benchmark: N bridged G.711 calls on loopback; CPU µs per relayed packet, and loss.
+"""Relay benchmark: concurrent G.711 calls relayed on one core, the CMS beside rtpengine.
 
-The relay runs in a child process (uvloop if installed) with two legs per call, each on its
-own socket. This process plays every phone from one socket: each stream sends 50 packets/s,
-with the streams' phases spread over the 20 ms frame, and counts what comes back. On Linux
-the relay is pinned to CPU 0 and the generator to CPU 1, so the figure is the relay's own.
+For each call count (ascending) the same load (cms.media.loadgen: 2 streams per call, 50
+packets/s each) runs first with no relay ("direct": the generator's own ceiling and the
+latency baseline), then through each relay under test, back to back so that they meet the
+same moments of a shared machine. The relays run pinned to one core, the generator to the
+other. Per step: loss (lost, or later than --late-ms), latency p50/p99 and the latency the
+relay added (minus direct at the same percentile), the relay's CPU µs per relayed packet
+(its utime+stime over the window / packets relayed in it), its share of the core, the
+core's steal time, and the generator's own CPU and lag.
 
-Modes, run interleaved so they share the machine's noise:
-  default        MediaService as the B2BUA uses it (one epoll set, peer checked in Python)
-  kernel-filter  each leg's socket connect()ed to its peer: the kernel drops strangers
-  no-epoll       one event-loop reader per socket, each read until empty
-  transcode      default, with one leg of each call PCMA (payload translated per packet)
-  baseline       not this package: the least a Python relay can do (recvfrom_into, rewrite
-                 SSRC/seq/ts with pack_into, sendto), for comparison
+A step is clean with at most --max-loss-pct lost or late; one that is not is tried again
+(--tries) before the relay leaves the escalation. A step where the generator fell behind
+(lag, unsent packets or > 90% of its core) is "generator behind" and ends the escalation.
 
-    python -m cms.media.bench_relay --calls 100 300 500 --seconds 10 --repeat 3
+    python -m cms.media.bench_relay --calls 400 600 800 1000 1200 --seconds 6
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import multiprocessing
+import dataclasses
+import json
 import os
-import resource
-import socket
 import statistics
-import struct
+import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
 
-from .formats import PCMA, PCMU, MediaFormat
-from .relay import Leg, bridge
-from .service import MediaService
+from .bench_targets import (
+    CmsRelay,
+    Direct,
+    Rtpengine,
+    Target,
+    core_steal,
+    process_cpu_seconds,
+    udp_drops,
+)
+from .loadgen import LoadGenerator, LoadResult, Phones
 
-PACKET_SIZE = 172  # 12-byte header + 160 bytes of G.711: 20 ms.
-PHASES = 10  # The generator sends a tenth of the streams every 2 ms.
-MODES = ("default", "kernel-filter", "no-epoll", "transcode", "baseline")
-_HEADER = struct.Struct("!BBHII")
+DEFAULT_CALLS = (400, 600, 800, 1000, 1200)
+TARGET_CALLS = 1000
+TARGET_P99_ADDED_US = 2000.0
+MAX_GENERATOR_CPU = 0.9
+MAX_GENERATOR_LAG_MS = 50.0
 
 
-@dataclass(frozen=True, slots=True)
-class BenchResult:
-    """One run: relay CPU per relayed packet, rates and loss."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Step:
+    """One target at one call count."""
 
-    mode: str
+    target: str
     calls: int
-    seconds: float
-    cpu_us_per_packet: float
-    user_us_per_packet: float
-    system_us_per_packet: float
-    packets_in_per_second: float
-    sent: int  # By the phones.
-    relayed: int  # Sent on by the relay (whole run).
-    received: int  # Back at the phones.
-    loss: float  # Packets the phones sent that the relay did not send on.
-    generator_drops: int  # Relayed but dropped by the generator's own socket (not the relay's).
-    busy: float  # Relay CPU time / wall time in the window: near 1.0 means it was saturated.
+    attempt: int
+    load: LoadResult
+    relay_cpu: float  # Share of one core over the window.
+    cpu_us_per_packet: float | None
+    steal_pct: float
+    added_p50_us: float | None
+    added_p99_us: float | None
+    relay_drops: int  # Dropped at the relay's sockets in the step (receive buffer full).
+    phone_drops: int  # Dropped at the generator's sockets.
+    verdict: str  # clean, not clean, generator behind
+    load_average: str
 
-    def line(self) -> str:
-        """A one-line summary."""
-        return (f"{self.mode:13s} calls={self.calls:5d}  in={self.packets_in_per_second:7.0f}"
-                f" pkt/s  cpu={self.cpu_us_per_packet:5.2f} µs/pkt (user "
-                f"{self.user_us_per_packet:5.2f} + sys {self.system_us_per_packet:5.2f})  "
-                f"loss={100 * self.loss:.3f}%  busy={100 * self.busy:.0f}%  "
-                f"generator drops={self.generator_drops}")
+    @property
+    def clean(self) -> bool:
+        """At most the allowed share lost or late, with the generator keeping up."""
+        return self.verdict == "clean"
+
+    def row(self) -> str:
+        """One table row."""
+        load = self.load
+        cpu = "-" if self.cpu_us_per_packet is None else f"{self.cpu_us_per_packet:6.2f}"
+        added = ("       -        -" if self.added_p50_us is None or self.added_p99_us is None
+                 else f"{self.added_p50_us:8.0f} {self.added_p99_us:8.0f}")
+        name = self.target + (f" (try {self.attempt})" if self.attempt > 1 else "")
+        return (f"{name:17s} {self.calls:5d} {load.sent / load.seconds:8.0f} "
+                f"{100 * load.lost / max(1, load.sent):7.3f} "
+                f"{100 * load.late / max(1, load.sent):7.3f} {load.latency_p50_us:8.0f} "
+                f"{load.latency_p99_us:8.0f} {added} {100 * self.relay_cpu:6.1f} {cpu:>6s} "
+                f"{self.steal_pct:6.1f} {100 * load.generator_cpu:6.1f} "
+                f"{load.lag_p99_ms:6.1f} {self.relay_drops:6d} {self.phone_drops:6d}  "
+                f"{self.verdict}")
 
 
-def _relay_process(conn: Connection, calls: int, peer: tuple[str, int], mode: str) -> None:
-    _pin(0)
+HEADER = ("target            calls    pkt/s   lost%   late%   p50 us   p99 us  added p50/p99 "
+          "us  cpu%  us/pkt steal%  gen%  lag99ms drop:relay/gen  verdict")
+
+
+@dataclass(slots=True)
+class Settings:
+    """How to run."""
+
+    calls: Sequence[int] = DEFAULT_CALLS
+    targets: Sequence[str] = ("rtpengine", "cms")
+    seconds: float = 6.0
+    warmup: float = 1.0
+    drain: float = 0.5
+    late_ms: float = 50.0
+    max_loss: float = 0.001
+    tries: int = 2
+    relay_core: int | None = 1
+    generator_core: int | None = 0
+    cms_options: Sequence[str] = ()
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages."""
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def measure(target: Target, phones: Phones, calls: int, settings: Settings, attempt: int,
+            direct: LoadResult | None) -> Step:
+    """Run one step: allocate the calls, send, tear down."""
+    routes = target.open_calls(phones.pairs(calls))
+    generator = LoadGenerator(phones, routes)
+    relay_ports = {port for a_to, b_to in routes for _, port in (a_to, b_to)}
+    phone_ports = set(phones.ports()) - relay_ports
+    drops0 = udp_drops(relay_ports), udp_drops(phone_ports)
+    pids = target.pids()
+    marks: dict[str, Any] = {}
+
+    def mark(name: str) -> None:
+        marks[name] = (sum(process_cpu_seconds(pid) for pid in pids),
+                       core_steal(settings.relay_core), time.monotonic())
+
     try:
-        import uvloop
-        uvloop.install()
-    except ImportError:
-        pass
-    main = _baseline_main if mode == "baseline" else _relay_main
-    asyncio.run(main(conn, calls, peer, mode))
-
-
-async def _relay_main(conn: Connection, calls: int, peer: tuple[str, int], mode: str) -> None:
-    service = MediaService("127.0.0.1", (0, 0), kernel_filter=mode == "kernel-filter",
-                           epoll=mode != "no-epoll")
-    service.start()
-    legs: list[Leg] = []
-    for _ in range(calls):
-        a, b = service.open_leg(), service.open_leg()
-        a.configure(MediaFormat(codec=PCMU), peer)
-        b.configure(MediaFormat(codec=PCMA if mode == "transcode" else PCMU), peer)
-        bridge(a, b)
-        legs += [a, b]
-    assert all(leg.format is not None for leg in legs)
-    conn.send([(leg.local_address[1], leg.format.payload_type)  # type: ignore[union-attr]
-               for leg in legs])
-
-    def counters() -> tuple[int, int]:
-        return (sum(leg.endpoint.received for leg in legs),
-                sum(leg.endpoint.sent for leg in legs))
-
-    await _serve_commands(conn, counters)
-    service.close()
-
-
-async def _baseline_main(conn: Connection, calls: int, peer: tuple[str, int],
-                         mode: str) -> None:
-    loop = asyncio.get_running_loop()
-    rewrite = struct.Struct("!HII")
-    socks = []
-    for _ in range(2 * calls):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind(("127.0.0.1", 0))
-        sock.setblocking(False)
-        socks.append(sock)
-    counts = [0, 0]
-
-    def relay(sock: socket.socket, out: socket.socket, ssrc: int) -> None:
-        buf = bytearray(2048)
-        view = memoryview(buf)
-
-        def readable() -> None:
-            while True:
-                try:
-                    length, source = sock.recvfrom_into(buf)
-                except BlockingIOError:
-                    return
-                if source != peer:
-                    continue
-                counts[0] += 1
-                seq, ts, _ = rewrite.unpack_from(buf, 2)
-                rewrite.pack_into(buf, 2, (seq + 7) & 0xFFFF, (ts + 99) & 0xFFFFFFFF, ssrc)
-                out.sendto(view[:length], peer)
-                counts[1] += 1
-
-        loop.add_reader(sock.fileno(), readable)
-
-    for index in range(0, len(socks), 2):
-        relay(socks[index], socks[index + 1], index)
-        relay(socks[index + 1], socks[index], index + 1)
-    conn.send([(sock.getsockname()[1], 0) for sock in socks])
-    await _serve_commands(conn, lambda: (counts[0], counts[1]))
-    for sock in socks:
-        loop.remove_reader(sock.fileno())
-        sock.close()
-
-
-async def _serve_commands(conn: Connection, counters: object) -> None:
-    """Answer "mark" and "stop" with CPU times and (received, sent) counters."""
-    loop = asyncio.get_running_loop()
-    done = loop.create_future()
-    marks: list[tuple[float, float, int, int, float]] = []
-
-    def on_command() -> None:
-        command = conn.recv()
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        received, sent = counters()  # type: ignore[operator]
-        marks.append((usage.ru_utime, usage.ru_stime, received, sent, time.monotonic()))
-        if command == "stop":
-            conn.send(marks)
-            done.set_result(None)
-
-    loop.add_reader(conn.fileno(), on_command)
-    await done
-    loop.remove_reader(conn.fileno())
-
-
-def run(calls: int, seconds: float = 10.0, warmup: float = 2.0,
-        mode: str = "default") -> BenchResult:
-    """Run one measurement of `calls` bridged calls for `seconds` after `warmup`."""
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; one of {', '.join(MODES)}")
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
-    sock.bind(("127.0.0.1", 0))
-    sock.setblocking(False)
-    context = multiprocessing.get_context("spawn")
-    parent, child = context.Pipe()
-    process = context.Process(target=_relay_process, daemon=True,
-                              args=(child, calls, sock.getsockname(), mode))
-    process.start()
-    try:
-        legs: list[tuple[int, int]] = parent.recv()
-        _pin(1)
-        return _generate(sock, parent, legs, calls, seconds, warmup, mode)
+        load = generator.run(settings.warmup, settings.seconds, settings.drain,
+                             settings.late_ms, on_start=lambda: mark("start"),
+                             on_end=lambda: mark("end"))
+        drops = udp_drops(relay_ports) - drops0[0], udp_drops(phone_ports) - drops0[1]
     finally:
-        process.join(5)
-        if process.is_alive():
-            process.kill()
-        sock.close()
+        target.close_calls()
+        phones.drain()
+    (cpu0, (total0, steal0), wall0), (cpu1, (total1, steal1), wall1) = (marks["start"],
+                                                                         marks["end"])
+    relay_cpu = (cpu1 - cpu0) / max(1e-9, wall1 - wall0)
+    per_packet = 1e6 * (cpu1 - cpu0) / load.received if pids and load.received else None
+    steal = 100 * (steal1 - steal0) / max(1.0, total1 - total0)
+    behind = (load.generator_cpu > MAX_GENERATOR_CPU or load.unsent > 0
+              or load.lag_p99_ms > MAX_GENERATOR_LAG_MS)
+    if behind:
+        verdict = "generator behind"
+    else:
+        verdict = "clean" if load.bad_fraction <= settings.max_loss else "not clean"
+    added = (None, None)
+    if direct is not None and load.received:
+        added = (load.latency_p50_us - direct.latency_p50_us,
+                 load.latency_p99_us - direct.latency_p99_us)
+    return Step(target=target.name, calls=calls, attempt=attempt, load=load,
+                relay_cpu=relay_cpu, cpu_us_per_packet=per_packet, steal_pct=steal,
+                relay_drops=drops[0], phone_drops=drops[1],
+                added_p50_us=added[0], added_p99_us=added[1], verdict=verdict,
+                load_average=load_average())
 
 
-def _generate(sock: socket.socket, control: Connection, legs: list[tuple[int, int]],
-              calls: int, seconds: float, warmup: float, mode: str) -> BenchResult:
-    streams = []
-    for index, (port, payload_type) in enumerate(legs):
-        packet = bytearray(PACKET_SIZE)
-        _HEADER.pack_into(packet, 0, 0x80, payload_type, 0, 0, 0x10000 + index)
-        packet[12:] = b"\xd5" * 160
-        streams.append((("127.0.0.1", port), packet))
-    groups = [streams[phase::PHASES] for phase in range(PHASES)]
-    buf = bytearray(2048)
-    sent = received = 0
-    start = time.monotonic()
-    mark_at, stop_at = start + warmup, start + warmup + seconds
-    marked = False
-    step = 0.020 / PHASES
-    tick = 0
-    while True:
-        now = time.monotonic()
-        if not marked and now >= mark_at:
-            control.send("mark")
-            marked = True
-        if now >= stop_at:
-            break
-        due = start + tick * step
-        if now < due:
-            time.sleep(due - now)
-        seq = tick // PHASES
-        for address, packet in groups[tick % PHASES]:
-            struct.pack_into("!HI", packet, 2, seq & 0xFFFF, (seq * 160) & 0xFFFFFFFF)
-            sock.sendto(packet, address)
-            sent += 1
-        tick += 1
-        received += _drain(sock, buf)
-    deadline = time.monotonic() + 0.5
-    while time.monotonic() < deadline:
-        received += _drain(sock, buf)
-        time.sleep(0.01)
-    control.send("stop")
-    marks = control.recv()
-    (user0, sys0, _, sent0, time0), (user1, sys1, _, relayed, time1) = marks
-    window = max(1, relayed - sent0)
-    return BenchResult(
-        mode=mode, calls=calls, seconds=seconds,
-        cpu_us_per_packet=1e6 * (user1 - user0 + sys1 - sys0) / window,
-        user_us_per_packet=1e6 * (user1 - user0) / window,
-        system_us_per_packet=1e6 * (sys1 - sys0) / window,
-        packets_in_per_second=window / seconds, sent=sent, relayed=relayed,
-        received=received, loss=max(0.0, 1 - relayed / sent) if sent else 0.0,
-        generator_drops=relayed - received,
-        busy=(user1 - user0 + sys1 - sys0) / max(1e-9, time1 - time0))
+def _make_targets(settings: Settings, workdir: Path) -> list[Target]:
+    targets: list[Target] = []
+    for name in settings.targets:
+        if name == "cms":
+            targets.append(CmsRelay(settings.relay_core, list(settings.cms_options)))
+        elif name == "rtpengine":
+            if Rtpengine.available() is None:
+                print("rtpengine: not installed (make setup-bench); skipped", flush=True)
+                continue
+            targets.append(Rtpengine(settings.relay_core, workdir))
+        else:
+            raise ValueError(f"unknown target {name!r}")
+    return targets
 
 
-def _pin(cpu: int) -> None:
-    # Relay and generator on different CPUs, so the relay's figure is its own (Linux only).
-    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > cpu:
-        os.sched_setaffinity(0, {cpu})
+def run(settings: Settings) -> dict[str, Any]:
+    """The whole escalation; a JSON-able document with every step and the summary."""
+    if settings.generator_core is not None and (os.cpu_count() or 1) > settings.generator_core:
+        os.sched_setaffinity(0, {settings.generator_core})
+    workdir = Path(tempfile.mkdtemp(prefix="cms-bench-relay-"))
+    phones = Phones()
+    targets = _make_targets(settings, workdir)
+    direct = Direct()
+    steps: list[Step] = []
+    conditions = {
+        "calls": list(settings.calls), "seconds": settings.seconds, "warmup_s": settings.warmup,
+        "late_ms": settings.late_ms, "max_loss_pct": 100 * settings.max_loss,
+        "tries": settings.tries, "relay_core": settings.relay_core,
+        "generator_core": settings.generator_core, "nproc": os.cpu_count(),
+        "load_average": load_average(), "targets": [t.name for t in targets],
+        "cms_options": list(settings.cms_options),
+    }
+    print(f"relay benchmark: {', '.join(t.name for t in targets)} pinned to core "
+          f"{settings.relay_core}, generator on core {settings.generator_core}; "
+          f"{settings.seconds:g} s per step after {settings.warmup:g} s warm-up; clean: "
+          f"<= {100 * settings.max_loss:g}% lost or later than {settings.late_ms:g} ms; "
+          f"load average {conditions['load_average']}", flush=True)
+    print(HEADER, flush=True)
+    active = list(targets)
+    try:
+        for target in targets:
+            target.start()
+        for calls in settings.calls:
+            if not active:
+                break
+            baseline = measure(direct, phones, calls, settings, 1, None)
+            steps.append(baseline)
+            print(baseline.row(), flush=True)
+            if baseline.verdict == "generator behind":
+                print(f"generator behind at {calls} calls: stopping", flush=True)
+                break
+            for target in list(active):
+                for attempt in range(1, settings.tries + 1):
+                    step = measure(target, phones, calls, settings, attempt, baseline.load)
+                    steps.append(step)
+                    print(step.row(), flush=True)
+                    if step.verdict != "not clean":
+                        break
+                if not step.clean:
+                    active.remove(target)
+    finally:
+        for target in targets:
+            target.stop()
+        phones.close()
+    conditions["load_average_after"] = load_average()
+    summary = summarise(steps, [t.name for t in targets])
+    for line in summary:
+        print(line, flush=True)
+    return {"benchmark": "relay", "conditions": conditions,
+            "steps": [_step_json(step) for step in steps], "summary": summary,
+            **_figures(steps, [t.name for t in targets])}
 
 
-def _drain(sock: socket.socket, buf: bytearray) -> int:
-    count = 0
-    while True:
-        try:
-            sock.recv_into(buf)
-        except BlockingIOError:
-            return count
-        count += 1
+def _step_json(step: Step) -> dict[str, Any]:
+    document = dataclasses.asdict(step)
+    document["clean"] = step.clean
+    return document
+
+
+def _final(steps: list[Step], name: str) -> dict[int, Step]:
+    """The last attempt of each call count for one target."""
+    return {step.calls: step for step in steps if step.target == name}
+
+
+def largest_clean(steps: list[Step], name: str) -> int:
+    """The largest call count whose last attempt was clean (0 if none)."""
+    clean = [calls for calls, step in _final(steps, name).items() if step.clean]
+    return max(clean, default=0)
+
+
+def _figures(steps: list[Step], names: list[str]) -> dict[str, Any]:
+    figures: dict[str, Any] = {}
+    for name in names:
+        largest = largest_clean(steps, name)
+        at = _final(steps, name).get(largest)
+        figures[name] = {
+            "largest_clean_calls": largest,
+            "cpu_us_per_packet": at.cpu_us_per_packet if at else None,
+            "added_p50_us": at.added_p50_us if at else None,
+            "added_p99_us": at.added_p99_us if at else None,
+        }
+    return {"targets": figures}
+
+
+def _ratio(ours: float | None, theirs: float | None) -> str:
+    if ours is None or theirs is None or theirs <= 0:
+        return "n/a"
+    return f"{ours / theirs:.2f}"
+
+
+def summarise(steps: list[Step], names: list[str]) -> list[str]:
+    """Per relay its largest clean step and figures there; then the CMS/rtpengine ratios."""
+    lines = []
+    for name in names:
+        largest = largest_clean(steps, name)
+        at = _final(steps, name).get(largest)
+        if at is None:
+            lines.append(f"{name}: no clean step")
+            continue
+        ran = max(_final(steps, name))
+        bound = " (a lower bound: the last step run)" if ran == largest else ""
+        lines.append(
+            f"{name}: largest clean step {largest} calls{bound}; there {at.cpu_us_per_packet:.2f}"
+            f" CPU us/packet, {100 * at.relay_cpu:.0f}% of its core, added latency p50 "
+            f"{at.added_p50_us:.0f} us p99 {at.added_p99_us:.0f} us (steal {at.steal_pct:.1f}%)")
+    if "cms" in names and "rtpengine" in names:
+        ours, theirs = _final(steps, "cms"), _final(steps, "rtpengine")
+        lines.append(f"cms/rtpengine: largest clean calls {largest_clean(steps, 'cms')} / "
+                     f"{largest_clean(steps, 'rtpengine')} = "
+                     f"{_ratio(largest_clean(steps, 'cms'), largest_clean(steps, 'rtpengine'))}")
+        for calls in sorted(set(ours) & set(theirs)):
+            a, b = ours[calls], theirs[calls]
+            cpu_ratio = _ratio(a.cpu_us_per_packet, b.cpu_us_per_packet)
+            lines.append(
+                f"  at {calls:5d} calls: cpu us/pkt {_fmt(a.cpu_us_per_packet)} vs "
+                f"{_fmt(b.cpu_us_per_packet)} (ratio {cpu_ratio}),"
+                f" added p50 {_fmt(a.added_p50_us, '.0f')} vs {_fmt(b.added_p50_us, '.0f')} us,"
+                f" p99 {_fmt(a.added_p99_us, '.0f')} vs {_fmt(b.added_p99_us, '.0f')} us "
+                f"(ratio {_ratio(a.added_p99_us, b.added_p99_us)}); {a.verdict} / {b.verdict}")
+    if "cms" in names:
+        largest = largest_clean(steps, "cms")
+        at = _final(steps, "cms").get(largest)
+        p99_ok = at is not None and (at.added_p99_us or 0) <= TARGET_P99_ADDED_US
+        lines.append(f"target >= {TARGET_CALLS} calls clean with p99 added <= "
+                     f"{TARGET_P99_ADDED_US / 1000:g} ms: "
+                     f"{'met' if largest >= TARGET_CALLS and p99_ok else 'NOT met'} "
+                     f"(largest clean {largest}, p99 added there "
+                     f"{_fmt(at.added_p99_us if at else None, '.0f')} us)")
+    return lines
+
+
+def _fmt(value: float | None, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def median_of(documents: list[dict[str, Any]], name: str, key: str) -> float | None:
+    """The median of one target figure over several runs' documents."""
+    values = [d["targets"][name][key] for d in documents
+              if d.get("targets", {}).get(name, {}).get(key) is not None]
+    return statistics.median(values) if values else None
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command line: run each call count and mode `repeat` times, print medians."""
+    """Command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--calls", type=int, nargs="+", default=[100, 300, 500])
-    parser.add_argument("--modes", nargs="+", choices=MODES, default=["default"])
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--warmup", type=float, default=2.0)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--calls", type=int, nargs="+", default=list(DEFAULT_CALLS))
+    parser.add_argument("--targets", nargs="+", default=["rtpengine", "cms"],
+                        choices=["rtpengine", "cms"])
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--late-ms", type=float, default=50.0)
+    parser.add_argument("--max-loss-pct", type=float, default=0.1)
+    parser.add_argument("--tries", type=int, default=2)
+    parser.add_argument("--relay-core", type=int, default=1)
+    parser.add_argument("--generator-core", type=int, default=0)
+    parser.add_argument("--cms-option", action="append", default=[],
+                        help="passed to cms.media.relay_server, e.g. --cms-option=--coalesce-ms=0")
+    parser.add_argument("--json", type=Path, help="also write every figure here")
     args = parser.parse_args(argv)
-    for calls in args.calls:
-        results: dict[str, list[BenchResult]] = {mode: [] for mode in args.modes}
-        for _ in range(args.repeat):
-            for mode in args.modes:
-                result = run(calls, args.seconds, args.warmup, mode)
-                print("  " + result.line(), flush=True)
-                results[mode].append(result)
-        for mode, runs in results.items():
-            cpu = statistics.median(r.cpu_us_per_packet for r in runs)
-            loss = statistics.median(r.loss for r in runs)
-            print(f"{mode:13s} calls={calls}: median {cpu:.2f} µs/pkt, median loss "
-                  f"{100 * loss:.3f}%", flush=True)
+    settings = Settings(calls=args.calls, targets=args.targets, seconds=args.seconds,
+                        warmup=args.warmup, late_ms=args.late_ms,
+                        max_loss=args.max_loss_pct / 100, tries=args.tries,
+                        relay_core=args.relay_core, generator_core=args.generator_core,
+                        cms_options=args.cms_option)
+    document = run(settings)
+    if args.json is not None:
+        args.json.write_text(json.dumps(document, indent=2) + "\n")
 
 
 if __name__ == "__main__":

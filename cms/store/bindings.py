@@ -29,9 +29,15 @@ CREATE TABLE IF NOT EXISTS bindings (
 )
 """
 
+# An upsert updates the row in place: cheaper than INSERT OR REPLACE (a delete and an insert)
+# for what nearly every change is, a phone refreshing its binding.
 _UPSERT = (
-    "INSERT OR REPLACE INTO bindings (aor, contact_key, contact, expires_at, call_id, cseq, q,"
+    "INSERT INTO bindings (aor, contact_key, contact, expires_at, call_id, cseq, q,"
     " source, user_agent, instance) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (aor, contact_key) DO UPDATE SET contact = excluded.contact,"
+    " expires_at = excluded.expires_at, call_id = excluded.call_id, cseq = excluded.cseq,"
+    " q = excluded.q, source = excluded.source, user_agent = excluded.user_agent,"
+    " instance = excluded.instance"
 )
 # Batching window: bindings are soft state, so a short delay costs nothing.
 FLUSH_INTERVAL = 0.05
@@ -51,6 +57,8 @@ class BindingStore:
         self._db.execute(_SCHEMA)
         # deque append/popleft are atomic: the SIP thread never waits for the writer.
         self._pending: deque[BindingChange] = deque()
+        # Set when a change arrives in an empty queue: an idle writer sleeps until then.
+        self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.written = 0
@@ -74,10 +82,18 @@ class BindingStore:
 
     def submit(self, change: BindingChange) -> None:
         """Queue a change for the writer thread (written within `FLUSH_INTERVAL`)."""
-        self._pending.append(change)
+        pending = self._pending
+        pending.append(change)
+        if len(pending) == 1:
+            self._wake.set()  # once per batch: later changes find the writer awake
 
     def _run(self) -> None:
+        # Wait for a first change, then FLUSH_INTERVAL more to batch what follows it:
+        # no wake-ups at all while nothing changes (it used to poll 20 times a second).
+        # A change queued after the drain finds the queue empty and sets _wake again.
         while True:
+            self._wake.wait()
+            self._wake.clear()
             stopping = self._stop.wait(FLUSH_INTERVAL)
             self._drain()
             if stopping:
@@ -131,6 +147,7 @@ class BindingStore:
         """Write what is queued, stop the writer and close the database."""
         if self._thread is not None:
             self._stop.set()
+            self._wake.set()
             self._thread.join(timeout=10)
             self._thread = None
         self._drain()

@@ -367,7 +367,7 @@ async def complete(m: CallManager, call_id: str, user: str | None, consult_id: s
     m._acd_free(consult, target.user)
     if target.dialog is not None:
         m.endpoint.dialog_handlers[target.dialog.key] = m._dialog_handler(call, target)
-    held.cms_held = False
+    held.cms_held = target.cms_held = False
     if as_ == "transfer":
         _release(m, call, agent_leg)
         call.caller, call.other = held, target

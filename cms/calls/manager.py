@@ -238,12 +238,9 @@ class CallManager:
         except ParseError as exc:
             self._reply(tx, request, 400, f"Bad SDP ({exc})")
             return
-        if offer is None:
-            # A late offer (INVITE without SDP) is legal but not supported here yet.
-            self._reply(tx, request, 488, "SDP Offer Required")
-            return
-        negotiated = negotiate(offer)
-        if negotiated is None:
+        # A late offer (INVITE without SDP): ours goes in the 200, the answer comes in the ACK.
+        negotiated = negotiate(offer) if offer is not None else None
+        if offer is not None and negotiated is None:
             self._reply(tx, request, 488, "No Common Codec")
             return
         uri = parse_uri(request.uri)
@@ -315,12 +312,14 @@ class CallManager:
 
     def _answer_caller(self, call: Call) -> None:
         leg = call.caller
-        assert leg.invite is not None and leg.server_tx is not None and leg.negotiated
+        assert leg.invite is not None and leg.server_tx is not None
         tag = new_tag()
         contact = self._contact(leg.peer)
-        offer = parse_sdp(leg.invite.body)
         host, port = self._media_address(leg)
-        answer = make_answer(offer, leg.negotiated, host, port)
+        if leg.negotiated is None:  # late offer: the ACK will carry the caller's answer
+            answer = make_offer(host, port)
+        else:
+            answer = make_answer(parse_sdp(leg.invite.body), leg.negotiated, host, port)
         leg.local_sdp = answer
         leg.dialog = Dialog.from_uas(leg.invite, tag, contact)
         self.endpoint.dialog_handlers[leg.dialog.key] = self._dialog_handler(call, leg)
@@ -586,7 +585,8 @@ class CallManager:
         call.agent = call.agent or self._agent_of(leg.user)
         self.counters["answered"] += 1
         call.caller.media.stop_audio()
-        bridge(call.caller.media, leg.media)
+        if call.caller.media.format is not None:  # else: bridged when the late answer comes
+            bridge(call.caller.media, leg.media)
         self._acd_busy(call, leg.user)
         self._emit("call.established", call, user=leg.user, agent=call.agent or leg.user,
                    role=leg.role, parties=[party_view(call, p).to_json()
@@ -624,8 +624,10 @@ class CallManager:
     def _in_dialog(self, call: Call, leg: SipLeg, tx: ServerTransaction | None,
                    request: Request) -> None:
         method = request.method
-        if tx is None:
-            return  # the ACK of our 2xx: nothing more to do
+        if tx is None:  # the ACK of our 2xx
+            if leg.negotiated is None and leg.state is LegState.UP:
+                self._late_answer(call, leg, request)
+            return
         assert leg.dialog is not None
         if not leg.dialog.receive_request(request):
             self.endpoint.respond(tx, make_response(request, 500, "Out of Order"))
@@ -643,6 +645,23 @@ class CallManager:
             self.endpoint.respond(tx, make_response(request, 200))
         else:
             self.endpoint.respond(tx, make_response(request, 501))
+
+    def _late_answer(self, call: Call, leg: SipLeg, ack: Request) -> None:
+        """The caller's SDP answer in the ACK of a late-offer call: media can start."""
+        try:
+            answer = parse_sdp(ack.body) if ack.body else None
+        except ParseError:
+            answer = None
+        leg.negotiated = negotiate(answer) if answer is not None else None
+        if leg.negotiated is None:
+            log.info("call %s: the ACK has no usable SDP answer; hanging up", call.id)
+            self._end(call, "no_media")
+            return
+        self._configure_media(leg)
+        other = call.other
+        if (other is not None and other.state is LegState.UP and not other.cms_held
+                and call.conference is None and other.media.format is not None):
+            bridge(leg.media, other.media)
 
     def _reinvite(self, call: Call, leg: SipLeg, tx: ServerTransaction, request: Request
                   ) -> None:

@@ -20,6 +20,7 @@ import aiohttp
 import numpy as np
 import pytest
 from cms_process import CmsProcess, config_text, user_extension, user_name, user_password
+from sipp_runner import SIPP, free_media_port, start_sipp
 
 from cms.media.sources import ToneSource
 from cms.sip.message import Headers
@@ -424,5 +425,33 @@ def test_attached_data_merge_patch_and_its_event(cms: CmsProcess) -> None:
             event = await api.wait_event("call.attached_data_changed", call_id=view["id"])
             assert event["attached_data"] == data
             await api.ok("POST", f"/calls/{view['id']}/hangup")
+
+    run(cms, scenario)
+
+
+# --------------------------------------------------------------------------- late offer
+
+
+@pytest.mark.skipif(SIPP is None, reason="sipp (Debian sip-tester) is not installed")
+def test_late_offer_invite_gets_the_offer_in_200_and_media_from_the_ack_answer(
+        cms: CmsProcess, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with setup(cms, (1, answering(AGENT1_HZ))) as (_session, (phone1,)):
+            # SIPp calls agent 1's extension with no SDP, answers our offer in its ACK and
+            # echoes the RTP it gets: agent 1 hears its own tone back through the CMS.
+            caller = start_sipp(cms.sip_target, tmp_path, scenario="uac_late_offer.xml",
+                                calls=1, timeout=20,
+                                extra=["-s", user_extension(1), "-d", "2500", "-rtp_echo",
+                                       "-mp", str(free_media_port())])
+            try:
+                incoming = await phone1.next_incoming(8)
+                await asyncio.wait_for(incoming.answered.wait(), 5)
+                await asyncio.sleep(0.5)
+                await assert_hears(incoming.media, AGENT1_HZ)
+                result = await asyncio.to_thread(caller.wait, 20)
+                assert result.returncode == 0 and result.successful == 1, result.describe()
+                await asyncio.wait_for(incoming.ended.wait(), 5)
+            finally:
+                caller.stop()
 
     run(cms, scenario)

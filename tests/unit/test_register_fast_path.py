@@ -152,7 +152,8 @@ def test_challenge_registration_refresh_and_retransmission(sides: tuple[Side, Si
 @pytest.mark.parametrize("case", [
     "wrong password", "too brief", "removal", "require", "two vias", "out of order",
     "cseq method", "star", "bad expires", "contact list", "to tag", "other user",
-    "compact", "tel uri", "body", "case", "no rport",
+    "compact", "tel uri", "body", "case", "no rport", "folded", "bare lf", "no colon",
+    "blanks", "empty value", "unknown field", "version",
 ])
 def test_every_other_case_answers_as_the_full_path(sides: tuple[Side, Side], case: str) -> None:
     both(sides, lambda s: register("agent1", 1))
@@ -193,6 +194,17 @@ def test_every_other_case_answers_as_the_full_path(sides: tuple[Side, Side], cas
         "body": lambda s: register("agent1", 5, auth=auth(s)).replace(
             b"Content-Length: 0\r\n\r\n", b"Content-Length: 2\r\n\r\nhi"),
         "case": lambda s: register("agent1", 5, auth=auth(s)).replace(b"Via:", b"VIA:"),
+        "folded": lambda s: register("agent1", 5, auth=auth(s)).replace(
+            b"Expires: 3600", b"Expires:\r\n 3600"),
+        "bare lf": lambda s: register("agent1", 5, auth=auth(s)).replace(
+            b"User-Agent: test-phone", b"User-Agent: test\nphone"),
+        "no colon": lambda s: register("agent1", 5, auth=auth(s), extra="Garbage"),
+        "blanks": lambda s: register("agent1", 5, auth=auth(s)).replace(
+            b"Expires: 3600", b"Expires:  3600 \t").replace(b"Call-ID: ", b"Call-ID:"),
+        "empty value": lambda s: register("agent1", 5, auth=auth(s), extra="Supported:"),
+        "unknown field": lambda s: register("agent1", 5, auth=auth(s), extra="X-Foo: bar"),
+        "version": lambda s: register("agent1", 5, auth=auth(s)).replace(
+            b"sip:cms.local SIP/2.0", b"sip:cms.local SIP/3.0"),
         "no rport": lambda s: register(
             "agent1", 5, auth=auth(s), via="SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK5z"),
     }

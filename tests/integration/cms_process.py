@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +48,14 @@ def user_extension(index: int) -> str:
 def config_text(users: int = USER_COUNT, realm: str = "cms.local",
                 digest_algorithms: Sequence[str] | None = None, *,
                 ring_timeout: float = 15, wrap_up: float = 10,
-                max_no_answer: int | None = None) -> str:
+                max_no_answer: int | None = None,
+                queue_keys: Mapping[str, Any] | None = None,
+                cms_keys: Mapping[str, Any] | None = None) -> str:
     """A TOML configuration with `users` agents, one work centre and the sales queue.
 
     `digest_algorithms` None keeps the CMS default (what a plain installation offers);
-    `ring_timeout`, `wrap_up` and `max_no_answer` (None: the CMS default) shape the queue.
+    `ring_timeout`, `wrap_up` and `max_no_answer` (None: the CMS default) shape the queue;
+    `queue_keys` and `cms_keys` add more keys (TOML values) to the queue and to [cms].
     """
     queue_name, queue_number = QUEUE
     lines = [
@@ -61,6 +64,7 @@ def config_text(users: int = USER_COUNT, realm: str = "cms.local",
         'http = "127.0.0.1:0"',
         'data_dir = "var"',
         f'realm = "{realm}"',
+        *(f"{key} = {toml_value(value)}" for key, value in (cms_keys or {}).items()),
     ]
     if digest_algorithms is not None:
         lines.append("digest_algorithms = [" + ", ".join(f'"{a}"' for a in digest_algorithms)
@@ -92,6 +96,7 @@ def config_text(users: int = USER_COUNT, realm: str = "cms.local",
         f"ring_timeout = {ring_timeout}",
         f"wrap_up = {wrap_up}",
         *([f"max_no_answer = {max_no_answer}"] if max_no_answer is not None else []),
+        *(f"{key} = {toml_value(value)}" for key, value in (queue_keys or {}).items()),
         "",
         # An entry menu: dial 500, then digit 1 picks the queue.
         "[[menus]]",
@@ -102,6 +107,15 @@ def config_text(users: int = USER_COUNT, realm: str = "cms.local",
         "",
     ]
     return "\n".join(lines)
+
+
+def toml_value(value: Any) -> str:
+    """A TOML literal for a string, number or boolean."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
 
 
 def write_config(directory: Path, users: int = USER_COUNT,

@@ -50,12 +50,13 @@ Visible = Callable[[Principal, Event], bool]
 
 @dataclass(eq=False, slots=True)
 class _LiveSocket:
-    """A caught-up WebSocket served from the commit callback."""
+    """A caught-up WebSocket or SSE stream served from the commit callback."""
 
     principal: Principal
     cursor: int
     transport: asyncio.Transport
     left: asyncio.Event = field(default_factory=asyncio.Event)  # set when it leaves the set
+    kind: str = "ws"  # "ws", "sse", or "sse-chunked" (HTTP/1.1 chunked transfer coding)
 
 
 def ws_text_frame(payload: bytes) -> bytes:
@@ -188,19 +189,32 @@ class EventDelivery:
         """Write a committed batch to every live WebSocket (runs in the commit callback)."""
         if not self._live:
             return
-        frames: dict[int, bytes] = {}
+        frames: list[bytes] | None = None
+        # The batch's frames as one write per socket: built once per principal (the same
+        # bytes for every supervisor), so 500 sockets cost 500 writes, not 500 per event.
+        joined: dict[tuple[Principal, str], bytes] = {}
         first = events[0].seq
         for live in list(self._live):
             transport = live.transport
             if live.cursor != first - 1 or transport.is_closing():
                 self._let_go(live)
                 continue
-            for event in events:
-                if live.principal.sees_all or self.visible(live.principal, event):
-                    frame = frames.get(event.seq)
-                    if frame is None:
-                        frame = frames[event.seq] = ws_text_frame(event.json.encode())
-                    transport.write(frame)
+            principal = live.principal
+            data = joined.get((principal, live.kind))
+            if data is None:
+                shown = [e for e in events if principal.sees_all or self.visible(principal, e)]
+                if live.kind == "ws":
+                    if frames is None:
+                        frames = [ws_text_frame(e.json.encode()) for e in events]
+                    by_seq = dict(zip((e.seq for e in events), frames, strict=True))
+                    data = b"".join(by_seq[e.seq] for e in shown)
+                else:
+                    data = _sse_frames(shown) if shown else b""
+                    if data and live.kind == "sse-chunked":
+                        data = b"%x\r\n%b\r\n" % (len(data), data)
+                joined[(principal, live.kind)] = data
+            if data:
+                transport.write(data)
             live.cursor = events[-1].seq
             if transport.get_write_buffer_size() > LIVE_BUFFER_LIMIT:
                 self._let_go(live)  # a slow reader: its task takes over with flow control
@@ -240,9 +254,26 @@ class EventDelivery:
                     await response.write(_sse_frames(events))
                 if events or journal.last_seq > cursor:
                     continue
-                if not await journal.wait(cursor, heartbeat) and not self.closing:
-                    await response.write(
-                        f"event: heartbeat\ndata: {_heartbeat(cursor)}\n\n".encode())
+                transport = request.transport
+                if transport is None or transport.is_closing():
+                    break
+                # Caught up: the commit callback writes from here on (as for WebSockets),
+                # framed as aiohttp frames this response's body.
+                chunked = response.headers.get("Transfer-Encoding", "").lower() == "chunked"
+                live = _LiveSocket(principal, cursor, transport,
+                                   kind="sse-chunked" if chunked else "sse")
+                self._live.add(live)
+                try:
+                    while not live.left.is_set() and not self.closing:
+                        try:
+                            async with asyncio.timeout(heartbeat):
+                                await live.left.wait()
+                        except TimeoutError:
+                            await response.write(
+                                f"event: heartbeat\ndata: {_heartbeat(live.cursor)}\n\n".encode())
+                finally:
+                    self._live.discard(live)
+                    cursor = live.cursor
         except (ConnectionError, RuntimeError):
             pass  # the client went away
         finally:

@@ -34,7 +34,8 @@ from .views import MAX_ATTACHED_BYTES, call_view, merge_patch, party_view
 if TYPE_CHECKING:
     from .manager import CallManager
 
-REMOTE_ANSWER_TIMEOUT = 4.0  # seconds a phone has to accept a `NOTIFY Event: talk`
+REMOTE_ANSWER_TIMEOUT = 4.0  # seconds a phone has to accept a remote answer
+REMOTE_ANSWER_TYPE = "application/x-cms-remote-answer"  # see softphone/sip/invite.py
 MAX_DIGITS = 32
 AUTO_ANSWER_RINGBACK_HZ = 425.0
 
@@ -152,15 +153,37 @@ def _route_to(m: CallManager, call: Call, kind: str, name: str) -> None:
 # -- answering and declining a ringing device
 
 async def answer(m: CallManager, call_id: str, user: str | None) -> CallView:
-    """Ask a ringing device to answer (`NOTIFY Event: talk`); 409 when it will not."""
+    """Ask a ringing device to answer; 409 when it will not (then only its user can)."""
     call = _live(m, call_id)
     leg = _ringing_leg(m, call, user)
-    status = await _remote_answer(m, leg)
-    if not 200 <= status < 300:
-        raise _error(409, "cannot_answer_remotely",
-                     f"the phone at {leg.device!r} does not accept remote answer "
-                     f"(NOTIFY Event: talk got {status}); answer it on the phone")
-    return call_view(call)
+    if leg.remote_answer == "message":
+        # The project's soft phone (pjsua2 shows apps no out-of-dialog NOTIFY): a MESSAGE
+        # naming the INVITE's Call-ID; success is the INVITE's 200, not the MESSAGE's.
+        status = await _send_out_of_dialog(m, leg, "MESSAGE", REMOTE_ANSWER_TYPE,
+                                           (leg.invite.headers.first("call-id") or "")
+                                           if leg.invite is not None else "")
+        if 200 <= status < 300 and await _answered(leg):
+            return call_view(call)
+        how = f"MESSAGE got {status}" if not 200 <= status < 300 else "it did not pick up"
+    else:
+        # Desk phones (BroadSoft/Yealink/Polycom): an out-of-dialog NOTIFY with Event: talk.
+        status = await _send_out_of_dialog(m, leg, "NOTIFY")
+        if 200 <= status < 300:
+            return call_view(call)
+        how = f"NOTIFY Event: talk got {status}"
+    raise _error(409, "cannot_answer_remotely",
+                 f"the phone at {leg.device!r} cannot be answered remotely ({how}); "
+                 "answer it on the phone")
+
+
+async def _answered(leg: SipLeg) -> bool:
+    """Whether a ringing leg gets its 2xx within the remote-answer time."""
+    deadline = time.monotonic() + REMOTE_ANSWER_TIMEOUT
+    while leg.state is not LegState.UP:
+        if leg.state is LegState.ENDED or time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
 
 async def reject(m: CallManager, call_id: str, user: str | None) -> CallView:
     """Stop a device ringing (CANCEL); a queue offer counts as rejected in the ACD."""
@@ -191,8 +214,9 @@ def _ringing_leg(m: CallManager, call: Call, user: str | None) -> SipLeg:
         raise _error(409, "ambiguous", "several devices ring; act as one of their users")
     return ringing[0]
 
-async def _remote_answer(m: CallManager, leg: SipLeg) -> int:
-    """Send an out-of-dialog `NOTIFY Event: talk` to the ringing device: its final status."""
+async def _send_out_of_dialog(m: CallManager, leg: SipLeg, method: str,
+                              content_type: str = "", body: str = "") -> int:
+    """An out-of-dialog NOTIFY (`Event: talk`) or MESSAGE to a ringing device: final status."""
     assert leg.invite is not None
     loop = asyncio.get_running_loop()
     result: asyncio.Future[int] = loop.create_future()
@@ -203,11 +227,14 @@ async def _remote_answer(m: CallManager, leg: SipLeg) -> int:
     headers["from"] = [f"<sip:cms@{m.registrar.realm}>;tag={new_tag()}"]
     headers["to"] = [leg.invite.headers.first("to") or f"<{leg.invite.uri}>"]
     headers["call-id"] = [f"{secrets.token_hex(10)}@cms"]
-    headers["cseq"] = ["1 NOTIFY"]
+    headers["cseq"] = [f"1 {method}"]
     headers["contact"] = [f"<{m._contact(leg.peer)}>"]
-    headers["event"] = ["talk"]
-    headers["subscription-state"] = ["terminated;reason=noresource"]
-    request = Request("NOTIFY", leg.invite.uri, headers)
+    if method == "NOTIFY":
+        headers["event"] = ["talk"]
+        headers["subscription-state"] = ["terminated;reason=noresource"]
+    if content_type:
+        headers["content-type"] = [content_type]
+    request = Request(method, leg.invite.uri, headers, body.encode())
 
     def on_event(event: ResponseReceived | TimedOut) -> None:
         if result.done():

@@ -426,6 +426,7 @@ class CallManager:
         if status < 200:
             if status in (180, 183) and leg.state is LegState.CALLING:
                 leg.state = LegState.RINGING
+                leg.remote_answer = (response.headers.first("x-remote-answer") or "").lower()
                 if leg.role == "callee" and call.caller.state is not LegState.UP:
                     self._provisional_to_caller(call, 180)
             return

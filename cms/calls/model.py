@@ -52,6 +52,7 @@ class SipLeg:
     device: str = ""
     held: bool = False  # this phone put the call on hold (sendonly / inactive)
     cms_held: bool = False  # the CMS holds this party (CTI hold or consult): it hears hold audio
+    remote_answer: str = ""  # how a ringing device says it can be answered ("message"), if so
 
 
 @dataclass(eq=False)

@@ -11,6 +11,7 @@ from softphone.events import Registration, RegistrationChanged, RegState
 from softphone.profile import AccountProfile
 from softphone.sip.backoff import Backoff
 from softphone.sip.guard import guarded
+from softphone.sip.invite import remote_answer_call_id
 from softphone.sip.pjthread import TimerHandle
 
 if TYPE_CHECKING:
@@ -145,3 +146,10 @@ class PhoneAccount(pj.Account):  # type: ignore[misc]
     @guarded
     def onIncomingCall(self, prm: Any) -> None:  # noqa: N802
         self.agent.incoming_call(self, prm)
+
+    @guarded
+    def onInstantMessage(self, prm: Any) -> None:  # noqa: N802
+        # pjsua has already answered 200; only a remote-answer MESSAGE means anything here.
+        call_id = remote_answer_call_id(str(prm.contentType), str(prm.msgBody))
+        if call_id is not None:
+            self.agent.remote_answer(call_id)

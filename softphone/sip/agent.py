@@ -10,6 +10,7 @@ references, collect garbage, `libDestroy`.
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import re
@@ -38,7 +39,12 @@ from softphone.profile import AccountProfile, PhoneProfile, split_host_port
 from softphone.sip.account import PhoneAccount, account_config, address_of_record
 from softphone.sip.call import PhoneCall
 from softphone.sip.endpoint import create_transports, endpoint_config, set_codec_priorities
-from softphone.sip.invite import attached_data, auto_answer_delay, headers
+from softphone.sip.invite import (
+    REMOTE_ANSWER_HEADER,
+    attached_data,
+    auto_answer_delay,
+    headers,
+)
 from softphone.sip.logbridge import LogBridge, quiet_stdout
 from softphone.sip.media_port import BridgePort
 from softphone.sip.openssl import ensure_digests
@@ -464,13 +470,28 @@ class UserAgent:
             delay = None
         call.auto_answer = delay is not None
         call.attached_data = attached_data(fields)
+        call.sip_call_id = (fields.get("call-id") or [""])[0]
         self.calls[call.id] = call
         ringing = pj.CallOpParam(True)
         ringing.statusCode = 180
+        capability = pj.SipHeader()
+        capability.hName = REMOTE_ANSWER_HEADER
+        capability.hValue = "message"  # how the CMS may answer us: see remote_answer
+        ringing.txOption.headers.append(capability)
         call.answer(ringing)
         self.emit(CallIncoming(call=call.snapshot()))
         if delay is not None:
             self.thread.call_later(delay, lambda: self._auto_answer(call.id))
+
+    def remote_answer(self, sip_call_id: str) -> None:
+        """A remote-answer MESSAGE (from the CMS's CTI) names a call ringing here: answer it."""
+        for call in list(self.calls.values()):
+            if call.sip_call_id == sip_call_id and call.state is CallState.INCOMING:
+                log.info("call %s answered remotely", call.id)
+                # Not inside the MESSAGE callback: answer from the thread's own loop.
+                self.thread.call_soon(functools.partial(self._auto_answer, call.id))
+                return
+        log.info("remote answer for a call not ringing here (%s) ignored", sip_call_id[:64])
 
     def _auto_answer(self, call_id: str) -> None:
         call = self.calls.get(call_id)

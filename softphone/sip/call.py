@@ -49,6 +49,7 @@ class PhoneCall(pj.Call):  # type: ignore[misc]
         self.code = 0
         self.reason = ""
         self.auto_answer = False
+        self.sip_call_id = ""  # the INVITE's Call-ID (a remote-answer MESSAGE names it)
         self.transferred = False  # we transferred the other party elsewhere
         self.conference: set[str] = set()  # ids of the calls this one is mixed with
         self.attached_data: dict[str, Any] | None = None

@@ -20,6 +20,12 @@ _ALERT_AUTO = re.compile(r"info\s*=\s*\"?(alert-autoanswer|auto[ -]?answer)", re
 _COMPACT = {"i": "call-id", "m": "contact", "f": "from", "t": "to", "v": "via"}
 
 ATTACHED_DATA_HEADER = "x-cms-attached-data"
+# Remote answer: pjsua2 never shows an app an out-of-dialog NOTIFY (`Event: talk`, the desk
+# phones' convention), only MESSAGE. So the 180 Ringing says `X-Remote-Answer: message`,
+# and a MESSAGE of this type whose body is the ringing INVITE's Call-ID answers it. The
+# Call-ID (random, known only to the caller's side) is what makes a stranger's MESSAGE fail.
+REMOTE_ANSWER_HEADER = "X-Remote-Answer"
+REMOTE_ANSWER_TYPE = "application/x-cms-remote-answer"
 
 
 def headers(message: str) -> dict[str, list[str]]:
@@ -69,3 +75,11 @@ def attached_data(fields: dict[str, list[str]]) -> dict[str, Any] | None:
     except (binascii.Error, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def remote_answer_call_id(content_type: str, body: str) -> str | None:
+    """The Call-ID a remote-answer MESSAGE asks to answer, or None for any other MESSAGE."""
+    if content_type.split(";", 1)[0].strip().lower() != REMOTE_ANSWER_TYPE:
+        return None
+    call_id = body.strip()
+    return call_id if call_id and len(call_id) <= 256 and "\n" not in call_id else None

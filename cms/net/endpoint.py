@@ -75,8 +75,6 @@ for _name, _compact in (
 _FAST_FIELDS["Call-Id"] = "call-id"
 _FAST_FIELDS["Cseq"] = "cseq"
 _MAX_CSEQ = 2**31 - 1
-# A header line of the fast path, CRLF first: name, and value without surrounding blanks.
-_FAST_LINE = re.compile(r"\r\n([^:\r\n]*):[ \t]*((?:[^\r\n]*[^ \t\r\n])?)[ \t]*(?=\r\n|\Z)")
 
 
 @functools.lru_cache(maxsize=1024)
@@ -301,25 +299,22 @@ class SipEndpoint:
             head = data[:end].decode()
         except UnicodeDecodeError:
             return False
-        start_end = head.find("\r\n")
-        if start_end < 0:
-            return False
-        start = head[:start_end]
-        # One match per header line; a line that does not match (no name, a bare CR or
-        # LF, a folded continuation) leaves a CRLF unmatched and the count tells.
-        pairs = _FAST_LINE.findall(head, start_end)
-        if len(pairs) != head.count("\r\n") or "\n" in start or "\r" in start:
-            return False
-        parts = start.split(" ")
+        lines = head.split("\r\n")
+        count = len(lines) - 1
+        if head.count("\n") != count or head.count("\r") != count or "\n " in head \
+                or "\n\t" in head:
+            return False  # bare CR or LF, or folded lines
+        parts = lines[0].split(" ")
         if len(parts) != 3 or parts[2] != "SIP/2.0" or not parts[1].startswith(("sip:", "sips:")):
             return False
+        fields: dict[str, str] = {}
         known = _FAST_FIELDS
-        try:
-            fields = {known[name]: value for name, value in pairs}
-        except KeyError:
-            return False  # another field (Require, Route, ...): the full path
-        if len(fields) != len(pairs):
-            return False  # a repeated field (two Via lines, ...)
+        for line in lines[1:]:
+            raw, _, value = line.partition(":")
+            name = known.get(raw)
+            if name is None or name in fields:
+                return False  # another field (Require, ...), a repeated one (two Vias), no name
+            fields[name] = value.strip(" \t")
         via = fields.get("via")
         from_ = fields.get("from")
         to = fields.get("to")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import secrets
 import time
 from collections.abc import Mapping
@@ -33,6 +34,8 @@ from .views import MAX_ATTACHED_BYTES, call_view, merge_patch, party_view
 
 if TYPE_CHECKING:
     from .manager import CallManager
+
+log = logging.getLogger("cms.calls")
 
 REMOTE_ANSWER_TIMEOUT = 4.0  # seconds a phone has to accept a remote answer
 REMOTE_ANSWER_TYPE = "application/x-cms-remote-answer"  # see softphone/sip/invite.py
@@ -146,8 +149,10 @@ def _route_to(m: CallManager, call: Call, kind: str, name: str) -> None:
     try:
         outputs = m.acd.caller_arrived(call.id, name, now)
     except AcdError as exc:
+        # Only if the ACD still knows this call id (a bug): end it rather than strand it.
+        log.error("call %s cannot be queued at %s: %s", call.id, name, exc)
         m._end(call, "routing_failed")
-        raise _error(409, "cannot_queue", str(exc)) from exc
+        return
     m._run(outputs)
 
 # -- answering and declining a ringing device

@@ -245,15 +245,20 @@ def test_hold_plays_music_retrieve_rebridges_dtmf_reaches_caller_and_blind_trans
                 api = await agent_api(cms, session, 1)
                 (view,) = (await api.ok("GET", "/calls"))["calls"]
                 await assert_hears(call.media, AGENT1_HZ)
+                # The phone's own hold (re-INVITE sendonly) is a call event too.
+                await agent_side.reinvite("sendonly")
+                await api.wait_event("call.held", call_id=view["id"], by="agent")
+                await agent_side.reinvite("sendrecv")
+                await api.wait_event("call.retrieved", call_id=view["id"], by="agent")
                 held = await api.ok("POST", f"/calls/{view['id']}/hold")
                 assert held["state"] == "held"
                 music = await heard(call.media)
                 assert dominant_frequency(music) != pytest.approx(AGENT1_HZ, abs=30)
                 assert level_dbfs(music) > -40  # hold music, not silence
-                await api.wait_event("call.held", call_id=view["id"], agent=user_name(1))
+                await api.wait_event("call.held", call_id=view["id"], by="cti")
                 await api.ok("POST", f"/calls/{view['id']}/retrieve")
                 await assert_hears(call.media, AGENT1_HZ)
-                await api.wait_event("call.retrieved", call_id=view["id"])
+                await api.wait_event("call.retrieved", call_id=view["id"], by="cti")
                 await api.ok("POST", f"/calls/{view['id']}/dtmf", {"digits": "42#"})
                 await until(lambda: call.media.leg.stats().digits == "42#")
                 status, body = await api.request("POST", f"/calls/{view['id']}/dtmf",
@@ -297,6 +302,51 @@ def test_phone_initiated_refer_transfers_the_caller(cms: CmsProcess) -> None:
                 await call.hang_up()
             finally:
                 await caller.close()
+
+    run(cms, scenario)
+
+
+def test_blind_transfer_to_the_queue_reaches_another_agent(cms: CmsProcess) -> None:
+    async def scenario() -> None:
+        async with setup(cms, (1, answering(AGENT1_HZ)), (2, answering(AGENT2_HZ))) as (
+                session, (phone1, phone2)):
+            caller = UserAgent(cms.sip_address, user="customer")
+            await caller.start()
+            try:
+                call, agent_side = await queue_call(caller, phone1)
+                api = await agent_api(cms, session, 1)
+                (view,) = (await api.ok("GET", "/calls"))["calls"]
+                moved = await api.ok("POST", f"/calls/{view['id']}/transfer",
+                                     {"to": "600", "mode": "blind"})
+                assert moved["queue"] == "sales"
+                await asyncio.wait_for(agent_side.ended.wait(), 5)
+                # Agent 1 is in wrap-up now: the queue offers the caller to agent 2.
+                target = await phone2.next_incoming(8)
+                await asyncio.wait_for(target.answered.wait(), 5)
+                await assert_hears(call.media, AGENT2_HZ)
+                await assert_hears(target.media, CALLER_HZ)
+                await call.hang_up()
+                await asyncio.wait_for(target.ended.wait(), 5)
+            finally:
+                await caller.close()
+
+    run(cms, scenario)
+
+
+def test_click_to_dial_a_queue_puts_the_agent_in_it_as_a_caller(cms: CmsProcess) -> None:
+    async def scenario() -> None:
+        async with setup(cms, (1, answering(AGENT1_HZ)), (2, answering(AGENT2_HZ))) as (
+                session, (phone1, phone2)):
+            api = await agent_api(cms, session, 1)
+            view = await api.ok("POST", "/calls", {"to": "600"})
+            own = await phone1.next_incoming(5)
+            far = await phone2.next_incoming(8)  # agent 1 is on this call: agent 2 gets it
+            await asyncio.wait_for(far.answered.wait(), 5)
+            await assert_hears(own.media, AGENT2_HZ)
+            await assert_hears(far.media, AGENT1_HZ)
+            assert (await api.ok("GET", f"/calls/{view['id']}"))["queue"] == "sales"
+            await own.hang_up()
+            await asyncio.wait_for(far.ended.wait(), 5)
 
     run(cms, scenario)
 

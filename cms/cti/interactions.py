@@ -43,9 +43,19 @@ class InteractionRoutes:
             raise ApiError(503, "interactions_unavailable", "this server keeps no interaction log")
         return self.log
 
-    def _record_for(self, request: Request) -> dict[str, Any]:
+    async def _caught_up(self) -> InteractionLog:
+        """The log, once every event appended before this request is committed.
+
+        A client that just changed something (a state with a reason, a hang-up)
+        reads its effect: records are written with the events, at commit.
+        """
+        log = self._log()
+        await self.journal.flush()
+        return log
+
+    async def _record_for(self, request: Request) -> dict[str, Any]:
         interaction_id = str(request.params["id"])
-        record = self._log().get(interaction_id)
+        record = (await self._caught_up()).get(interaction_id)
         if record is None:
             raise ApiError(404, "unknown_interaction", f"no interaction {interaction_id!r}")
         who = request.who
@@ -62,7 +72,7 @@ class InteractionRoutes:
                 raise ApiError(403, "forbidden", "an agent sees only its own interactions")
             agent = who.name
         after = params.get("after")
-        records = self._log().find(after=after, before=params.get("before"),
+        records = (await self._caught_up()).find(after=after, before=params.get("before"),
                                    limit=int(params.get("limit", 100)), agent=agent,
                                    queue=params.get("queue"))
         if records:
@@ -72,15 +82,14 @@ class InteractionRoutes:
         return web.json_response({"interactions": records, "next": cursor})
 
     async def get_interaction(self, request: Request) -> web.StreamResponse:
-        return web.json_response(self._record_for(request))
+        return web.json_response(await self._record_for(request))
 
     async def update_interaction(self, request: Request) -> web.StreamResponse:
-        record = self._record_for(request)
+        record = await self._record_for(request)
         assert request.body is not None
         self.journal.append("interaction.updated", {
             "interaction_id": record["id"], "call_id": record["id"],
             "agent": record["agent"], "user": request.who.name,
             "wrap_up_reason": request.body["wrap_up_reason"],
         })
-        await self.journal.flush()  # acknowledged once on disk
-        return web.json_response(self._record_for(request))
+        return web.json_response(await self._record_for(request))  # after the commit

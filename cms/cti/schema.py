@@ -351,7 +351,7 @@ CALL_SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["digits"],
         "additionalProperties": False,
-        "properties": {"digits": {"type": "string", "pattern": "^[0-9*#A-D]{1,64}$"}},
+        "properties": {"digits": {"type": "string", "pattern": "^[0-9*#A-D]{1,32}$"}},
     },
     "AttachedData": {
         "type": "object",

@@ -13,7 +13,7 @@ Which events change a record:
 - `call.attached_data_changed`: attached data and business partner;
 - `call.ended`: ended, outcome, final agent and attached data;
 - `agent.state_changed` out of `wrap_up` with a reason: the wrap-up reason of
-  that agent's last ended interaction;
+  that agent's last interaction (its call.ended may still be on the way);
 - `interaction.updated`: a wrap-up reason set by `PATCH /interactions/{id}`.
 """
 
@@ -143,8 +143,7 @@ class InteractionLog:
             if data.get("previous") == "wrap_up" and reason:
                 db.execute(
                     "UPDATE interactions SET wrap_up_reason = ?, updated_seq = ? WHERE id = ("
-                    " SELECT id FROM interactions WHERE agent = ? AND ended IS NOT NULL"
-                    " ORDER BY seq DESC LIMIT 1)",
+                    " SELECT id FROM interactions WHERE agent = ? ORDER BY seq DESC LIMIT 1)",
                     (reason, event.seq, str(data.get("user", ""))))
             return
         call_id = str(data.get("interaction_id") or data.get("call_id") or "")

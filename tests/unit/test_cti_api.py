@@ -814,7 +814,7 @@ def test_invalid_dtmf_digits_and_transfer_modes_are_422(tmp_path: Path) -> None:
     async def body(h: Harness) -> None:
         h.calls.add("c1", "agent1")
         agent = await h.agent()
-        for digits in ["", "12x", "e", "1 2", "a", "9" * 65]:
+        for digits in ["", "12x", "e", "1 2", "a", "9" * 33]:
             response = await h.client.post("/api/v1/calls/c1/dtmf", headers=agent,
                                            json={"digits": digits})
             error = await expect_error(response, 422, "invalid_request")

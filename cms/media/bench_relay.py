@@ -106,6 +106,9 @@ class Settings:
     relay_core: int | None = 1
     generator_core: int | None = 0
     cms_options: Sequence[str] = ()
+    # More CMS relays, "name[@checkout]:options", e.g. "kf:--kernel-filter", "old@/tmp/old:".
+    variants: Sequence[str] = ()
+    keep_going: bool = False  # Run every step for every relay, clean or not (for A/B runs).
 
 
 def load_average() -> str:
@@ -170,6 +173,11 @@ def _make_targets(settings: Settings, workdir: Path) -> list[Target]:
             targets.append(Rtpengine(settings.relay_core, workdir))
         else:
             raise ValueError(f"unknown target {name!r}")
+    for variant in settings.variants:
+        name, _, options = variant.partition(":")
+        name, _, checkout = name.partition("@")
+        targets.append(CmsRelay(settings.relay_core, options.split(), name=name,
+                                root=Path(checkout) if checkout else None))
     return targets
 
 
@@ -216,7 +224,7 @@ def run(settings: Settings) -> dict[str, Any]:
                     print(step.row(), flush=True)
                     if step.verdict != "not clean":
                         break
-                if not step.clean:
+                if not step.clean and not settings.keep_going:
                     active.remove(target)
     finally:
         for target in targets:
@@ -324,7 +332,7 @@ def main(argv: list[str] | None = None) -> None:
     """Command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--calls", type=int, nargs="+", default=list(DEFAULT_CALLS))
-    parser.add_argument("--targets", nargs="+", default=["rtpengine", "cms"],
+    parser.add_argument("--targets", nargs="*", default=["rtpengine", "cms"],
                         choices=["rtpengine", "cms"])
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--warmup", type=float, default=1.0)
@@ -334,14 +342,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--relay-core", type=int, default=1)
     parser.add_argument("--generator-core", type=int, default=0)
     parser.add_argument("--cms-option", action="append", default=[],
-                        help="passed to cms.media.relay_server, e.g. --cms-option=--coalesce-ms=0")
+                        help="passed to cms.media.relay_server, e.g. --cms-option=--kernel-filter")
+    parser.add_argument("--variant", action="append", default=[],
+                        help="another CMS relay to compare, NAME:OPTIONS (e.g. "
+                        "'kf:--kernel-filter')")
+    parser.add_argument("--keep-going", action="store_true",
+                        help="run every step for every relay, clean or not")
     parser.add_argument("--json", type=Path, help="also write every figure here")
     args = parser.parse_args(argv)
     settings = Settings(calls=args.calls, targets=args.targets, seconds=args.seconds,
                         warmup=args.warmup, late_ms=args.late_ms,
                         max_loss=args.max_loss_pct / 100, tries=args.tries,
                         relay_core=args.relay_core, generator_core=args.generator_core,
-                        cms_options=args.cms_option)
+                        cms_options=args.cms_option, variants=args.variant,
+                        keep_going=args.keep_going)
     document = run(settings)
     if args.json is not None:
         args.json.write_text(json.dumps(document, indent=2) + "\n")

@@ -155,7 +155,10 @@ class CmsRelay:
 
     name = "cms"
 
-    def __init__(self, core: int | None, options: list[str] | None = None) -> None:
+    def __init__(self, core: int | None, options: list[str] | None = None,
+                 name: str = "cms", root: Path | None = None) -> None:
+        self.name = name
+        self.root = root or Path(__file__).resolve().parents[2]  # Another checkout: A/B.
         self.core = core
         self.options = options or []
         self._process: subprocess.Popen[str] | None = None
@@ -164,9 +167,8 @@ class CmsRelay:
         """Start the relay process and wait until it is ready."""
         argv = pinned(self.core, [sys.executable, "-m", "cms.media.relay_server", "--host",
                                   HOST, *self.options])
-        root = Path(__file__).resolve().parents[2]
         self._process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         text=True, cwd=root, start_new_session=True)
+                                         text=True, cwd=self.root, start_new_session=True)
         if self._read().get("ready") is not True:
             raise RuntimeError("the CMS relay did not start")
 

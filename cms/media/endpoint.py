@@ -98,9 +98,25 @@ class RtpEndpoint:
         self._loop = asyncio.get_running_loop()
         self._reactor: Reactor = reactor if reactor is not None else self._loop
         self._reads = getattr(reactor, "reads_per_call", MAX_READS_PER_WAKEUP)
+        self._bind_socket(sock)
+        self._reactor.add_reader(self._fd, self._reader())
+
+    def _bind_socket(self, sock: socket.socket) -> None:
+        # The socket's methods, looked up once: the per-packet paths call them directly.
         sock.setblocking(False)
+        self.sock = sock
         self._fd = sock.fileno()
-        self._reactor.add_reader(self._fd, self._read_filtered)
+        self._recvfrom_into = sock.recvfrom_into
+        self._recv_into = sock.recv_into
+        self._send = sock.send
+        self._sendto = sock.sendto
+
+    def _reader(self) -> Callable[[], None]:
+        # A reactor reads one datagram per call (it calls again while data remains); the
+        # event loop's readers read up to `_reads` each.
+        if self._reads == 1:
+            return self._read_one_connected if self._connected else self._read_one
+        return self._read_connected if self._connected else self._read_filtered
 
     @property
     def local_address(self) -> Address:
@@ -137,10 +153,9 @@ class RtpEndpoint:
         fresh = bind_udp(host, port)
         if fresh is None:
             raise OSError(errno.EADDRINUSE, f"RTP port {port} was taken while rebinding")
-        self.sock = fresh
-        self._fd = fresh.fileno()
+        self._bind_socket(fresh)
         self._connected = False
-        self._reactor.add_reader(self._fd, self._read_filtered)
+        self._reactor.add_reader(self._fd, self._reader())
 
     def _maybe_connect(self) -> None:
         peer = self.filter.peer
@@ -156,7 +171,55 @@ class RtpEndpoint:
         if not self._connected:
             self._connected = True
             self._reactor.remove_reader(self._fd)
-            self._reactor.add_reader(self._fd, self._read_connected)
+            self._reactor.add_reader(self._fd, self._reader())
+
+    def _read_one(self) -> None:
+        # The hot path with a reactor: one datagram from the negotiated peer, to the sink.
+        try:
+            length, source = self._recvfrom_into(self.buffer)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._on_error(exc)
+            return
+        if source != self.filter.peer:
+            self._from_stranger(length, source)
+            return
+        buf = self.buffer
+        if length < HEADER_SIZE or buf[0] & 0xC0 != 0x80:
+            self.dropped_invalid += 1
+            return
+        self.received += 1
+        self.sink(buf, length)
+
+    def _from_stranger(self, length: int, source: tuple[object, ...]) -> None:
+        # Not (yet) the peer: dropped, or latched onto (see PeerFilter).
+        if not self.filter.admit(source):
+            self.dropped_strangers += 1
+            return
+        buf = self.buffer
+        if length < HEADER_SIZE or buf[0] & 0xC0 != 0x80:
+            self.dropped_invalid += 1
+        else:
+            self.received += 1
+            self.sink(buf, length)
+        if self.kernel_filter:
+            self._maybe_connect()  # The kernel filters from now on.
+
+    def _read_one_connected(self) -> None:
+        try:
+            length = self._recv_into(self.buffer)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._on_error(exc)
+            return
+        buf = self.buffer
+        if length < HEADER_SIZE or buf[0] & 0xC0 != 0x80:
+            self.dropped_invalid += 1
+            return
+        self.received += 1
+        self.sink(buf, length)
 
     def _read_filtered(self) -> None:
         recvfrom_into = self.sock.recvfrom_into
@@ -216,13 +279,13 @@ class RtpEndpoint:
         """Send one packet to the peer; errors and a missing peer are counted, not raised."""
         try:
             if self._connected:
-                self.sock.send(data)
+                self._send(data)
             else:
                 peer = self.filter.peer
                 if peer is None:
                     self.unsent += 1
                     return
-                self.sock.sendto(data, peer)
+                self._sendto(data, peer)
             self.sent += 1
         except OSError as exc:
             self.send_errors += 1

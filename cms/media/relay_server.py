@@ -6,7 +6,8 @@ Reads one JSON command per line on stdin, answers one JSON line on stdout:
       the callee's; the reply says where A sends (leg A's port) and where B sends (leg B's)
   {"close": true}  -> {"closed": n, "relayed": packets the legs sent}
   {"quit": true}   -> exits
-Options: --coalesce-ms, --kernel-filter, --transcode (leg B in PCMA).
+Options: --kernel-filter (connect() each leg's socket to its peer), --transcode (leg B in
+PCMA), --no-epoll (one event-loop reader per socket).
 
     python -m cms.media.relay_server --host 127.0.0.1
 """
@@ -21,7 +22,7 @@ from typing import Any
 
 from .formats import PCMA, PCMU, MediaFormat
 from .relay import Leg, bridge
-from .service import DEFAULT_COALESCE_MS, MediaService
+from .service import MediaService
 
 
 class RelayServer:
@@ -57,7 +58,7 @@ class RelayServer:
 async def serve(args: argparse.Namespace) -> None:
     """Answer commands from stdin until "quit" or end of input."""
     service = MediaService(args.host, (0, 0), kernel_filter=args.kernel_filter,
-                           coalesce_ms=args.coalesce_ms)
+                           epoll=not args.no_epoll)
     service.start()
     server = RelayServer(service, transcode=args.transcode)
     loop = asyncio.get_running_loop()
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     """Command line."""
     parser = argparse.ArgumentParser(description="relay-only process for benchmarks")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--coalesce-ms", type=float, default=DEFAULT_COALESCE_MS)
+    parser.add_argument("--no-epoll", action="store_true")
     parser.add_argument("--kernel-filter", action="store_true")
     parser.add_argument("--transcode", action="store_true")
     args = parser.parse_args(argv)

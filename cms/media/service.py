@@ -10,21 +10,15 @@ from .ports import DEFAULT_RANGE, PortAllocator
 from .reactor import EpollReactor
 from .relay import DtmfListener, Leg
 
-# Under load, RTP sockets are read about once a millisecond, many packets per wake-up (see
-# EpollReactor): a packet waits at most this long more, and a wake-up costs less per packet.
-DEFAULT_COALESCE_MS = 1.0
-
 
 class MediaService:
     """Owns the shared media clock and the RTP port range; opens and tracks legs."""
 
     def __init__(self, host: str = "0.0.0.0", ports: tuple[int, int] = DEFAULT_RANGE, *,
-                 kernel_filter: bool = False, epoll: bool = True,
-                 coalesce_ms: float = DEFAULT_COALESCE_MS) -> None:
+                 kernel_filter: bool = False, epoll: bool = True) -> None:
         self.allocator = PortAllocator(host, *ports)
         self.clock = MediaClock()
         self.kernel_filter = kernel_filter
-        self.coalesce_ms = coalesce_ms
         self.legs: set[Leg] = set()
         self._epoll = epoll and hasattr(select, "epoll")
         self.reactor: EpollReactor | None = None
@@ -37,7 +31,7 @@ class MediaService:
         """A new leg on a fresh even port (needs a running event loop); configure it once SDP
         is negotiated."""
         if self._epoll and self.reactor is None:
-            self.reactor = EpollReactor(coalesce_s=self.coalesce_ms / 1000)
+            self.reactor = EpollReactor()
         sock = self.allocator.open()
         endpoint = RtpEndpoint(sock, kernel_filter=self.kernel_filter, reactor=self.reactor,
                                on_close=self.allocator.release)

@@ -7,8 +7,10 @@ change and broadcast) as it happens.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
+import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +18,9 @@ from typing import Any
 
 import pytest
 from cms_process import CmsProcess, config_text, user_name, user_password
+
+from cms.media.sources import ToneSource
+from scripts.sip_ua import AnswerPolicy, UserAgent
 
 playwright = pytest.importorskip("playwright.sync_api")
 
@@ -137,3 +142,64 @@ def test_a_supervisor_sees_every_agent_and_sends_a_broadcast(cms: CmsProcess,
     page.click("#broadcast-send")
     expect(page.locator("#messages li")).to_have_text("Broadcast from boss: Lines are busy")
     expect(page.locator("#no-calls")).to_be_visible()
+
+
+def test_an_agent_holds_retrieves_and_hangs_up_a_queue_call_from_the_page(
+        cms: CmsProcess, page: Any) -> None:
+    expect = playwright.expect
+    name = user_name(1)
+    page.goto(cms.base_url + "/crm")
+    page.fill("#user", name)
+    page.fill("#password", user_password(name))
+    page.click("#login-button")
+    expect(page.locator("#connection")).to_have_text("connected")
+
+    # Playwright's sync API owns this thread's event loop: the phones run in another thread.
+    connected = threading.Event()
+    failures: list[BaseException] = []
+
+    async def phones() -> None:
+        answering = AnswerPolicy(ring_for=0.1, source=lambda: ToneSource(1000.0))
+        phone = UserAgent(cms.sip_address, user=name, password=user_password(name),
+                          answer=answering)
+        caller = UserAgent(cms.sip_address, user="+4930555123")
+        await phone.start()
+        await caller.start()
+        try:
+            assert await phone.register() == 200
+            await asyncio.sleep(0.5)  # auto logon: ready
+            call = await caller.call("600", ToneSource(440.0))
+            assert call.status == 200, call.reason
+            incoming = await phone.next_incoming(5)
+            await asyncio.wait_for(incoming.answered.wait(), 5)
+            connected.set()
+            await asyncio.wait_for(call.ended.wait(), 20)  # hung up from the page
+        finally:
+            await caller.close()
+            await phone.close()
+
+    def run_phones() -> None:
+        try:
+            asyncio.run(phones())
+        except BaseException as exc:  # reported by the test thread
+            failures.append(exc)
+            connected.set()
+
+    thread = threading.Thread(target=run_phones, daemon=True)
+    thread.start()
+    assert connected.wait(15) and not failures, failures
+    call = page.locator("#calls li")
+    expect(call).to_have_count(1)
+    expect(call.locator(".state")).to_have_text("connected")
+    call.get_by_role("button", name="Hold").click()
+    expect(call.locator(".state")).to_have_text("held")
+    expect(page.locator('#events li[data-type="call.held"]')).to_have_count(1)
+    call.get_by_role("button", name="Retrieve").click()
+    expect(call.locator(".state")).to_have_text("connected")
+    call.get_by_role("button", name="Hang up").click()
+    expect(page.locator("#calls li")).to_have_count(0)
+    expect(page.locator("#no-calls")).to_be_visible()
+    expect(page.locator("#interactions tbody tr")).to_have_count(1)
+    expect(page.locator("#interactions tbody tr td").nth(1)).to_have_text("+4930555123")
+    thread.join(25)
+    assert not thread.is_alive() and not failures, failures

@@ -1,0 +1,127 @@
+"""CTI call control of a real `cms serve` with real phones (the project's sans-IO UA).
+
+A caller reaches an agent through the sales queue; the agent's CRM sees the
+call, holds and retrieves it, attaches data and hangs up through /api/v1, and
+each step is a journal event. Another agent can neither see nor touch it, and
+the interaction record carries the business partner attached on the way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from cms_process import CmsProcess, StartCms, user_name, user_password
+
+from cms.media.sources import ToneSource
+from scripts.sip_ua import AnswerPolicy, UserAgent
+
+pytestmark = pytest.mark.integration
+
+TIMEOUT = aiohttp.ClientTimeout(total=15)
+
+
+class Api:
+    """/api/v1 of the CMS, logged in as an agent."""
+
+    def __init__(self, cms: CmsProcess, session: aiohttp.ClientSession) -> None:
+        self.base = cms.base_url + "/api/v1"
+        self.session = session
+        self.headers: dict[str, str] = {}
+
+    async def login(self, user: str) -> Api:
+        async with self.session.post(f"{self.base}/sessions", json={
+                "user": user, "password": user_password(user)}) as response:
+            assert response.status == 201, await response.text()
+            self.headers = {"Authorization": f"Bearer {(await response.json())['token']}"}
+        return self
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        async with self.session.request(method, self.base + path, headers=self.headers,
+                                        **kwargs) as response:
+            return response.status, await response.json()
+
+    async def until_event(self, after: int, match: Callable[[dict[str, Any]], bool],
+                          timeout: float = 10) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status, page = await self.request("GET", "/events",
+                                              params={"after": after, "wait": 1})
+            assert status == 200, page
+            for event in page["events"]:
+                if match(event):
+                    return dict(event)
+            after = page["next"]
+        raise AssertionError("no matching event in time")
+
+
+@contextlib.asynccontextmanager
+async def ua(cms: CmsProcess, user: str, **options: Any) -> AsyncIterator[UserAgent]:
+    agent = UserAgent(cms.sip_address, user=user, **options)
+    await agent.start()
+    try:
+        yield agent
+    finally:
+        await agent.close()
+
+
+def test_an_agent_holds_retrieves_attaches_data_and_hangs_up_its_call_by_cti(
+        start_cms: StartCms) -> None:
+    cms = start_cms(users=2, wrap_up=1)
+    name = user_name(1)
+
+    async def scenario() -> None:
+        async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
+            api = await Api(cms, session).login(name)
+            other = await Api(cms, session).login(user_name(2))
+            answering = AnswerPolicy(ring_for=0.1, source=lambda: ToneSource(1000.0))
+            async with ua(cms, name, password=user_password(name), answer=answering) as phone, \
+                    ua(cms, "+4930555123") as caller:
+                assert await phone.register() == 200
+                await api.until_event(0, lambda e: e["type"] == "agent.state_changed"
+                                      and e["state"] == "ready")
+                call = await caller.call("600", ToneSource(440.0))
+                assert call.status == 200, call.reason
+                incoming = await phone.next_incoming(5)
+                await asyncio.wait_for(incoming.answered.wait(), 5)
+                status, listed = await api.request("GET", "/calls")
+                assert status == 200 and len(listed["calls"]) == 1, listed
+                call_id = listed["calls"][0]["id"]
+                start = listed["seq"]
+                assert name in listed["calls"][0]["users"]
+                status, theirs = await other.request("GET", "/calls")
+                assert (status, theirs["calls"]) == (200, [])
+                status, body = await other.request("POST", f"/calls/{call_id}/hold")
+                assert (status, body["error"]["code"]) == (403, "forbidden")
+
+                status, view = await api.request("POST", f"/calls/{call_id}/hold")
+                assert status == 200, view
+                await api.until_event(start, lambda e: e["type"] == "call.held"
+                                      and e["call_id"] == call_id)
+                status, body = await api.request("POST", f"/calls/{call_id}/hold")
+                assert status == 409, body  # already held: the B2BUA's refusal, as is
+                status, view = await api.request("POST", f"/calls/{call_id}/retrieve")
+                assert status == 200, view
+                await api.until_event(start, lambda e: e["type"] == "call.retrieved"
+                                      and e["call_id"] == call_id)
+                status, data = await api.request("PATCH", f"/calls/{call_id}/attached_data",
+                                                 json={"business_partner": "BP-4711"})
+                assert (status, data["business_partner"]) == (200, "BP-4711"), data
+                status, view = await api.request("POST", f"/calls/{call_id}/hangup")
+                assert status == 200, view
+                await api.until_event(start, lambda e: e["type"] == "call.ended"
+                                      and e["call_id"] == call_id)
+                status, body = await api.request("GET", f"/calls/{call_id}")
+                assert (status, body["error"]["code"]) == (404, "unknown_call")
+            status, record = await api.request("GET", f"/interactions/{call_id}")
+            assert status == 200, record
+            assert (record["business_partner"], record["caller_e164"], record["agent"]) == (
+                "BP-4711", "+4930555123", name)
+            assert record["answered"] and record["ended"]
+
+    asyncio.run(scenario())

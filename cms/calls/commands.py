@@ -19,18 +19,15 @@ from typing import TYPE_CHECKING, Any, cast
 from cms.acd.errors import AcdError
 from cms.acd.events import OfferFailure
 from cms.media.dtmf import DIGITS
-from cms.media.mixer import Conference
 from cms.media.relay import bridge, disconnect
-from cms.media.sources import HoldMusicSource, ToneSource
-from cms.sip.errors import ParseError
-from cms.sip.headers import parse_name_addr
+from cms.media.sources import HoldMusicSource
 from cms.sip.message import Headers, Request
-from cms.sip.responses import make_response, new_tag
-from cms.sip.transaction import ResponseReceived, ServerTransaction, TimedOut, new_branch
+from cms.sip.responses import new_tag
+from cms.sip.transaction import ResponseReceived, TimedOut, new_branch
 
-from .control import CallCommandError, CallView, CompleteAs, TransferMode
+from .control import CallCommandError, CallView
 from .model import Call, CallState, LegState, SipLeg
-from .views import MAX_ATTACHED_BYTES, call_view, merge_patch, party_view
+from .views import MAX_ATTACHED_BYTES, call_view, merge_patch
 
 if TYPE_CHECKING:
     from .manager import CallManager
@@ -43,7 +40,7 @@ MAX_DIGITS = 32
 AUTO_ANSWER_RINGBACK_HZ = 425.0
 
 
-def _error(status: int, code: str, message: str) -> CallCommandError:
+def command_error(status: int, code: str, message: str) -> CallCommandError:
     return CallCommandError(status, code, message)
 
 
@@ -61,18 +58,18 @@ def get_call(m: CallManager, call_id: str) -> CallView | None:
 
 def attached_data(m: CallManager, call_id: str) -> dict[str, Any]:
     """The call's attached data."""
-    return dict(_live(m, call_id).attached_data)
+    return dict(live_call(m, call_id).attached_data)
 
 def update_attached_data(m: CallManager, call_id: str, user: str | None,
                          changes: Mapping[str, Any]) -> dict[str, Any]:
     """Merge `changes` (JSON merge patch: null deletes); returns the new data."""
-    call = _live(m, call_id)
-    _check_party(m, call, user)
+    call = live_call(m, call_id)
+    check_party(m, call, user)
     if not isinstance(changes, Mapping):
-        raise _error(400, "bad_attached_data", "attached data changes must be a JSON object")
+        raise command_error(400, "bad_attached_data", "attached data changes must be a JSON object")
     data = merge_patch(call.attached_data, changes)
     if len(json.dumps(data, default=str)) > MAX_ATTACHED_BYTES:
-        raise _error(400, "attached_data_too_large",
+        raise command_error(400, "attached_data_too_large",
                      f"attached data is limited to {MAX_ATTACHED_BYTES} bytes of JSON")
     call.attached_data = data
     m._emit("call.attached_data_changed", call, user=user or "", agent=call.agent,
@@ -86,20 +83,20 @@ async def make_call(m: CallManager, user: str, to: str,
     """Ring `user`'s device with auto-answer hints; once it answers, call `to`."""
     account = m.registrar.directory.lookup(user)
     if account is None:
-        raise _error(404, "unknown_user", f"no user {user!r}")
+        raise command_error(404, "unknown_user", f"no user {user!r}")
     agent = m.acd.agent(account.name)
     # An agent logged on at a work centre is reached on that desk's phone.
     device = agent.device if agent is not None and agent.device else account.name
-    kind, name = _resolve(m, to)
+    kind, name = resolve(m, to)
     if kind == "user" and name in (account.name, device):
-        raise _error(409, "own_device", "a user cannot click-to-dial its own device")
+        raise command_error(409, "own_device", "a user cannot click-to-dial its own device")
     if not m.registrar.lookup(device):
-        raise _error(409, "device_not_registered",
+        raise command_error(409, "device_not_registered",
                      f"{device!r} has no registered phone to call from")
     data = {"caller": account.extension or account.name, "dialled": to,
             **dict(attached_data or {})}
     if len(json.dumps(data, default=str)) > MAX_ATTACHED_BYTES:
-        raise _error(400, "attached_data_too_large", "attached data is too large")
+        raise command_error(400, "attached_data_too_large", "attached data is too large")
     call = Call(id=secrets.token_hex(8), caller=cast(SipLeg, None),
                 caller_number=account.extension or account.name, target=to,
                 kind="click_to_dial", attached_data=data, direction="internal",
@@ -115,7 +112,7 @@ async def make_call(m: CallManager, user: str, to: str,
                               extra=extra)
     if leg is None:
         m.calls.pop(call.id, None)
-        raise _error(409, "device_not_reachable", f"{device!r} cannot be reached")
+        raise command_error(409, "device_not_reachable", f"{device!r} cannot be reached")
     call.caller = leg
     m._acd_busy(call, account.name)
     return call_view(call)
@@ -123,13 +120,13 @@ async def make_call(m: CallManager, user: str, to: str,
 def dial_target(m: CallManager, call: Call) -> None:
     """Click-to-dial: the agent's phone is up; now call what it asked for."""
     try:
-        kind, name = _resolve(m, call.target)
+        kind, name = resolve(m, call.target)
     except CallCommandError:
         m._end(call, "unknown_destination")
         return
-    _route_to(m, call, kind, name)
+    route_to(m, call, kind, name)
 
-def _route_to(m: CallManager, call: Call, kind: str, name: str) -> None:
+def route_to(m: CallManager, call: Call, kind: str, name: str) -> None:
     """Send the call's (answered) caller leg on: ring a user, or queue it with the ACD."""
     now = time.time()
     if kind == "user":
@@ -159,7 +156,7 @@ def _route_to(m: CallManager, call: Call, kind: str, name: str) -> None:
 
 async def answer(m: CallManager, call_id: str, user: str | None) -> CallView:
     """Ask a ringing device to answer; 409 when it will not (then only its user can)."""
-    call = _live(m, call_id)
+    call = live_call(m, call_id)
     leg = _ringing_leg(m, call, user)
     if leg.remote_answer == "message":
         # The project's soft phone (pjsua2 shows apps no out-of-dialog NOTIFY): a MESSAGE
@@ -176,7 +173,7 @@ async def answer(m: CallManager, call_id: str, user: str | None) -> CallView:
         if 200 <= status < 300:
             return call_view(call)
         how = f"NOTIFY Event: talk got {status}"
-    raise _error(409, "cannot_answer_remotely",
+    raise command_error(409, "cannot_answer_remotely",
                  f"the phone at {leg.device!r} cannot be answered remotely ({how}); "
                  "answer it on the phone")
 
@@ -192,7 +189,7 @@ async def _answered(leg: SipLeg) -> bool:
 
 async def reject(m: CallManager, call_id: str, user: str | None) -> CallView:
     """Stop a device ringing (CANCEL); a queue offer counts as rejected in the ACD."""
-    call = _live(m, call_id)
+    call = live_call(m, call_id)
     leg = _ringing_leg(m, call, user)
     now = time.time()
     if call.offers.get(leg.user) is leg:
@@ -213,10 +210,10 @@ def _ringing_leg(m: CallManager, call: Call, user: str | None) -> SipLeg:
                and leg.state in (LegState.CALLING, LegState.RINGING)
                and (user is None or leg.user == user)]
     if not ringing:
-        raise _error(409, "not_ringing", "no device of this call is ringing"
+        raise command_error(409, "not_ringing", "no device of this call is ringing"
                      + (f" for {user!r}" if user else ""))
     if len(ringing) > 1 and user is None:
-        raise _error(409, "ambiguous", "several devices ring; act as one of their users")
+        raise command_error(409, "ambiguous", "several devices ring; act as one of their users")
     return ringing[0]
 
 async def _send_out_of_dialog(m: CallManager, leg: SipLeg, method: str,
@@ -259,8 +256,8 @@ async def _send_out_of_dialog(m: CallManager, leg: SipLeg, method: str,
 
 async def hangup(m: CallManager, call_id: str, user: str | None) -> CallView:
     """End the call (BYE / CANCEL each leg); in a conference, only `user`'s leg."""
-    call = _live(m, call_id)
-    _check_party(m, call, user)
+    call = live_call(m, call_id)
+    check_party(m, call, user)
     view = call_view(call)
     if call.conference is not None and user is not None:
         leg = _leg_of(m, call, user)
@@ -275,21 +272,21 @@ async def hangup(m: CallManager, call_id: str, user: str | None) -> CallView:
 
 async def hold(m: CallManager, call_id: str, user: str | None) -> CallView:
     """The other party hears hold audio; nothing is relayed either way."""
-    call = _live(m, call_id)
-    mine, other = _sides(m, call, user)
+    call = live_call(m, call_id)
+    mine, other = sides(m, call, user)
     if other.cms_held:
-        raise _error(409, "already_held", "the other party is already on hold")
-    _hold_party(m, call, mine, other, by="cti")
+        raise command_error(409, "already_held", "the other party is already on hold")
+    hold_party(m, call, mine, other, by="cti")
     return call_view(call)
 
 async def retrieve(m: CallManager, call_id: str, user: str | None) -> CallView:
     """Bridge the held party back."""
-    call = _live(m, call_id)
-    mine, other = _sides(m, call, user)
+    call = live_call(m, call_id)
+    mine, other = sides(m, call, user)
     if not other.cms_held:
-        raise _error(409, "not_held", "the other party is not on hold")
+        raise command_error(409, "not_held", "the other party is not on hold")
     if call.related in m.calls:
-        raise _error(409, "consult_in_progress",
+        raise command_error(409, "consult_in_progress",
                      "complete or hang up the consult call first")
     other.cms_held = False
     mine.media.stop_audio()
@@ -298,7 +295,7 @@ async def retrieve(m: CallManager, call_id: str, user: str | None) -> CallView:
                by="cti")
     return call_view(call)
 
-def _hold_party(m: CallManager, call: Call, mine: SipLeg, other: SipLeg, by: str
+def hold_party(m: CallManager, call: Call, mine: SipLeg, other: SipLeg, by: str
                 ) -> None:
     disconnect(other.media)
     other.media.play(HoldMusicSource())
@@ -309,116 +306,16 @@ def _hold_party(m: CallManager, call: Call, mine: SipLeg, other: SipLeg, by: str
 async def send_dtmf(m: CallManager, call_id: str, user: str | None, digits: str
                     ) -> CallView:
     """RFC 4733 digits to the other party."""
-    call = _live(m, call_id)
+    call = live_call(m, call_id)
     if (not isinstance(digits, str) or not digits or len(digits) > MAX_DIGITS
             or any(d not in DIGITS for d in digits.upper())):
-        raise _error(400, "bad_digits", f"digits: 1 to {MAX_DIGITS} of {DIGITS}")
-    _mine, other = _sides(m, call, user)
+        raise command_error(400, "bad_digits", f"digits: 1 to {MAX_DIGITS} of {DIGITS}")
+    _mine, other = sides(m, call, user)
     try:
         other.media.send_dtmf(digits.upper())
     except ValueError as exc:
-        raise _error(409, "no_dtmf", "the other party did not negotiate RFC 4733 "
+        raise command_error(409, "no_dtmf", "the other party did not negotiate RFC 4733 "
                      "telephone-events") from exc
-    return call_view(call)
-
-# -- transfer, consult, conference
-
-async def transfer(m: CallManager, call_id: str, user: str | None, to: str,
-                   mode: TransferMode) -> CallView:
-    """Blind: release the agent and send the other party to `to`. Consult: see `consult`."""
-    if mode == "consult":
-        return await consult(m, call_id, user, to)
-    if mode != "blind":
-        raise _error(400, "bad_mode", "mode is blind or consult")
-    call = _live(m, call_id)
-    mine, other = _sides(m, call, user)
-    kind, name = _resolve(m, to)
-    if call.related in m.calls:
-        raise _error(409, "consult_in_progress", "complete or hang up the consult first")
-    if kind == "user" and name == other.user:
-        raise _error(409, "same_party", "the other party is already that user")
-    _blind_transfer(m, call, mine, other, to, kind, name)
-    return call_view(call)
-
-def _blind_transfer(m: CallManager, call: Call, mine: SipLeg, other: SipLeg, to: str,
-                    kind: str, name: str) -> None:
-    _release(m, call, mine)
-    if other is not call.caller:
-        # The party that stays becomes the call's caller: it is what gets routed on.
-        call.caller, call.caller_number = other, other.device or other.user
-    call.other = None
-    call.agent = ""
-    other.cms_held = False
-    other.media.play(HoldMusicSource())
-    m._emit("call.transferred", call, user=mine.user, agent=m._agent_of(mine.user),
-               to=to, mode="blind")
-    _route_to(m, call, kind, name)
-
-async def consult(m: CallManager, call_id: str, user: str | None, to: str) -> CallView:
-    """Hold the other party and call `to` on the agent's same leg; returns the consult."""
-    call = _live(m, call_id)
-    mine, other = _sides(m, call, user)
-    if call.related in m.calls or call.shares_caller:
-        raise _error(409, "consult_in_progress", "this call already has a consult")
-    kind, name = _resolve(m, to)
-    if kind == "user" and name in (mine.user, other.user):
-        raise _error(409, "same_party", "that user is already on the call")
-    if not other.cms_held:
-        _hold_party(m, call, mine, other, by="consult")
-    mine.media.play(ToneSource(AUTO_ANSWER_RINGBACK_HZ, level_dbfs=-20.0))
-    consult = Call(id=secrets.token_hex(8), caller=mine,
-                   caller_number=mine.device or mine.user, target=to, kind="consult",
-                   attached_data=dict(call.attached_data), direction="internal",
-                   related=call.id, shares_caller=True, agent=call.agent)
-    call.related = consult.id
-    m.calls[consult.id] = consult
-    m._started(consult)
-    _route_to(m, consult, kind, name)
-    return call_view(consult)
-
-async def complete(m: CallManager, call_id: str, user: str | None, consult_id: str,
-                   as_: CompleteAs) -> CallView:
-    """Join the held party with the consulted one (transfer) or make a 3-party mix."""
-    call = _live(m, call_id)
-    consult = _live(m, consult_id)
-    _check_party(m, call, user)
-    if consult.related != call.id or call.related != consult.id:
-        raise _error(409, "not_a_consult", f"{consult_id} is not the consult of {call_id}")
-    target = consult.other
-    if (consult.state is not CallState.CONNECTED or target is None
-            or target.state is not LegState.UP):
-        raise _error(409, "consult_not_connected", "the consulted party has not answered")
-    if as_ not in ("transfer", "conference"):
-        raise _error(400, "bad_complete", "as is transfer or conference")
-    agent_leg = consult.caller
-    held = call.caller if call.other is agent_leg else call.other
-    assert held is not None
-    # The consulted leg moves over to the original call.
-    consult.other = None
-    call.related = ""
-    m._acd_free(consult, target.user)
-    if target.dialog is not None:
-        m.endpoint.dialog_handlers[target.dialog.key] = m._dialog_handler(call, target)
-    held.cms_held = target.cms_held = False
-    if as_ == "transfer":
-        _release(m, call, agent_leg)
-        call.caller, call.other = held, target
-        call.caller_number = held.device or held.user or call.caller_number
-        call.agent = m._agent_of(target.user)
-        bridge(held.media, target.media)
-        m._emit("call.transferred", call, user=agent_leg.user,
-                   agent=m._agent_of(agent_leg.user), to=consult.target, mode="consult",
-                   consult_id=consult.id)
-    else:
-        call.members.append(target)
-        call.conference = Conference(m.media.clock,
-                                     [held.media, agent_leg.media, target.media])
-        m._emit("call.conferenced", call, user=agent_leg.user, agent=call.agent,
-                   users=sorted(call_view(call).users), consult_id=consult.id,
-                   parties=[party_view(call, leg).to_json()
-                            for leg in (held, agent_leg, target)])
-    m._acd_busy(call, target.user)
-    m._finish(consult, "completed")
     return call_view(call)
 
 def left_conference(m: CallManager, call: Call, leg: SipLeg) -> bool:
@@ -445,56 +342,17 @@ def left_conference(m: CallManager, call: Call, leg: SipLeg) -> bool:
                            if m._agent_of(p.user)), "")
     return True
 
-# -- phone-initiated transfer (RFC 3515 REFER)
-
-def on_refer(m: CallManager, call: Call, leg: SipLeg, tx: ServerTransaction,
-              request: Request) -> None:
-    """Blind transfer asked by a phone: 202, a sipfrag NOTIFY, then the same machinery."""
-    try:
-        refer_to = parse_name_addr(request.headers.first("refer-to") or "")
-        target = refer_to.uri.user_unescaped or ""
-    except ParseError:
-        m.endpoint.respond(tx, make_response(request, 400, "Bad Refer-To"))
-        return
-    if "replaces" in (request.headers.first("refer-to") or "").lower():
-        m.endpoint.respond(tx, make_response(request, 501, "Replaces Not Supported"))
-        return
-    other = call.caller if leg is call.other else call.other if leg is call.caller else None
-    if (other is None or other.state is not LegState.UP or call.conference is not None
-            or call.related in m.calls or call.shares_caller):
-        m.endpoint.respond(tx, make_response(request, 403, "Cannot Transfer Now"))
-        return
-    try:
-        kind, name = _resolve(m, target)
-    except CallCommandError:
-        m.endpoint.respond(tx, make_response(request, 404, "No Such Number"))
-        return
-    m.endpoint.respond(tx, make_response(request, 202))
-    _notify_sipfrag(m, leg, "SIP/2.0 200 OK")
-    _blind_transfer(m, call, leg, other, target, kind, name)
-
-def _notify_sipfrag(m: CallManager, leg: SipLeg, status_line: str) -> None:
-    assert leg.dialog is not None
-    extra = Headers()
-    extra["event"] = ["refer"]
-    extra["subscription-state"] = ["terminated;reason=noresource"]
-    extra["content-type"] = ["message/sipfrag;version=2.0"]
-    request = leg.dialog.new_request("NOTIFY", m.endpoint.sent_by(leg.peer),
-                                     leg.peer.transport, extra,
-                                     f"{status_line}\r\n".encode())
-    m.endpoint.send_request(request, leg.peer, lambda event: None)
-
 # -- helpers
 
-def _live(m: CallManager, call_id: str) -> Call:
+def live_call(m: CallManager, call_id: str) -> Call:
     call = m.calls.get(call_id)
     if call is None or call.state is CallState.ENDED:
-        raise _error(404, "no_such_call", f"no live call {call_id!r}")
+        raise command_error(404, "no_such_call", f"no live call {call_id!r}")
     return call
 
-def _check_party(m: CallManager, call: Call, user: str | None) -> None:
+def check_party(m: CallManager, call: Call, user: str | None) -> None:
     if user is not None and user not in call_view(call).users:
-        raise _error(403, "not_your_call", f"{user!r} is not on call {call.id}")
+        raise command_error(403, "not_your_call", f"{user!r} is not on call {call.id}")
 
 def _leg_of(m: CallManager, call: Call, user: str) -> SipLeg | None:
     for leg in (call.caller, call.other, *call.members):
@@ -502,15 +360,15 @@ def _leg_of(m: CallManager, call: Call, user: str) -> SipLeg | None:
             return leg
     return None
 
-def _sides(m: CallManager, call: Call, user: str | None) -> tuple[SipLeg, SipLeg]:
+def sides(m: CallManager, call: Call, user: str | None) -> tuple[SipLeg, SipLeg]:
     """(the acting user's leg, the other party's) of a connected two-party call."""
-    _check_party(m, call, user)
+    check_party(m, call, user)
     if call.conference is not None:
-        raise _error(409, "conference", "not possible in a conference")
+        raise command_error(409, "conference", "not possible in a conference")
     legs = [leg for leg in (call.caller, call.other)
             if leg is not None and leg.state is LegState.UP]
     if call.state is not CallState.CONNECTED or len(legs) != 2:
-        raise _error(409, "not_connected", "the call is not connected")
+        raise command_error(409, "not_connected", "the call is not connected")
     first, second = legs
     acting = user or call.agent
     if acting and second.user == acting:
@@ -518,10 +376,10 @@ def _sides(m: CallManager, call: Call, user: str | None) -> tuple[SipLeg, SipLeg
     if acting and first.user == acting:
         return first, second
     if user is not None:
-        raise _error(403, "not_your_call", f"{user!r} has no leg on call {call.id}")
+        raise command_error(403, "not_your_call", f"{user!r} has no leg on call {call.id}")
     return second, first  # a supervisor on a call without agent: act for the called side
 
-def _release(m: CallManager, call: Call, leg: SipLeg) -> None:
+def release_leg(m: CallManager, call: Call, leg: SipLeg) -> None:
     """Hang up one leg (BYE) and forget its dialog; the ACD frees its user."""
     dialog = leg.dialog
     m._bye(leg)
@@ -530,17 +388,17 @@ def _release(m: CallManager, call: Call, leg: SipLeg) -> None:
         m.endpoint.dialog_handlers.pop(dialog.key, None)
     m._acd_free(call, leg.user)
 
-def _resolve(m: CallManager, to: str) -> tuple[str, str]:
+def resolve(m: CallManager, to: str) -> tuple[str, str]:
     """What `to` names: ("queue"|"menu", name) or ("user", account name)."""
     to = to.strip() if isinstance(to, str) else ""
     if not to or len(to) > 64 or any(c in to for c in " <>\"@;:,\r\n\t"):
-        raise _error(400, "bad_destination", "to: an extension, user, queue or number")
+        raise command_error(400, "bad_destination", "to: an extension, user, queue or number")
     destination = m.acd.route(to)
     if destination is not None:
         return destination.kind, destination.name
     account = m.registrar.directory.lookup(to)
     if account is not None:
         return "user", account.name
-    raise _error(404, "unknown_destination",
+    raise command_error(404, "unknown_destination",
                  f"{to!r} is no extension, user or queue here, and no trunk is "
                  "configured for outside numbers")

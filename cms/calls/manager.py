@@ -68,7 +68,7 @@ from cms.sip.transaction import (
     new_branch,
 )
 
-from . import commands
+from . import commands, transfers
 from .control import CallView, CompleteAs, TransferMode
 from .model import Call, CallState, LegState, SipLeg
 from .records import CallRecordStore
@@ -179,16 +179,16 @@ class CallManager:
     async def transfer(self, call_id: str, user: str | None, to: str,
                        mode: TransferMode) -> CallView:
         """Blind transfer, or (mode consult) start a consult call."""
-        return await commands.transfer(self, call_id, user, to, mode)
+        return await transfers.transfer(self, call_id, user, to, mode)
 
     async def consult(self, call_id: str, user: str | None, to: str) -> CallView:
         """Hold the other party and call `to` from the same device."""
-        return await commands.consult(self, call_id, user, to)
+        return await transfers.consult(self, call_id, user, to)
 
     async def complete(self, call_id: str, user: str | None, consult_id: str,
                        as_: CompleteAs) -> CallView:
         """Join the held and the consulted party (transfer) or all three (conference)."""
-        return await commands.complete(self, call_id, user, consult_id, as_)
+        return await transfers.complete(self, call_id, user, consult_id, as_)
 
     # -- call events (the journal's call.* types)
 
@@ -641,7 +641,7 @@ class CallManager:
         elif method == "INVITE":
             self._reinvite(call, leg, tx, request)
         elif method == "REFER":
-            commands.on_refer(self, call, leg, tx, request)
+            transfers.on_refer(self, call, leg, tx, request)
         elif method in ("OPTIONS", "INFO", "UPDATE"):
             self.endpoint.respond(tx, make_response(request, 200))
         else:

@@ -1,0 +1,178 @@
+"""Transfers and conferences: blind and consult transfer, the 3-party mix, phone REFER.
+
+Media is anchored in the CMS: the party left behind hears hold audio while the CMS
+rings the target, and completing a consult only re-bridges legs (or mixes them), so no
+phone is re-INVITEd. Helpers shared with the other commands come from `commands`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING
+
+from cms.media.mixer import Conference
+from cms.media.relay import bridge
+from cms.media.sources import HoldMusicSource, ToneSource
+from cms.sip.errors import ParseError
+from cms.sip.headers import parse_name_addr
+from cms.sip.message import Headers, Request
+from cms.sip.responses import make_response
+from cms.sip.transaction import ServerTransaction
+
+from .commands import (
+    AUTO_ANSWER_RINGBACK_HZ,
+    check_party,
+    command_error,
+    hold_party,
+    live_call,
+    release_leg,
+    resolve,
+    route_to,
+    sides,
+)
+from .control import CallCommandError, CallView, CompleteAs, TransferMode
+from .model import Call, CallState, LegState, SipLeg
+from .views import call_view, party_view
+
+if TYPE_CHECKING:
+    from .manager import CallManager
+
+
+# -- transfer, consult, conference
+
+async def transfer(m: CallManager, call_id: str, user: str | None, to: str,
+                   mode: TransferMode) -> CallView:
+    """Blind: release the agent and send the other party to `to`. Consult: see `consult`."""
+    if mode == "consult":
+        return await consult(m, call_id, user, to)
+    if mode != "blind":
+        raise command_error(400, "bad_mode", "mode is blind or consult")
+    call = live_call(m, call_id)
+    mine, other = sides(m, call, user)
+    kind, name = resolve(m, to)
+    if call.related in m.calls:
+        raise command_error(409, "consult_in_progress", "complete or hang up the consult first")
+    if kind == "user" and name == other.user:
+        raise command_error(409, "same_party", "the other party is already that user")
+    _blind_transfer(m, call, mine, other, to, kind, name)
+    return call_view(call)
+
+def _blind_transfer(m: CallManager, call: Call, mine: SipLeg, other: SipLeg, to: str,
+                    kind: str, name: str) -> None:
+    release_leg(m, call, mine)
+    if other is not call.caller:
+        # The party that stays becomes the call's caller: it is what gets routed on.
+        call.caller, call.caller_number = other, other.device or other.user
+    call.other = None
+    call.agent = ""
+    other.cms_held = False
+    other.media.play(HoldMusicSource())
+    m._emit("call.transferred", call, user=mine.user, agent=m._agent_of(mine.user),
+               to=to, mode="blind")
+    route_to(m, call, kind, name)
+
+async def consult(m: CallManager, call_id: str, user: str | None, to: str) -> CallView:
+    """Hold the other party and call `to` on the agent's same leg; returns the consult."""
+    call = live_call(m, call_id)
+    mine, other = sides(m, call, user)
+    if call.related in m.calls or call.shares_caller:
+        raise command_error(409, "consult_in_progress", "this call already has a consult")
+    kind, name = resolve(m, to)
+    if kind == "user" and name in (mine.user, other.user):
+        raise command_error(409, "same_party", "that user is already on the call")
+    if not other.cms_held:
+        hold_party(m, call, mine, other, by="consult")
+    mine.media.play(ToneSource(AUTO_ANSWER_RINGBACK_HZ, level_dbfs=-20.0))
+    consult = Call(id=secrets.token_hex(8), caller=mine,
+                   caller_number=mine.device or mine.user, target=to, kind="consult",
+                   attached_data=dict(call.attached_data), direction="internal",
+                   related=call.id, shares_caller=True, agent=call.agent)
+    call.related = consult.id
+    m.calls[consult.id] = consult
+    m._started(consult)
+    route_to(m, consult, kind, name)
+    return call_view(consult)
+
+async def complete(m: CallManager, call_id: str, user: str | None, consult_id: str,
+                   as_: CompleteAs) -> CallView:
+    """Join the held party with the consulted one (transfer) or make a 3-party mix."""
+    call = live_call(m, call_id)
+    consult = live_call(m, consult_id)
+    check_party(m, call, user)
+    if consult.related != call.id or call.related != consult.id:
+        raise command_error(409, "not_a_consult", f"{consult_id} is not the consult of {call_id}")
+    target = consult.other
+    if (consult.state is not CallState.CONNECTED or target is None
+            or target.state is not LegState.UP):
+        raise command_error(409, "consult_not_connected", "the consulted party has not answered")
+    if as_ not in ("transfer", "conference"):
+        raise command_error(400, "bad_complete", "as is transfer or conference")
+    agent_leg = consult.caller
+    held = call.caller if call.other is agent_leg else call.other
+    assert held is not None
+    # The consulted leg moves over to the original call.
+    consult.other = None
+    call.related = ""
+    m._acd_free(consult, target.user)
+    if target.dialog is not None:
+        m.endpoint.dialog_handlers[target.dialog.key] = m._dialog_handler(call, target)
+    held.cms_held = target.cms_held = False
+    if as_ == "transfer":
+        release_leg(m, call, agent_leg)
+        call.caller, call.other = held, target
+        call.caller_number = held.device or held.user or call.caller_number
+        call.agent = m._agent_of(target.user)
+        bridge(held.media, target.media)
+        m._emit("call.transferred", call, user=agent_leg.user,
+                   agent=m._agent_of(agent_leg.user), to=consult.target, mode="consult",
+                   consult_id=consult.id)
+    else:
+        call.members.append(target)
+        call.conference = Conference(m.media.clock,
+                                     [held.media, agent_leg.media, target.media])
+        m._emit("call.conferenced", call, user=agent_leg.user, agent=call.agent,
+                   users=sorted(call_view(call).users), consult_id=consult.id,
+                   parties=[party_view(call, leg).to_json()
+                            for leg in (held, agent_leg, target)])
+    m._acd_busy(call, target.user)
+    m._finish(consult, "completed")
+    return call_view(call)
+
+# -- phone-initiated transfer (RFC 3515 REFER)
+
+def on_refer(m: CallManager, call: Call, leg: SipLeg, tx: ServerTransaction,
+              request: Request) -> None:
+    """Blind transfer asked by a phone: 202, a sipfrag NOTIFY, then the same machinery."""
+    try:
+        refer_to = parse_name_addr(request.headers.first("refer-to") or "")
+        target = refer_to.uri.user_unescaped or ""
+    except ParseError:
+        m.endpoint.respond(tx, make_response(request, 400, "Bad Refer-To"))
+        return
+    if "replaces" in (request.headers.first("refer-to") or "").lower():
+        m.endpoint.respond(tx, make_response(request, 501, "Replaces Not Supported"))
+        return
+    other = call.caller if leg is call.other else call.other if leg is call.caller else None
+    if (other is None or other.state is not LegState.UP or call.conference is not None
+            or call.related in m.calls or call.shares_caller):
+        m.endpoint.respond(tx, make_response(request, 403, "Cannot Transfer Now"))
+        return
+    try:
+        kind, name = resolve(m, target)
+    except CallCommandError:
+        m.endpoint.respond(tx, make_response(request, 404, "No Such Number"))
+        return
+    m.endpoint.respond(tx, make_response(request, 202))
+    _notify_sipfrag(m, leg, "SIP/2.0 200 OK")
+    _blind_transfer(m, call, leg, other, target, kind, name)
+
+def _notify_sipfrag(m: CallManager, leg: SipLeg, status_line: str) -> None:
+    assert leg.dialog is not None
+    extra = Headers()
+    extra["event"] = ["refer"]
+    extra["subscription-state"] = ["terminated;reason=noresource"]
+    extra["content-type"] = ["message/sipfrag;version=2.0"]
+    request = leg.dialog.new_request("NOTIFY", m.endpoint.sent_by(leg.peer),
+                                     leg.peer.transport, extra,
+                                     f"{status_line}\r\n".encode())
+    m.endpoint.send_request(request, leg.peer, lambda event: None)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from cms.acd.engine import Acd
-from cms.events import Journal, JournalClosed
+from cms.events import Event, Journal, JournalClosed
 
 from .errors import ApiError
 from .messaging import Delivered, Messenger
@@ -66,7 +66,7 @@ class MessageRoutes:
             queue = view.name
             recipients = [user for user in self.agents if queue in self.member_of(user)]
         message_id = secrets.token_hex(8)
-        event = self.journal.append("broadcast", {
+        event = self._append("broadcast", {
             "message_id": message_id, "text": body["text"], "to": queue,
             "recipients": recipients, "from": who,
         })
@@ -79,14 +79,23 @@ class MessageRoutes:
         if user not in self.agents and self.acd.agent(user) is None:
             raise ApiError(404, "unknown_user", f"no user {user!r}")
         message_id = secrets.token_hex(8)
-        event = self.journal.append("alert", {
+        event = self._append("alert", {
             "message_id": message_id, "user": user, "text": body["text"], "from": who,
         })
         return await self._deliver(message_id, event.seq, [user], body["text"], who)
 
+    def _append(self, kind: str, data: dict[str, Any]) -> Event:
+        try:
+            return self.journal.append(kind, data)
+        except JournalClosed:
+            raise ApiError(503, "shutting_down", "the server is shutting down") from None
+
     async def _deliver(self, message_id: str, seq: int, recipients: list[str], text: str,
                        sender: str) -> web.Response:
-        await self.journal.flush()  # acknowledged only once on disk
+        try:
+            await self.journal.flush()  # acknowledged only once on disk
+        except JournalClosed:
+            raise ApiError(503, "shutting_down", "the server is shutting down") from None
         devices = {user: self._device(user) for user in recipients}
         tasks: dict[str, asyncio.Task[Delivered]] = {}
         for user, device in devices.items():

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from cms.events import InteractionLog, Journal
+from cms.events import InteractionLog, Journal, JournalClosed
 
 from .errors import ApiError
 
@@ -43,6 +43,12 @@ class InteractionRoutes:
             raise ApiError(503, "interactions_unavailable", "this server keeps no interaction log")
         return self.log
 
+    def _append(self, kind: str, data: dict[str, Any]) -> None:
+        try:
+            self.journal.append(kind, data)
+        except JournalClosed:
+            raise ApiError(503, "shutting_down", "the server is shutting down") from None
+
     async def _caught_up(self) -> InteractionLog:
         """The log, once every event appended before this request is committed.
 
@@ -50,7 +56,10 @@ class InteractionRoutes:
         reads its effect: records are written with the events, at commit.
         """
         log = self._log()
-        await self.journal.flush()
+        try:
+            await self.journal.flush()
+        except JournalClosed:
+            raise ApiError(503, "shutting_down", "the server is shutting down") from None
         return log
 
     async def _record_for(self, request: Request) -> dict[str, Any]:
@@ -87,7 +96,7 @@ class InteractionRoutes:
     async def update_interaction(self, request: Request) -> web.StreamResponse:
         record = await self._record_for(request)
         assert request.body is not None
-        self.journal.append("interaction.updated", {
+        self._append("interaction.updated", {
             "interaction_id": record["id"], "call_id": record["id"],
             "agent": record["agent"], "user": request.who.name,
             "wrap_up_reason": request.body["wrap_up_reason"],

@@ -144,7 +144,8 @@ _INTERACTION_ID = {"name": "id", "in": "path", "required": True,
                    "description": "The interaction's id (the call's id).",
                    "schema": {"type": "string", "pattern": NAME}}
 _SEQ_PARAM = {"type": "integer", "minimum": 0, "maximum": 2**53}
-_SUPERVISOR_ERRORS = {**_AGENT_ERRORS, "422": {"$ref": "#/components/responses/Invalid"}}
+_SUPERVISOR_ERRORS = {**_AGENT_ERRORS, "422": {"$ref": "#/components/responses/Invalid"},
+                      "503": {"$ref": "#/components/responses/Unavailable"}}
 
 RECORD_PATHS: dict[str, Any] = {
     "/interactions": {

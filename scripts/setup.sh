@@ -3,7 +3,7 @@
 # Idempotent and quick when everything is in place.
 #
 #   scripts/setup.sh           runtime and test packages
-#   scripts/setup.sh --bench   also what the benchmarks need (kamailio, taskset)
+#   scripts/setup.sh --bench   also what the benchmarks need (kamailio, rtpengine, taskset)
 #
 # Environment: PY (interpreter for the venv, default python3), VENV (default
 # .venv in the checkout), BENCH=1 (same as --bench).
@@ -35,7 +35,9 @@ die() { echo "setup: error: $*" >&2; exit 1; }
 # browser the web UI tests drive (playwright never downloads its own).
 APT_PACKAGES=(sip-tester baresip libportaudio2 chromium)
 if [[ "$BENCH" == 1 ]]; then
-    APT_PACKAGES+=(kamailio util-linux)
+    # rtpengine-daemon: the userspace RTP relay the relay benchmark compares against (run
+    # with --table=-1, so no kernel module is needed).
+    APT_PACKAGES+=(kamailio rtpengine-daemon util-linux)
 fi
 
 missing=()

@@ -125,3 +125,39 @@ def test_an_agent_holds_retrieves_attaches_data_and_hangs_up_its_call_by_cti(
             assert record["answered"] and record["ended"]
 
     asyncio.run(scenario())
+
+
+def test_a_click_to_dial_call_is_an_interaction_of_the_agent_who_placed_it(
+        start_cms: StartCms) -> None:
+    cms = start_cms(users=2)
+    name, callee = user_name(1), user_name(2)
+
+    async def scenario() -> dict[str, Any]:
+        async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
+            api = await Api(cms, session).login(name)
+            answering = AnswerPolicy(ring_for=0.1, source=lambda: ToneSource(1000.0))
+            async with ua(cms, name, password=user_password(name), answer=answering) as own, \
+                    ua(cms, callee, password=user_password(callee), answer=answering) as far:
+                assert await own.register() == 200
+                assert await far.register() == 200
+                status, view = await api.request("POST", "/calls", json={
+                    "to": callee, "attached_data": {"bp": "BP-9"}})
+                assert status == 201, view
+                assert name in view["users"]
+                incoming = await far.next_incoming(5)
+                await asyncio.wait_for(incoming.answered.wait(), 5)
+                await api.until_event(0, lambda e: e["type"] == "call.established"
+                                      and e["call_id"] == view["id"] and e["user"] == callee)
+                status, ended = await api.request("POST", f"/calls/{view['id']}/hangup")
+                assert status == 200, ended
+                await api.until_event(0, lambda e: e["type"] == "call.ended"
+                                      and e["call_id"] == view["id"])
+            status, page = await api.request("GET", "/interactions")
+            assert status == 200, page
+            return dict(page["interactions"][0])
+
+    record = asyncio.run(scenario())
+    assert (record["kind"], record["agent"], record["business_partner"]) == (
+        "click_to_dial", name, "BP-9")
+    assert record["target"] == callee and record["caller_e164"] is None  # internal: no E.164
+    assert record["answered"] and record["ended"] and record["outcome"]

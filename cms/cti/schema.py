@@ -183,6 +183,8 @@ RECORD_PATHS: dict[str, Any] = {
         "patch": {
             "operationId": "updateInteraction",
             "summary": "Set the wrap-up reason",
+            "description": "Journalled as `interaction.updated`; answered once committed. "
+                           "An agent leaving wrap_up with a reason sets it too.",
             "requestBody": _body("InteractionUpdate"),
             "responses": {"200": _json(_ref("Interaction"), "The interaction"),
                           "422": {"$ref": "#/components/responses/Invalid"},
@@ -193,6 +195,9 @@ RECORD_PATHS: dict[str, Any] = {
     "/broadcasts": {
         "post": {
             "operationId": "createBroadcast",
+            "description": "Journalled as `broadcast` (seen by its `recipients`); each "
+                           "phone's final answer to the MESSAGE follows as a "
+                           "`message.delivered` event.",
             "summary": "A text to a queue's members (or every agent): event and SIP MESSAGE",
             "requestBody": _body("BroadcastRequest"),
             "responses": {"201": _json(_ref("MessageReport"), "Sent; outcome per recipient"),
@@ -202,6 +207,8 @@ RECORD_PATHS: dict[str, Any] = {
     "/alerts": {
         "post": {
             "operationId": "createAlert",
+            "description": "Journalled as `alert` (seen by its `user`), then "
+                           "`message.delivered`.",
             "summary": "A text to one agent: event and SIP MESSAGE",
             "requestBody": _body("AlertRequest"),
             "responses": {"201": _json(_ref("MessageReport"), "Sent; outcome"),

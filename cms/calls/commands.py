@@ -97,6 +97,7 @@ async def make_call(m: CallManager, user: str, to: str,
             **dict(attached_data or {})}
     if len(json.dumps(data, default=str)) > MAX_ATTACHED_BYTES:
         raise command_error(400, "attached_data_too_large", "attached data is too large")
+    # The caller leg is the agent's own phone, made by the INVITE below (which needs the call).
     call = Call(id=secrets.token_hex(8), caller=cast(SipLeg, None),
                 caller_number=account.extension or account.name, target=to,
                 kind="click_to_dial", attached_data=data, direction="internal",

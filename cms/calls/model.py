@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from cms.media.mixer import Conference
 from cms.media.relay import Leg as MediaLeg
 from cms.net.peer import Peer
 from cms.sip.dialog import Dialog
@@ -81,7 +82,7 @@ class Call:
     related: str = ""  # the consult call of this call, or the call a consult belongs to
     shares_caller: bool = False  # a consult: `caller` is the agent's leg of the related call
     members: list[SipLeg] = field(default_factory=list)  # conference legs besides the two
-    conference: Any = None  # the media mixer while the call is a conference
+    conference: Conference | None = None  # the media mix while the call is a conference
     # The ACD's call ids for each CMS user on the call (busy while it lasts): the call's id for
     # the agent the ACD connected, "<id>:<user>" for anyone else (one id per ACD call).
     acd_keys: dict[str, str] = field(default_factory=dict)

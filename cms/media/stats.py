@@ -41,6 +41,10 @@ class ReceiveStats:
     MAX_DROPOUT, start a new stream whose counts add to the previous ones.
     """
 
+    __slots__ = ("clock_rate", "ssrc", "jitter", "duplicates", "late", "restarts", "_base",
+                 "_max", "_cycles", "_received", "_seen", "_bad", "_transit",
+                 "_done_expected", "_done_received", "_prior_expected", "_prior_received")
+
     def __init__(self, clock_rate: int = CLOCK_RATE) -> None:
         self.clock_rate = clock_rate
         self.ssrc: int | None = None

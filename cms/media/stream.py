@@ -26,6 +26,9 @@ DTMF = -2
 class OutboundStream:
     """Sequence, timestamp and SSRC state of what one leg sends."""
 
+    __slots__ = ("ssrc", "clock_rate", "seq", "ts", "time", "feed", "held", "seq_offset",
+                 "ts_offset", "_tick", "_event_ts")
+
     def __init__(self, ssrc: int | None = None, clock_rate: int = CLOCK_RATE) -> None:
         # RFC 3550 §5.1: random SSRC, initial sequence number and timestamp.
         self.ssrc = secrets.randbits(32) if ssrc is None else ssrc

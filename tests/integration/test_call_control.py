@@ -19,7 +19,14 @@ from typing import Any, TypeVar
 import aiohttp
 import numpy as np
 import pytest
-from cms_process import CmsProcess, config_text, user_extension, user_name, user_password
+from cms_process import (
+    DESK,
+    CmsProcess,
+    config_text,
+    user_extension,
+    user_name,
+    user_password,
+)
 from sipp_runner import SIPP, free_media_port, start_sipp
 
 from cms.media.sources import ToneSource
@@ -213,6 +220,33 @@ def test_click_to_dial_rings_own_phone_with_auto_answer_then_bridges_both_ways(
             await asyncio.wait_for(own.ended.wait(), 5)
             await asyncio.wait_for(far.ended.wait(), 5)
             await api.wait_event("call.ended", call_id=view["id"])
+
+    run(cms, scenario)
+
+
+def test_click_to_dial_of_an_agent_at_a_work_centre_rings_that_desk(cms: CmsProcess) -> None:
+    async def scenario() -> None:
+        desk_name, _, desk_password = DESK
+        async with setup(cms, (1, answering(AGENT1_HZ))) as (session, (phone1,)):
+            desk = UserAgent(cms.sip_address, user=desk_name, answer=answering(AGENT2_HZ),
+                             password=desk_password)
+            await desk.start()
+            try:
+                assert await desk.register() == 200
+                api = await agent_api(cms, session, 3)  # agent 3's own phone is not on
+                await api.ok("POST", f"/agents/{user_name(3)}/logon", {"device": desk_name})
+                view = await api.ok("POST", "/calls", {"to": user_name(1)})
+                own = await desk.next_incoming(5)
+                far = await phone1.next_incoming(5)
+                await asyncio.wait_for(far.answered.wait(), 5)
+                await assert_hears(own.media, AGENT1_HZ)
+                await assert_hears(far.media, AGENT2_HZ)
+                assert {p["user"] for p in (await api.ok("GET", f"/calls/{view['id']}"))[
+                    "parties"]} == {user_name(3), user_name(1)}
+                await api.ok("POST", f"/calls/{view['id']}/hangup")
+                await asyncio.wait_for(far.ended.wait(), 5)
+            finally:
+                await desk.close()
 
     run(cms, scenario)
 

@@ -190,6 +190,7 @@ class Caller(asyncio.DatagramProtocol):
         self.sent: dict[str, float] = {}  # caller -> INVITE sent at
         self.calls: dict[str, str] = {}  # Call-ID -> caller
         self.answered: set[str] = set()
+        self.answered_at: dict[str, float] = {}  # caller -> its 200 OK arrived at
         self.failed: dict[str, int] = {}
         self.byes: set[str] = set()
 
@@ -251,6 +252,7 @@ class Caller(asyncio.DatagramProtocol):
             return  # (the CMS retransmits the final answer a few times; nobody minds)
         first = caller not in self.answered
         self.answered.add(caller)
+        self.answered_at.setdefault(caller, now())
         ack = self._in_dialog("ACK", 1, uri, caller, call_id, headers, to)
         assert self.transport is not None
         self.transport.sendto(ack, self.target)
@@ -313,6 +315,7 @@ async def run_caller(args: argparse.Namespace) -> int:
     await asyncio.sleep(args.hold + 1.5)
     Path(args.out).write_text(json.dumps({
         "sent": caller.sent, "answered": len(caller.answered), "failed": caller.failed,
+        "answered_at": caller.answered_at,
         "rate": args.rate, "calls": calls,
     }))
     transport.close()

@@ -8,7 +8,7 @@ import logging
 import socket
 from collections.abc import Callable
 
-from .ports import bind_udp
+from .ports import bind_companion, bind_udp
 from .reactor import Reactor
 from .rtp import HEADER_SIZE
 
@@ -77,13 +77,24 @@ class RtpEndpoint:
     is empty). With `kernel_filter`, a strict peer is enforced by connect()ing the socket:
     the kernel drops strangers' packets before we see them (cheaper per packet, but they are
     not counted in `dropped_strangers`). Otherwise each source address is compared here.
+
+    With `companion` (and a reactor; the socket bound with SO_REUSEPORT, see
+    `PortAllocator(shared=True)`), a strict peer also gets a second socket on the same port,
+    connect()ed to it: the kernel delivers the peer's packets there, read without building
+    a source address, and what is sent to the peer leaves through it without an address or
+    a route lookup; strangers still arrive at the first socket and are counted.
     """
 
     def __init__(self, sock: socket.socket, *, kernel_filter: bool = False,
                  reactor: Reactor | None = None,
-                 on_close: Callable[[int], None] | None = None) -> None:
+                 on_close: Callable[[int], None] | None = None,
+                 companion: bool = False) -> None:
         self.sock = sock
         self.kernel_filter = kernel_filter
+        self.companions = companion and reactor is not None and not kernel_filter
+        self._companion: socket.socket | None = None
+        self._companion_peer: Address | None = None
+        self._connected_send: Callable[[bytes | bytearray | memoryview], int] | None = None
         self.filter = PeerFilter()
         self.sink: PacketSink = _drop
         self.received = 0
@@ -110,6 +121,7 @@ class RtpEndpoint:
         self._recv_into = sock.recv_into
         self._send = sock.send
         self._sendto = sock.sendto
+        self._connected_send = None
 
     def _reader(self) -> Callable[[], None]:
         # A reactor reads one datagram per call (it calls again while data remains); the
@@ -143,6 +155,56 @@ class RtpEndpoint:
         if self._connected and (peer is None or self.filter.latching):
             self._disconnect()
         self._maybe_connect()
+        self._update_companion()
+
+    def _update_companion(self) -> None:
+        if not self.companions or self.closed:
+            return
+        peer = self.filter.peer
+        wanted = (peer is not None and not self.filter.latching
+                  and peer[0] not in ("0.0.0.0", "::"))
+        if self._companion is not None:
+            if wanted and peer == self._companion_peer:
+                return
+            self._drop_companion()
+        if not wanted or peer is None:
+            return
+        try:
+            companion = bind_companion(self.sock, peer)
+        except OSError as exc:
+            log.warning("RTP %s: no connected socket for %s (%s); the shared one serves",
+                        self.local_address, peer, exc)
+            return
+        self._companion = companion
+        self._companion_peer = peer
+        self._companion_recv_into = companion.recv_into
+        self._connected_send = companion.send
+        self._reactor.add_reader(companion.fileno(), self._read_companion)
+
+    def _drop_companion(self) -> None:
+        companion = self._companion
+        if companion is None:
+            return
+        self._reactor.remove_reader(companion.fileno())
+        companion.close()
+        self._companion = self._companion_peer = None
+        self._connected_send = None
+
+    def _read_companion(self) -> None:
+        # The hot path with a companion: one datagram, from the peer (the kernel checked).
+        try:
+            length = self._companion_recv_into(self.buffer)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._on_error(exc)
+            return
+        buf = self.buffer
+        if length < HEADER_SIZE or buf[0] & 0xC0 != 0x80:
+            self.dropped_invalid += 1
+            return
+        self.received += 1
+        self.sink(buf, length)
 
     def _disconnect(self) -> None:
         # Python cannot connect() to AF_UNSPEC to dissolve the association, so rebind a
@@ -168,6 +230,7 @@ class RtpEndpoint:
                 self.sock.recv_into(self.buffer)
             except OSError:
                 break
+        self._connected_send = self._send
         if not self._connected:
             self._connected = True
             self._reactor.remove_reader(self._fd)
@@ -205,6 +268,7 @@ class RtpEndpoint:
             self.sink(buf, length)
         if self.kernel_filter:
             self._maybe_connect()  # The kernel filters from now on.
+        self._update_companion()
 
     def _read_one_connected(self) -> None:
         try:
@@ -278,8 +342,9 @@ class RtpEndpoint:
     def send(self, data: bytes | bytearray | memoryview) -> None:
         """Send one packet to the peer; errors and a missing peer are counted, not raised."""
         try:
-            if self._connected:
-                self._send(data)
+            send = self._connected_send
+            if send is not None:
+                send(data)
             else:
                 peer = self.filter.peer
                 if peer is None:
@@ -299,6 +364,7 @@ class RtpEndpoint:
         if self._fd < 0:
             return
         port = self.local_address[1]
+        self._drop_companion()
         self._reactor.remove_reader(self._fd)
         self._fd = -1
         self.sock.close()

@@ -23,10 +23,11 @@ class PortAllocator:
     """
 
     def __init__(self, host: str = "0.0.0.0", first: int = DEFAULT_RANGE[0],
-                 last: int = DEFAULT_RANGE[1]) -> None:
+                 last: int = DEFAULT_RANGE[1], *, shared: bool = False) -> None:
         if first != 0 and not 1024 <= first <= last <= 65535:
             raise ValueError(f"bad RTP port range {first}-{last}")
         self.host = host
+        self.shared = shared  # Sockets bound with SO_REUSEPORT (see bind_udp).
         self.first = first + (first & 1)
         self.last = last
         self._next = self.first
@@ -45,7 +46,7 @@ class PortAllocator:
     def open(self) -> socket.socket:
         """A non-blocking UDP socket bound on a free even port; raises PortsExhausted."""
         if self.first == 0:
-            sock = bind_udp(self.host, 0)
+            sock = bind_udp(self.host, 0, shared=self.shared)
             assert sock is not None
             self._in_use.add(sock.getsockname()[1])
             return sock
@@ -54,7 +55,7 @@ class PortAllocator:
             self._next = port + 2 if port + 2 <= self.last else self.first
             if port in self._in_use:
                 continue
-            sock = bind_udp(self.host, port)
+            sock = bind_udp(self.host, port, shared=self.shared)
             if sock is not None:
                 self._in_use.add(port)
                 return sock
@@ -65,17 +66,54 @@ class PortAllocator:
         self._in_use.discard(port)
 
 
-def bind_udp(host: str, port: int) -> socket.socket | None:
-    """A non-blocking UDP socket bound on host:port, marked EF; None if the port is taken."""
+def bind_udp(host: str, port: int, *, shared: bool = False) -> socket.socket | None:
+    """A non-blocking UDP socket bound on host:port, marked EF; None if the port is taken.
+
+    `shared`: with SO_REUSEPORT, so that a second socket of ours (see `bind_companion`) can
+    share the port. The port is first bound without it, so a port in use by anyone (also
+    by another of our processes) counts as taken, as without `shared`.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if shared:
+        probe = bind_udp(host, port)
+        if probe is None:
+            return None
+        port = probe.getsockname()[1]
+        probe.close()
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
+        if shared:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
         if exc.errno in (errno.EADDRINUSE, errno.EACCES):
             return None  # Taken by another process: try the next port.
         raise
+    _prepare(sock, family)
+    return sock
+
+
+def bind_companion(sock: socket.socket, peer: tuple[str, int]) -> socket.socket:
+    """A second socket on `sock`'s (shared) port, connect()ed to `peer`.
+
+    The kernel hands a datagram to the connected socket that matches its source exactly,
+    so the peer's packets arrive there (read without a source address) and everything else
+    still at `sock`; and sending on it needs neither an address nor a route lookup.
+    """
+    companion = socket.socket(sock.family, socket.SOCK_DGRAM)
+    try:
+        companion.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        companion.bind(sock.getsockname()[:2])
+        companion.connect(peer)
+    except OSError:
+        companion.close()
+        raise
+    _prepare(companion, sock.family)
+    return companion
+
+
+def _prepare(sock: socket.socket, family: int) -> None:
     sock.setblocking(False)
     try:
         if family == socket.AF_INET:
@@ -84,4 +122,3 @@ def bind_udp(host: str, port: int) -> socket.socket | None:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, DSCP_EF)
     except OSError:
         pass  # Marking is a courtesy to the network; not every platform allows it.
-    return sock

@@ -15,12 +15,16 @@ class MediaService:
     """Owns the shared media clock and the RTP port range; opens and tracks legs."""
 
     def __init__(self, host: str = "0.0.0.0", ports: tuple[int, int] = DEFAULT_RANGE, *,
-                 kernel_filter: bool = False, epoll: bool = True) -> None:
-        self.allocator = PortAllocator(host, *ports)
+                 kernel_filter: bool = False, epoll: bool = True,
+                 companion: bool = True) -> None:
+        self._epoll = epoll and hasattr(select, "epoll")
+        # A connected companion socket per leg for its peer's packets (see RtpEndpoint): the
+        # ports are bound shareable (SO_REUSEPORT) for it.
+        self.companion = companion and self._epoll and not kernel_filter
+        self.allocator = PortAllocator(host, *ports, shared=self.companion)
         self.clock = MediaClock()
         self.kernel_filter = kernel_filter
         self.legs: set[Leg] = set()
-        self._epoll = epoll and hasattr(select, "epoll")
         self.reactor: EpollReactor | None = None
 
     def start(self) -> None:
@@ -34,7 +38,7 @@ class MediaService:
             self.reactor = EpollReactor()
         sock = self.allocator.open()
         endpoint = RtpEndpoint(sock, kernel_filter=self.kernel_filter, reactor=self.reactor,
-                               on_close=self.allocator.release)
+                               on_close=self.allocator.release, companion=self.companion)
         leg = Leg(endpoint, self.clock, name=name, on_dtmf=on_dtmf)
         self.legs.add(leg)
         return leg

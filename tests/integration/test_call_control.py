@@ -10,6 +10,8 @@ events are read back through `GET /events`.
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -19,6 +21,9 @@ from typing import Any, TypeVar
 import aiohttp
 import numpy as np
 import pytest
+from baresip_runner import Baresip
+from baresip_runner import available as baresip_available
+from baresip_runner import config_text as baresip_config
 from cms_process import (
     DESK,
     CmsProcess,
@@ -99,8 +104,14 @@ class Api:
         return data
 
     async def events(self, after: int = 0) -> list[dict[str, Any]]:
-        _, data = await self.request("GET", f"/events?after={after}")
-        return list(data["events"])
+        """Every event after `after` (the journal answers a page at a time)."""
+        events: list[dict[str, Any]] = []
+        while True:
+            _, data = await self.request("GET", f"/events?after={after}")
+            if not data["events"]:
+                return events
+            events += data["events"]
+            after = data["events"][-1]["seq"]
 
     async def wait_event(self, kind: str, timeout: float = 8.0, **match: Any) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -109,8 +120,9 @@ class Api:
                 if event["type"] == kind and all(event.get(k) == v for k, v in match.items()):
                     return event
             if time.monotonic() > deadline:
-                raise AssertionError(f"no {kind} with {match}; saw "
-                                     f"{[e['type'] for e in await self.events()]}")
+                seen = await self.events()
+                raise AssertionError(f"no {kind} with {match}; saw {[e['type'] for e in seen]}"
+                                     f"; of that type: {[e for e in seen if e['type'] == kind]}")
             await asyncio.sleep(0.05)
 
 
@@ -383,6 +395,58 @@ def test_click_to_dial_a_queue_puts_the_agent_in_it_as_a_caller(cms: CmsProcess)
             await asyncio.wait_for(far.ended.wait(), 5)
 
     run(cms, scenario)
+
+
+def baresip_command(port: int, command: str, params: str) -> None:
+    """One command to baresip's ctrl_tcp module (JSON in a netstring)."""
+    payload = json.dumps({"command": command, "params": params, "token": "t1"}).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(str(len(payload)).encode() + b":" + payload + b",")
+        conn.recv(4096)  # its response: the command was taken
+
+
+@pytest.mark.skipif(not baresip_available("g711", "ausine", "menu", "ctrl_tcp"),
+                    reason="baresip with g711, ausine, menu and ctrl_tcp is not installed")
+def test_a_baresip_agent_transfers_by_refer_and_the_caller_reaches_the_target(
+        cms: CmsProcess, tmp_path: Path) -> None:
+    name = user_name(1)
+    control = free_media_port()  # any free TCP port will do
+    config = baresip_config(tone_hz=int(AGENT1_HZ)) + "\n".join([
+        "module\t\t\tmenu.so", "module\t\t\tctrl_tcp.so",
+        f"ctrl_tcp_listen\t\t127.0.0.1:{control}", ""])
+    account = (f"<sip:{name}@{cms.sip_target}>;auth_pass={user_password(name)}"
+               ";regint=60;answermode=auto")
+    baresip = Baresip(tmp_path / "baresip", account, config)
+
+    async def scenario() -> None:
+        async with setup(cms, (2, answering(AGENT2_HZ))) as (session, (phone2,)):
+            boss = await Api(cms, session).login(*SUPERVISOR)
+            await boss.wait_event("agent.state_changed", timeout=10, user=name, state="ready")
+            # Agent 2 takes no queue calls (the queue must pick baresip); its extension rings.
+            await boss.ok("PUT", f"/agents/{user_name(2)}/state", {"state": "not_ready"})
+            caller = UserAgent(cms.sip_address, user="customer")
+            await caller.start()
+            try:
+                call = await caller.call("600", ToneSource(CALLER_HZ))
+                assert call.status == 200
+                await boss.wait_event("call.established", timeout=15, user=name)
+                await asyncio.to_thread(baresip_command, control, "transfer", user_extension(2))
+                target = await phone2.next_incoming(8)
+                await asyncio.wait_for(target.answered.wait(), 5)
+                await assert_hears(call.media, AGENT2_HZ)
+                await assert_hears(target.media, CALLER_HZ)
+                await boss.wait_event("call.transferred", mode="blind", user=name)
+                await call.hang_up()
+            finally:
+                await caller.close()
+
+    try:
+        run(cms, scenario)
+    except BaseException:
+        print(f"--- baresip:\n{baresip.output[-6000:]}")
+        raise
+    finally:
+        baresip.terminate()
 
 
 # --------------------------------------------------------------------------- consult, complete

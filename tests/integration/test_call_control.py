@@ -530,6 +530,36 @@ def test_consult_then_complete_as_conference_lets_each_hear_the_other_two(
     run(cms, scenario)
 
 
+def test_a_refused_consult_leaves_the_caller_held_until_retrieved(cms: CmsProcess) -> None:
+    async def scenario() -> None:
+        busy = AnswerPolicy(reject=486)
+        async with setup(cms, (1, answering(AGENT1_HZ)), (2, busy)) as (
+                session, (phone1, _phone2)):
+            caller = UserAgent(cms.sip_address, user="customer")
+            await caller.start()
+            try:
+                call, agent_side = await queue_call(caller, phone1)
+                api = await agent_api(cms, session, 1)
+                (view,) = (await api.ok("GET", "/calls"))["calls"]
+                consult = await api.ok("POST", f"/calls/{view['id']}/consult",
+                                       {"to": user_name(2)})
+                await api.wait_event("call.ended", call_id=consult["id"], outcome="busy")
+                music = await heard(call.media)
+                assert dominant_frequency(music) != pytest.approx(AGENT1_HZ, abs=30)
+                status, body = await api.request(
+                    "POST", f"/calls/{view['id']}/complete",
+                    {"consult_id": consult["id"], "as": "transfer"})
+                assert status == 404 and body["error"]["code"] == "no_such_call"
+                await api.ok("POST", f"/calls/{view['id']}/retrieve")
+                await assert_hears(call.media, AGENT1_HZ)
+                await assert_hears(agent_side.media, CALLER_HZ)
+                await call.hang_up()
+            finally:
+                await caller.close()
+
+    run(cms, scenario)
+
+
 # --------------------------------------------------------------------------- answer, reject
 
 

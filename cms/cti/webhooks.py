@@ -47,6 +47,7 @@ __all__ = ["MAX_SUBSCRIPTIONS", "WebhookApi", "WebhookSettings", "Webhooks", "ba
 log = logging.getLogger("cms.cti.webhooks")
 
 MAX_SUBSCRIPTIONS = 1000
+WORKER_RESTART_DELAY = 1.0  # seconds before a worker that crashed starts again
 SIGNATURE_HEADER = "X-CMS-Signature"
 _USER_AGENT = "sip-cms-webhooks/1"
 
@@ -213,7 +214,15 @@ class Webhooks:
         if self._workers.get(sub_id) is task:
             del self._workers[sub_id]
         if not task.cancelled() and task.exception() is not None:
-            log.error("webhook worker %s failed", sub_id, exc_info=task.exception())
+            log.error("webhook worker %s failed; restarting it in %.0f s", sub_id,
+                      WORKER_RESTART_DELAY, exc_info=task.exception())
+            # Resume from the stored position (at least once: nothing is skipped).
+            asyncio.get_running_loop().call_later(WORKER_RESTART_DELAY, self._respawn, sub_id)
+
+    def _respawn(self, sub_id: str) -> None:
+        sub = self.store.get(sub_id)
+        if sub is not None and sub.state == ACTIVE:
+            self._spawn(sub_id)
 
     async def _run(self, sub_id: str) -> None:
         journal = self.journal

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,12 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from cms.acd.engine import Acd
 from cms.config import parse_config
-from cms.cti import Cti
+from cms.cti import Cti, webhooks
 from cms.cti.webhooks import backoff
 from cms.events import Journal
 
@@ -451,3 +453,36 @@ def test_back_off_doubles_up_to_the_cap_with_jitter_between_half_and_all() -> No
     assert full == [1.0, 2.0, 4.0, 8.0, 32.0, 60.0, 60.0]
     half = [backoff(n, 1.0, 60.0, lambda: 0.0) for n in (1, 2, 3, 7)]
     assert half == [0.5, 1.0, 2.0, 30.0]
+
+
+def test_a_worker_that_crashes_restarts_and_redelivers_from_the_stored_position(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(webhooks, "WORKER_RESTART_DELAY", 0.05)
+
+    async def body(h: Harness) -> None:
+        store = h.cti.webhooks.store
+        real = store.acknowledge
+        calls = 0
+
+        def flaky(sub_id: str, position: int) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise sqlite3.OperationalError("disk I/O error")
+            return real(sub_id, position)
+
+        monkeypatch.setattr(store, "acknowledge", flaky)
+        sub = await h.subscribe()
+        await h.append(3)
+        await h.callback.wait_for(lambda: len(h.callback.deliveries) >= 2)
+        # The acknowledged batch could not be stored: it comes again (at least once).
+        assert [seqs(d.events) for d in h.callback.deliveries[:2]] == [[1, 2, 3], [1, 2, 3]]
+        await h.append(1)
+        await h.callback.wait_for(lambda: seqs(h.callback.acknowledged())[-1] == 4)
+        for _ in range(50):
+            if (await h.subscription(sub["id"]))["after"] == 4:
+                break
+            await asyncio.sleep(0.02)
+        assert (await h.subscription(sub["id"]))["after"] == 4
+
+    run(tmp_path, body)

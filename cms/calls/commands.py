@@ -259,6 +259,8 @@ async def hangup(m: CallManager, call_id: str, user: str | None) -> CallView:
     """End the call (BYE / CANCEL each leg); in a conference, only `user`'s leg."""
     call = live_call(m, call_id)
     check_party(m, call, user)
+    if user is not None and user in call.offers:
+        return await reject(m, call_id, user)  # only offered it: hanging up declines it
     view = call_view(call)
     if call.conference is not None and user is not None:
         leg = _leg_of(m, call, user)

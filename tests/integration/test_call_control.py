@@ -589,6 +589,31 @@ def test_remote_answer_refused_by_a_phone_without_it_and_reject_cancels_the_offe
     run(cms, scenario)
 
 
+def test_hangup_by_an_agent_only_offered_the_call_declines_it_and_spares_the_caller(
+        cms: CmsProcess) -> None:
+    async def scenario() -> None:
+        async with setup(cms, (1, answering(AGENT1_HZ, ring_for=None))) as (session, (phone1,)):
+            caller = UserAgent(cms.sip_address, user="customer")
+            await caller.start()
+            try:
+                call = await caller.call("600", ToneSource(CALLER_HZ))
+                offer = await phone1.next_incoming(5)
+                api = await agent_api(cms, session, 1)
+                (view,) = (await api.ok("GET", "/calls"))["calls"]
+                await api.ok("POST", f"/calls/{view['id']}/hangup")
+                await asyncio.wait_for(offer.ended.wait(), 5)
+                assert offer.status == 487
+                boss = await Api(cms, session).login(*SUPERVISOR)
+                assert [c["id"] for c in (await boss.ok("GET", "/calls"))["calls"]] == [
+                    view["id"]]
+                assert call.is_up
+                await call.hang_up()
+            finally:
+                await caller.close()
+
+    run(cms, scenario)
+
+
 def test_attached_data_merge_patch_and_its_event(cms: CmsProcess) -> None:
     async def scenario() -> None:
         async with setup(cms, (1, answering(AGENT1_HZ)), (2, answering(AGENT2_HZ))) as (

@@ -37,12 +37,11 @@ log = logging.getLogger("cms.calls")
 REMOTE_ANSWER_TIMEOUT = 4.0  # seconds a phone has to accept a remote answer
 REMOTE_ANSWER_TYPE = "application/x-cms-remote-answer"  # see softphone/sip/invite.py
 MAX_DIGITS = 32
-AUTO_ANSWER_RINGBACK_HZ = 425.0
+RINGBACK_HZ = 425.0  # what an agent hears while the CMS rings a party for it
 
 
 def command_error(status: int, code: str, message: str) -> CallCommandError:
     return CallCommandError(status, code, message)
-
 
 
 # -- views
@@ -51,14 +50,17 @@ def list_calls(m: CallManager) -> list[CallView]:
     """Every live call."""
     return [call_view(call) for call in m.calls.values()]
 
+
 def get_call(m: CallManager, call_id: str) -> CallView | None:
     """One live call, or None."""
     call = m.calls.get(call_id)
     return call_view(call) if call is not None else None
 
+
 def attached_data(m: CallManager, call_id: str) -> dict[str, Any]:
     """The call's attached data."""
     return dict(live_call(m, call_id).attached_data)
+
 
 def update_attached_data(m: CallManager, call_id: str, user: str | None,
                          changes: Mapping[str, Any]) -> dict[str, Any]:
@@ -73,8 +75,9 @@ def update_attached_data(m: CallManager, call_id: str, user: str | None,
                      f"attached data is limited to {MAX_ATTACHED_BYTES} bytes of JSON")
     call.attached_data = data
     m._emit("call.attached_data_changed", call, user=user or "", agent=call.agent,
-               attached_data=dict(data), changes=dict(changes))
+            attached_data=dict(data), changes=dict(changes))
     return dict(data)
+
 
 # -- click-to-dial
 
@@ -110,13 +113,14 @@ async def make_call(m: CallManager, user: str, to: str,
     extra["call-info"] = [f"<sip:{m.registrar.realm}>;answer-after=0"]
     extra["alert-info"] = ["<http://127.0.0.1>;info=alert-autoanswer"]
     leg = m._invite_device(call, account.name, device, role="agent", from_number=to,
-                              extra=extra)
+                           extra=extra)
     if leg is None:
         m.calls.pop(call.id, None)
         raise command_error(409, "device_not_reachable", f"{device!r} cannot be reached")
     call.caller = leg
     m._acd_busy(call, account.name)
     return call_view(call)
+
 
 def dial_target(m: CallManager, call: Call) -> None:
     """Click-to-dial: the agent's phone is up; now call what it asked for."""
@@ -126,6 +130,7 @@ def dial_target(m: CallManager, call: Call) -> None:
         m._end(call, "unknown_destination")
         return
     route_to(m, call, kind, name)
+
 
 def route_to(m: CallManager, call: Call, kind: str, name: str) -> None:
     """Send the call's (answered) caller leg on: ring a user, or queue it with the ACD."""
@@ -152,6 +157,7 @@ def route_to(m: CallManager, call: Call, kind: str, name: str) -> None:
         m._end(call, "routing_failed")
         return
     m._run(outputs)
+
 
 # -- answering and declining a ringing device
 
@@ -188,6 +194,7 @@ async def _answered(leg: SipLeg) -> bool:
         await asyncio.sleep(0.02)
     return True
 
+
 async def reject(m: CallManager, call_id: str, user: str | None) -> CallView:
     """Stop a device ringing (CANCEL); a queue offer counts as rejected in the ACD."""
     call = live_call(m, call_id)
@@ -205,6 +212,7 @@ async def reject(m: CallManager, call_id: str, user: str | None) -> CallView:
         m._end(call, "rejected", by=leg)
     return call_view(call)
 
+
 def _ringing_leg(m: CallManager, call: Call, user: str | None) -> SipLeg:
     ringing = [leg for leg in (call.caller, *call.offers.values(), call.other)
                if leg is not None and leg.client_tx is not None
@@ -216,6 +224,7 @@ def _ringing_leg(m: CallManager, call: Call, user: str | None) -> SipLeg:
     if len(ringing) > 1 and user is None:
         raise command_error(409, "ambiguous", "several devices ring; act as one of their users")
     return ringing[0]
+
 
 async def _send_out_of_dialog(m: CallManager, leg: SipLeg, method: str,
                               content_type: str = "", body: str = "") -> int:
@@ -253,6 +262,7 @@ async def _send_out_of_dialog(m: CallManager, leg: SipLeg, method: str,
     except TimeoutError:
         return 408
 
+
 # -- ending
 
 async def hangup(m: CallManager, call_id: str, user: str | None) -> CallView:
@@ -271,6 +281,7 @@ async def hangup(m: CallManager, call_id: str, user: str | None) -> CallView:
     m._end(call, "hangup")
     return view
 
+
 # -- hold, retrieve, DTMF
 
 async def hold(m: CallManager, call_id: str, user: str | None) -> CallView:
@@ -281,6 +292,7 @@ async def hold(m: CallManager, call_id: str, user: str | None) -> CallView:
         raise command_error(409, "already_held", "the other party is already on hold")
     hold_party(m, call, mine, other, by="cti")
     return call_view(call)
+
 
 async def retrieve(m: CallManager, call_id: str, user: str | None) -> CallView:
     """Bridge the held party back."""
@@ -295,8 +307,9 @@ async def retrieve(m: CallManager, call_id: str, user: str | None) -> CallView:
     mine.media.stop_audio()
     bridge(mine.media, other.media)
     m._emit("call.retrieved", call, user=mine.user, agent=call.agent, party=other.role,
-               by="cti")
+            by="cti")
     return call_view(call)
+
 
 def hold_party(m: CallManager, call: Call, mine: SipLeg, other: SipLeg, by: str
                 ) -> None:
@@ -305,6 +318,7 @@ def hold_party(m: CallManager, call: Call, mine: SipLeg, other: SipLeg, by: str
     mine.media.stop_audio()
     other.cms_held = True
     m._emit("call.held", call, user=mine.user, agent=call.agent, party=other.role, by=by)
+
 
 async def send_dtmf(m: CallManager, call_id: str, user: str | None, digits: str
                     ) -> CallView:
@@ -320,6 +334,7 @@ async def send_dtmf(m: CallManager, call_id: str, user: str | None, digits: str
         raise command_error(409, "no_dtmf", "the other party did not negotiate RFC 4733 "
                      "telephone-events") from exc
     return call_view(call)
+
 
 def left_conference(m: CallManager, call: Call, leg: SipLeg) -> bool:
     """A conference member left: keep the others talking (True), or False to end it."""
@@ -345,6 +360,7 @@ def left_conference(m: CallManager, call: Call, leg: SipLeg) -> bool:
                            if m._agent_of(p.user)), "")
     return True
 
+
 # -- helpers
 
 def live_call(m: CallManager, call_id: str) -> Call:
@@ -353,15 +369,18 @@ def live_call(m: CallManager, call_id: str) -> Call:
         raise command_error(404, "no_such_call", f"no live call {call_id!r}")
     return call
 
+
 def check_party(m: CallManager, call: Call, user: str | None) -> None:
     if user is not None and user not in call_view(call).users:
         raise command_error(403, "not_your_call", f"{user!r} is not on call {call.id}")
+
 
 def _leg_of(m: CallManager, call: Call, user: str) -> SipLeg | None:
     for leg in (call.caller, call.other, *call.members):
         if leg is not None and leg.user == user and leg.state is LegState.UP:
             return leg
     return None
+
 
 def sides(m: CallManager, call: Call, user: str | None) -> tuple[SipLeg, SipLeg]:
     """(the acting user's leg, the other party's) of a connected two-party call."""
@@ -382,6 +401,7 @@ def sides(m: CallManager, call: Call, user: str | None) -> tuple[SipLeg, SipLeg]
         raise command_error(403, "not_your_call", f"{user!r} has no leg on call {call.id}")
     return second, first  # a supervisor on a call without agent: act for the called side
 
+
 def release_leg(m: CallManager, call: Call, leg: SipLeg) -> None:
     """Hang up one leg (BYE) and forget its dialog; the ACD frees its user."""
     dialog = leg.dialog
@@ -390,6 +410,7 @@ def release_leg(m: CallManager, call: Call, leg: SipLeg) -> None:
     if dialog is not None:
         m.endpoint.dialog_handlers.pop(dialog.key, None)
     m._acd_free(call, leg.user)
+
 
 def resolve(m: CallManager, to: str) -> tuple[str, str]:
     """What `to` names: ("queue"|"menu", name) or ("user", account name)."""

@@ -83,7 +83,6 @@ ACD_FAILURES = {486: OfferFailure.BUSY, 600: OfferFailure.BUSY, 603: OfferFailur
 EventSink = Callable[[AcdEvent], None]
 CallEventSink = Callable[[str, dict[str, Any], float], None]  # (type, data, time)
 CallStartedSink = Callable[[str, float, dict[str, Any]], None]  # (call id, time, info)
-RINGBACK_HZ = 425.0  # What an agent hears while the CMS rings the other party for it.
 
 
 def encode_attached_data(data: dict[str, Any]) -> str:
@@ -595,7 +594,7 @@ class CallManager:
 
     def _originator_answered(self, call: Call, leg: SipLeg, now: float) -> None:
         """Click-to-dial: the agent's phone answered; it hears ringback while `to` is called."""
-        leg.media.play(ToneSource(RINGBACK_HZ, level_dbfs=-20.0))
+        leg.media.play(ToneSource(commands.RINGBACK_HZ, level_dbfs=-20.0))
         self._emit("call.established", call, user=leg.user, agent=self._agent_of(leg.user),
                    role=leg.role, parties=[party_view(call, leg).to_json()])
         commands.dial_target(self, call)

@@ -20,7 +20,7 @@ from cms.sip.responses import make_response
 from cms.sip.transaction import ServerTransaction
 
 from .commands import (
-    AUTO_ANSWER_RINGBACK_HZ,
+    RINGBACK_HZ,
     check_party,
     command_error,
     hold_party,
@@ -57,6 +57,7 @@ async def transfer(m: CallManager, call_id: str, user: str | None, to: str,
     _blind_transfer(m, call, mine, other, to, kind, name)
     return call_view(call)
 
+
 def _blind_transfer(m: CallManager, call: Call, mine: SipLeg, other: SipLeg, to: str,
                     kind: str, name: str) -> None:
     release_leg(m, call, mine)
@@ -68,8 +69,9 @@ def _blind_transfer(m: CallManager, call: Call, mine: SipLeg, other: SipLeg, to:
     other.cms_held = False
     other.media.play(HoldMusicSource())
     m._emit("call.transferred", call, user=mine.user, agent=m._agent_of(mine.user),
-               to=to, mode="blind")
+            to=to, mode="blind")
     route_to(m, call, kind, name)
+
 
 async def consult(m: CallManager, call_id: str, user: str | None, to: str) -> CallView:
     """Hold the other party and call `to` on the agent's same leg; returns the consult."""
@@ -82,7 +84,7 @@ async def consult(m: CallManager, call_id: str, user: str | None, to: str) -> Ca
         raise command_error(409, "same_party", "that user is already on the call")
     if not other.cms_held:
         hold_party(m, call, mine, other, by="consult")
-    mine.media.play(ToneSource(AUTO_ANSWER_RINGBACK_HZ, level_dbfs=-20.0))
+    mine.media.play(ToneSource(RINGBACK_HZ, level_dbfs=-20.0))
     consult = Call(id=secrets.token_hex(8), caller=mine,
                    caller_number=mine.device or mine.user, target=to, kind="consult",
                    attached_data=dict(call.attached_data), direction="internal",
@@ -92,6 +94,7 @@ async def consult(m: CallManager, call_id: str, user: str | None, to: str) -> Ca
     m._started(consult)
     route_to(m, consult, kind, name)
     return call_view(consult)
+
 
 async def complete(m: CallManager, call_id: str, user: str | None, consult_id: str,
                    as_: CompleteAs) -> CallView:
@@ -124,19 +127,20 @@ async def complete(m: CallManager, call_id: str, user: str | None, consult_id: s
         call.agent = m._agent_of(target.user)
         bridge(held.media, target.media)
         m._emit("call.transferred", call, user=agent_leg.user,
-                   agent=m._agent_of(agent_leg.user), to=consult.target, mode="consult",
-                   consult_id=consult.id)
+                agent=m._agent_of(agent_leg.user), to=consult.target, mode="consult",
+                consult_id=consult.id)
     else:
         call.members.append(target)
         call.conference = Conference(m.media.clock,
                                      [held.media, agent_leg.media, target.media])
         m._emit("call.conferenced", call, user=agent_leg.user, agent=call.agent,
-                   users=sorted(call_view(call).users), consult_id=consult.id,
-                   parties=[party_view(call, leg).to_json()
-                            for leg in (held, agent_leg, target)])
+                users=sorted(call_view(call).users), consult_id=consult.id,
+                parties=[party_view(call, leg).to_json()
+                         for leg in (held, agent_leg, target)])
     m._acd_busy(call, target.user)
     m._finish(consult, "completed")
     return call_view(call)
+
 
 # -- phone-initiated transfer (RFC 3515 REFER)
 
@@ -165,6 +169,7 @@ def on_refer(m: CallManager, call: Call, leg: SipLeg, tx: ServerTransaction,
     m.endpoint.respond(tx, make_response(request, 202))
     _notify_sipfrag(m, leg, "SIP/2.0 200 OK")
     _blind_transfer(m, call, leg, other, target, kind, name)
+
 
 def _notify_sipfrag(m: CallManager, leg: SipLeg, status_line: str) -> None:
     assert leg.dialog is not None

@@ -124,8 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "The project's benchmarks. registrar: the CMS beside Kamailio 5.6 under the same "
             "SIPp load of digest-authenticated REGISTERs. calls: calls/s through a queue to "
-            "auto-answering agents, media anchored. relay: the media relay's CPU per packet "
-            "and loss. memory: KiB per registered phone and per active call. journal: events/s "
+            "auto-answering agents, media anchored. relay: concurrent G.711 calls relayed on "
+            "one core, the CMS beside rtpengine (userspace): loss, latency, CPU per packet. "
+            "memory: KiB per registered phone and per active call. journal: events/s "
             "with fsync'd commits. cti: push latency INVITE -> event at 500 WebSocket, SSE "
             "and long-poll clients."
         ),

@@ -312,16 +312,18 @@ class SipEndpoint:
         for line in lines[1:]:
             raw, _, value = line.partition(":")
             name = known.get(raw)
-            if name is None or name in fields:
-                return False  # another field (Require, ...), a repeated one (two Vias), no name
+            if name is None:
+                return False  # another field (Require, ...) or no name
             fields[name] = value.strip(" \t")
+        if len(fields) != count:
+            return False  # a repeated field (two Via lines, Via and v, ...)
         via = fields.get("via")
         from_ = fields.get("from")
         to = fields.get("to")
         call_id = fields.get("call-id")
         cseq = fields.get("cseq")
         if not (via and from_ and to and call_id and cseq) or "," in via \
-                or _TO_TAG.search(to) is not None:
+                or (";" in to and _TO_TAG.search(to) is not None):
             return False
         number_text, _, method = cseq.partition(" ")
         if method != "REGISTER" or not number_text.isdigit() or not number_text.isascii() \

@@ -272,8 +272,21 @@ def _figures(steps: list[Step], names: list[str]) -> dict[str, Any]:
             "cpu_us_per_packet": at.cpu_us_per_packet if at else None,
             "added_p50_us": at.added_p50_us if at else None,
             "added_p99_us": at.added_p99_us if at else None,
+            # Every step's figure (clean or not): relays compared at the same load.
+            "cpu_us_per_packet_by_calls": {str(calls): step.cpu_us_per_packet
+                                           for calls, step in _final(steps, name).items()},
         }
     return {"targets": figures}
+
+
+def paired_cpu_ratio(document: dict[str, Any], ours: str = "cms",
+                     theirs: str = "rtpengine") -> float | None:
+    """The median over call counts both relays ran of the ratio of their CPU µs/packet."""
+    found = document.get("targets", {})
+    a = found.get(ours, {}).get("cpu_us_per_packet_by_calls", {})
+    b = found.get(theirs, {}).get("cpu_us_per_packet_by_calls", {})
+    ratios = [a[c] / b[c] for c in set(a) & set(b) if a[c] and b[c]]
+    return statistics.median(ratios) if ratios else None
 
 
 def _ratio(ours: float | None, theirs: float | None) -> str:
@@ -311,6 +324,10 @@ def summarise(steps: list[Step], names: list[str]) -> list[str]:
                 f" added p50 {_fmt(a.added_p50_us, '.0f')} vs {_fmt(b.added_p50_us, '.0f')} us,"
                 f" p99 {_fmt(a.added_p99_us, '.0f')} vs {_fmt(b.added_p99_us, '.0f')} us "
                 f"(ratio {_ratio(a.added_p99_us, b.added_p99_us)}); {a.verdict} / {b.verdict}")
+    if "cms" in names and "rtpengine" in names:
+        paired = paired_cpu_ratio(_figures(steps, names))
+        lines.append(f"cms/rtpengine CPU us/packet at the same loads (median over steps): "
+                     f"{_fmt(paired)}")
     if "cms" in names:
         largest = largest_clean(steps, "cms")
         at = _final(steps, "cms").get(largest)
@@ -334,6 +351,28 @@ def median_of(documents: list[dict[str, Any]], name: str, key: str) -> float | N
     return statistics.median(values) if values else None
 
 
+def medians(documents: list[dict[str, Any]]) -> list[str]:
+    """Per relay the medians over several runs' documents (--json of each), and the ratios
+    of the CMS's medians to rtpengine's; the per-run ratios beside them."""
+    keys = ("largest_clean_calls", "cpu_us_per_packet", "added_p50_us", "added_p99_us")
+    names = sorted({name for d in documents for name in d.get("targets", {})})
+    lines = [f"medians over {len(documents)} runs:"]
+    table: dict[str, dict[str, float | None]] = {}
+    for name in names:
+        table[name] = {key: median_of(documents, name, key) for key in keys}
+        lines.append(f"  {name:10s} " + "  ".join(f"{key} {_fmt(value, '.2f')}"
+                                                    for key, value in table[name].items()))
+    if "cms" in table and "rtpengine" in table:
+        lines.append("  cms/rtpengine (ratio of medians): " + "  ".join(
+            f"{key} {_ratio(table['cms'][key], table['rtpengine'][key])}" for key in keys))
+        paired = [paired_cpu_ratio(d) for d in documents]
+        known = [r for r in paired if r is not None]
+        lines.append("  cpu us/pkt cms/rtpengine at the same call counts, per run: "
+                     + ", ".join(_fmt(r) for r in paired)
+                     + f"; median {_fmt(statistics.median(known) if known else None)}")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
@@ -355,7 +394,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep-going", action="store_true",
                         help="run every step for every relay, clean or not")
     parser.add_argument("--json", type=Path, help="also write every figure here")
+    parser.add_argument("--medians", type=Path, nargs="+", metavar="JSON",
+                        help="only print the medians of earlier runs' --json files")
     args = parser.parse_args(argv)
+    if args.medians:
+        documents = [json.loads(path.read_text()) for path in args.medians]
+        # `python -m scripts.bench --json` nests each benchmark's document.
+        documents = [d.get("benchmarks", {}).get("relay", d) for d in documents]
+        for line in medians(documents):
+            print(line)
+        return
     settings = Settings(calls=args.calls, targets=args.targets, seconds=args.seconds,
                         warmup=args.warmup, late_ms=args.late_ms,
                         max_loss=args.max_loss_pct / 100, tries=args.tries,

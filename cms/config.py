@@ -97,6 +97,7 @@ class Queue:
     penalties: dict[str, int] = field(default_factory=dict)
     announce_position: float = 0.0  # seconds between "you are caller number N"; 0 = never
     announce_position_first: float = 3.0  # seconds after joining for the first one
+    hold_music: str = ""  # a WAV (path, or a name in the sounds directory); "" = generated
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,7 +68,10 @@ class CmsServer:
                                  self.records, trusted_sources=settings.trusted_sources,
                                  on_event=self._on_acd_event, on_record=self.feed.call_record,
                                  on_call_event=self.feed.call_event,
-                                 on_call_started=self.feed.call_started)
+                                 on_call_started=self.feed.call_started,
+                                 sounds=config.sounds_dir(),
+                                 hold_music={q.name: q.hold_music for q in config.queues
+                                             if q.hold_music})
         self.cti = Cti(config, self.acd, self.journal, self._execute_acd, health=self._health_doc,
                        messenger=SipMessenger(self.endpoint, self.registrar, self.calls.peer_of),
                        calls=self.calls, data_dir=self.data_dir)

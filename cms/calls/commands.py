@@ -20,7 +20,6 @@ from cms.acd.errors import AcdError
 from cms.acd.events import OfferFailure
 from cms.media.dtmf import DIGITS
 from cms.media.relay import bridge, disconnect
-from cms.media.sources import HoldMusicSource
 from cms.sip.message import Headers, Request
 from cms.sip.responses import new_tag
 from cms.sip.transaction import ResponseReceived, TimedOut, new_branch
@@ -148,7 +147,7 @@ def route_to(m: CallManager, call: Call, kind: str, name: str) -> None:
     call.queued_at = now
     call.queue = name if kind == "queue" else ""
     call.kind = kind if call.kind in ("queue", "menu", "direct") else call.kind
-    call.caller.media.play(HoldMusicSource())
+    call.caller.media.play(m.hold_audio(call))
     try:
         outputs = m.acd.caller_arrived(call.id, name, now)
     except AcdError as exc:
@@ -314,7 +313,7 @@ async def retrieve(m: CallManager, call_id: str, user: str | None) -> CallView:
 def hold_party(m: CallManager, call: Call, mine: SipLeg, other: SipLeg, by: str
                 ) -> None:
     disconnect(other.media)
-    other.media.play(HoldMusicSource())
+    other.media.play(m.hold_audio(call))
     mine.media.stop_audio()
     other.cms_held = True
     m._emit("call.held", call, user=mine.user, agent=call.agent, party=other.role, by=by)

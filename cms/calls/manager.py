@@ -23,6 +23,7 @@ from typing import Any
 from cms.acd.engine import Acd
 from cms.acd.events import (
     AcdEvent,
+    AnnouncePosition,
     CancelOffer,
     ConnectAgent,
     EndCall,
@@ -34,6 +35,7 @@ from cms.acd.events import (
 )
 from cms.media.dtmf import DigitPressed
 from cms.media.formats import CODECS, MediaFormat
+from cms.media.prompts import SequenceSource, position_prompt
 from cms.media.relay import bridge, disconnect
 from cms.media.service import MediaService
 from cms.media.sources import (
@@ -109,7 +111,9 @@ class CallManager:
                  media_host: str = "127.0.0.1", on_event: EventSink | None = None,
                  on_record: Callable[[dict[str, Any]], None] | None = None,
                  on_call_event: CallEventSink | None = None,
-                 on_call_started: CallStartedSink | None = None) -> None:
+                 on_call_started: CallStartedSink | None = None,
+                 sounds: Path | None = None,
+                 hold_music: Mapping[str, str] | None = None) -> None:
         self.endpoint = endpoint
         self.registrar = registrar
         self.acd = acd
@@ -120,6 +124,8 @@ class CallManager:
         self.on_record = on_record
         self.on_call_event = on_call_event
         self.on_call_started = on_call_started
+        self.sounds = sounds  # spoken prompts; announcements may be named by file stem
+        self.hold_music = dict(hold_music or {})  # queue -> WAV; others get generated music
         self.trusted = [ipaddress.ip_network(net, strict=False) for net in trusted_sources]
         self.calls: dict[str, Call] = {}
         self.counters = {"calls": 0, "answered": 0, "abandoned": 0, "failed": 0}
@@ -278,7 +284,7 @@ class CallManager:
             self._answer_caller(call)
             call.state = CallState.QUEUED
             call.queued_at = now
-            leg.media.play(HoldMusicSource())
+            leg.media.play(self.hold_audio(call))
             self._run(self.acd.caller_arrived(call.id, target, now))
         else:
             assert account is not None
@@ -556,8 +562,12 @@ class CallManager:
                     self._connect(call, leg, time.time())
             elif isinstance(output, PlayToCaller):
                 call.caller.media.play(self._announcement(output.announcement))
+            elif isinstance(output, AnnouncePosition):
+                if call.state is CallState.QUEUED:
+                    pieces = position_prompt(output.position, self.sounds)
+                    call.caller.media.play(SequenceSource(pieces, self.hold_audio(call)))
             elif isinstance(output, HangUpCaller):
-                self._end(call, output.reason.value)
+                self._hang_up_after_announcement(call, output)
             elif isinstance(output, SendToOverflow):
                 account = self.registrar.directory.lookup(output.target)
                 if account is None:
@@ -599,13 +609,50 @@ class CallManager:
                    role=leg.role, parties=[party_view(call, leg).to_json()])
         commands.dial_target(self, call)
 
+    def _hang_up_after_announcement(self, call: Call, action: HangUpCaller) -> None:
+        """Play the goodbye announcement to its end (a tone for a second), then hang up."""
+        reason = action.reason.value
+        if not action.announcement or call.caller.state is not LegState.UP:
+            self._end(call, reason)
+            return
+        source = self._announcement(action.announcement)
+        seconds = float(getattr(source, "duration", 1.0))
+        if isinstance(source, SilenceSource):
+            seconds = 0.0
+        call.caller.media.play(source)
+        # One extra frame time so the last packet leaves before the BYE.
+        asyncio.get_running_loop().call_later(seconds + 0.1, self._end, call, reason)
+
+    def hold_audio(self, call: Call) -> AudioSource:
+        """What a queued or held caller hears: the queue's WAV if configured, else music."""
+        name = self.hold_music.get(call.queue, "")
+        if name:
+            path = self._sound_path(name)
+            try:
+                if path is not None:
+                    return WavSource(path, loop=True)
+            except (ValueError, OSError, wave.Error) as exc:
+                log.warning("hold music %r cannot be played: %s", name, exc)
+            else:
+                log.warning("hold music %r is not a WAV file", name)
+        return HoldMusicSource()
+
+    def _sound_path(self, name: str) -> Path | None:
+        """A WAV file by path, or by stem in the sounds directory."""
+        if Path(name).is_file():
+            return Path(name)
+        if self.sounds is not None and (self.sounds / f"{name}.wav").is_file():
+            return self.sounds / f"{name}.wav"
+        return None
+
     def _announcement(self, name: str) -> AudioSource:
         """What an announcement name plays: `tone:HZ`, a WAV file, else silence (logged)."""
         try:
             if name.startswith("tone:"):
                 return ToneSource(float(name[5:]))
-            if name and Path(name).is_file():
-                return WavSource(name, loop=False)
+            path = self._sound_path(name) if name else None
+            if path is not None:
+                return WavSource(path, loop=False)
         except (ValueError, OSError, wave.Error) as exc:
             log.warning("announcement %r cannot be played: %s", name, exc)
             return SilenceSource()

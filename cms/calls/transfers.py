@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from cms.media.mixer import Conference
 from cms.media.relay import bridge
-from cms.media.sources import HoldMusicSource, ToneSource
+from cms.media.sources import ToneSource
 from cms.sip.errors import ParseError
 from cms.sip.headers import parse_name_addr
 from cms.sip.message import Headers, Request
@@ -67,7 +67,7 @@ def _blind_transfer(m: CallManager, call: Call, mine: SipLeg, other: SipLeg, to:
     call.other = None
     call.agent = ""
     other.cms_held = False
-    other.media.play(HoldMusicSource())
+    other.media.play(m.hold_audio(call))
     m._emit("call.transferred", call, user=mine.user, agent=m._agent_of(mine.user),
             to=to, mode="blind")
     route_to(m, call, kind, name)

@@ -55,6 +55,9 @@ class CmsSettings:
     # Spoken prompts (position announcements; announcements named without a path), relative
     # to the config file's directory.
     sounds: str = "sounds"
+    # Seconds a direct call, click-to-dial or transfer target rings before the CMS gives up
+    # (queue offers use their queue's ring_timeout).
+    ring_timeout: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,7 +71,8 @@ class CmsServer:
                                  on_call_started=self.feed.call_started,
                                  sounds=config.sounds_dir(),
                                  hold_music={q.name: q.hold_music for q in config.queues
-                                             if q.hold_music})
+                                             if q.hold_music},
+                                 ring_timeout=settings.ring_timeout)
         self.cti = Cti(config, self.acd, self.journal, self._execute_acd, health=self._health_doc,
                        messenger=SipMessenger(self.endpoint, self.registrar, self.calls.peer_of),
                        calls=self.calls, data_dir=self.data_dir)

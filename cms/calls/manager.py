@@ -113,7 +113,8 @@ class CallManager:
                  on_call_event: CallEventSink | None = None,
                  on_call_started: CallStartedSink | None = None,
                  sounds: Path | None = None,
-                 hold_music: Mapping[str, str] | None = None) -> None:
+                 hold_music: Mapping[str, str] | None = None,
+                 ring_timeout: float = 30.0) -> None:
         self.endpoint = endpoint
         self.registrar = registrar
         self.acd = acd
@@ -126,6 +127,7 @@ class CallManager:
         self.on_call_started = on_call_started
         self.sounds = sounds  # spoken prompts; announcements may be named by file stem
         self.hold_music = dict(hold_music or {})  # queue -> WAV; others get generated music
+        self.ring_timeout = ring_timeout  # for legs the ACD does not time (not queue offers)
         self.trusted = [ipaddress.ip_network(net, strict=False) for net in trusted_sources]
         self.calls: dict[str, Call] = {}
         self.counters = {"calls": 0, "answered": 0, "abandoned": 0, "failed": 0}
@@ -352,9 +354,13 @@ class CallManager:
     # -- outgoing INVITEs (to agents and callees)
 
     def _invite_device(self, call: Call, user: str, device: str, role: str, *,
-                       from_number: str | None = None, extra: Headers | None = None
-                       ) -> SipLeg | None:
-        """INVITE a registered device with the CMS's own offer (media anchored here)."""
+                       from_number: str | None = None, extra: Headers | None = None,
+                       timed: bool = True) -> SipLeg | None:
+        """INVITE a registered device with the CMS's own offer (media anchored here).
+
+        `timed`: give up after `ring_timeout` without an answer (queue offers are timed by
+        the ACD instead), so a phone that rings forever never holds a call or an agent.
+        """
         bindings = self.registrar.lookup(device)
         if not bindings:
             return None
@@ -396,7 +402,17 @@ class CallManager:
         )
         self._emit("call.dialing", call, user=user, agent=self._agent_of(user), device=device,
                    role=role)
+        if timed and self.ring_timeout > 0:
+            asyncio.get_running_loop().call_later(self.ring_timeout, self._ring_timed_out,
+                                                  call, leg)
         return leg
+
+    def _ring_timed_out(self, call: Call, leg: SipLeg) -> None:
+        """Nobody answered in `ring_timeout`: CANCEL and treat it as a 408."""
+        if leg.state not in (LegState.CALLING, LegState.RINGING):
+            return
+        self._abandon_outgoing(leg)
+        self._outgoing_failed(call, leg, 408, time.time())
 
     def peer_of(self, binding: Binding) -> Peer | None:
         """Where requests to a registered contact go.
@@ -581,7 +597,7 @@ class CallManager:
         call.state = CallState.RINGING if call.state is CallState.QUEUED else call.state
         call.offered_at = call.offered_at or time.time()
         call.attached_data["queue"] = action.queue
-        leg = self._invite_device(call, action.agent, action.device, role="agent")
+        leg = self._invite_device(call, action.agent, action.device, role="agent", timed=False)
         if leg is None:
             self._run(self.acd.offer_failed(call.id, action.agent, OfferFailure.ERROR,
                                             time.time()))

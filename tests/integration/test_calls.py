@@ -464,6 +464,32 @@ def test_cancel_of_a_ringing_direct_call_is_answered_487_and_cancels_the_callee(
     assert result.returncode == 0 and result.successful == 1, result.describe()
 
 
+def test_a_direct_call_nobody_answers_is_cancelled_after_the_ring_timeout(
+    start_cms: StartCms, tmp_path: Path, sipp_phones: list[SippProcess],
+) -> None:
+    cms = start_cms(users=5, cms_keys={"ring_timeout": 1.5})
+    callee = start_sipp(cms.sip_target, tmp_path, scenario="uas_ring_no_answer.xml", calls=1,
+                        timeout=20)
+    sipp_phones.append(callee)
+    register_sipp_agent(cms, tmp_path, "agent0003", callee.port)
+
+    async def scenario() -> None:
+        async with phone(cms) as caller:
+            call = await caller.call("10003", ToneSource(CALLER_HZ), wait=False)
+            await asyncio.wait_for(call.ringing.wait(), 5)
+            rang_at = time.monotonic()
+            await until(lambda: call.status >= 300, 5)
+            assert call.status == 408
+            assert time.monotonic() - rang_at == pytest.approx(1.5, abs=0.5)
+        (record,) = await wait_records(cms, 1)
+        assert record["kind"] == "direct" and record["outcome"] == "failed"
+
+    run(scenario(), cms)
+    # The callee's phone saw the CMS's CANCEL (the scenario expects it).
+    result = callee.wait(10)
+    assert result.returncode == 0 and result.successful == 1, result.describe()
+
+
 def test_an_agent_in_wrap_up_is_offered_no_call_until_the_wrap_up_ends(
     start_cms: StartCms,
 ) -> None:

@@ -210,7 +210,7 @@ def run(settings: Settings) -> dict[str, Any]:
     try:
         for target in targets:
             target.start()
-        for calls in settings.calls:
+        for index, calls in enumerate(settings.calls):
             if not active:
                 break
             for attempt in range(1, settings.tries + 1):
@@ -222,7 +222,8 @@ def run(settings: Settings) -> dict[str, Any]:
             if baseline.verdict == "generator behind":
                 print(f"generator behind at {calls} calls: stopping", flush=True)
                 break
-            for target in list(active):
+            # Alternate which relay goes first, so that neither always follows the other.
+            for target in list(active if index % 2 == 0 else reversed(active)):
                 for attempt in range(1, settings.tries + 1):
                     step = measure(target, phones, calls, settings, attempt, baseline.load)
                     steps.append(step)

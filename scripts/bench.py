@@ -27,6 +27,11 @@ used, the share of its core other processes took (or the hypervisor stole),
 SIPp's share of its own core, and the datagrams dropped at the registrar's
 socket: figures to tell a saturated registrar from a noisy machine.
 
+For the CPU figure alone, `python -m scripts.bench_registrar_cpu --rounds 6`
+runs SIPp at one rate (2000/s) against Kamailio and the CMS in alternation,
+round after round, and prints the medians and the per-round ratios; with
+`--cms-b PATH` another CMS executable (an older checkout) joins the rotation.
+
 The files it needs live beside this module, in scripts/bench/:
 kamailio-registrar.cfg (the reference registrar) and reg_auth.xml (the SIPp
 scenario).

@@ -94,6 +94,9 @@ class RtpEndpoint:
         self.companions = companion and reactor is not None and not kernel_filter
         self._companion: socket.socket | None = None
         self._companion_peer: Address | None = None
+        # Set here too, so that every endpoint has the same attributes from the start (which
+        # keeps CPython's attribute lookups on the fast path).
+        self._companion_recv_into = sock.recv_into
         self._connected_send: Callable[[bytes | bytearray | memoryview], int] | None = None
         self.filter = PeerFilter()
         self.sink: PacketSink = _drop
@@ -192,8 +195,11 @@ class RtpEndpoint:
 
     def _read_companion(self) -> None:
         # The hot path with a companion: one datagram, from the peer (the kernel checked).
+        # Callables kept on the instance are loaded into locals before the call: CPython
+        # 3.11 specialises that attribute load, not a method-style call through it.
+        recv_into = self._companion_recv_into
         try:
-            length = self._companion_recv_into(self.buffer)
+            length = recv_into(self.buffer)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -204,7 +210,8 @@ class RtpEndpoint:
             self.dropped_invalid += 1
             return
         self.received += 1
-        self.sink(buf, length)
+        sink = self.sink
+        sink(buf, length)
 
     def _disconnect(self) -> None:
         # Python cannot connect() to AF_UNSPEC to dissolve the association, so rebind a
@@ -238,8 +245,9 @@ class RtpEndpoint:
 
     def _read_one(self) -> None:
         # The hot path with a reactor: one datagram from the negotiated peer, to the sink.
+        recvfrom_into = self._recvfrom_into
         try:
-            length, source = self._recvfrom_into(self.buffer)
+            length, source = recvfrom_into(self.buffer)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -253,7 +261,8 @@ class RtpEndpoint:
             self.dropped_invalid += 1
             return
         self.received += 1
-        self.sink(buf, length)
+        sink = self.sink
+        sink(buf, length)
 
     def _from_stranger(self, length: int, source: tuple[object, ...]) -> None:
         # Not (yet) the peer: dropped, or latched onto (see PeerFilter).
@@ -265,14 +274,16 @@ class RtpEndpoint:
             self.dropped_invalid += 1
         else:
             self.received += 1
-            self.sink(buf, length)
+            sink = self.sink
+            sink(buf, length)
         if self.kernel_filter:
             self._maybe_connect()  # The kernel filters from now on.
         self._update_companion()
 
     def _read_one_connected(self) -> None:
+        recv_into = self._recv_into
         try:
-            length = self._recv_into(self.buffer)
+            length = recv_into(self.buffer)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -283,7 +294,8 @@ class RtpEndpoint:
             self.dropped_invalid += 1
             return
         self.received += 1
-        self.sink(buf, length)
+        sink = self.sink
+        sink(buf, length)
 
     def _read_filtered(self) -> None:
         recvfrom_into = self.sock.recvfrom_into

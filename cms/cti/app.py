@@ -227,7 +227,8 @@ class Cti:
     # -- handlers: meta and sessions
 
     async def get_health(self, request: Request) -> web.StreamResponse:
-        return web.json_response(dict(self._health()) if self._health else {"status": "ok"})
+        health = dict(self._health()) if self._health else {"status": "ok"}
+        return web.json_response({**health, "push": self.delivery.stats()})
 
     async def get_openapi(self, request: Request) -> web.StreamResponse:
         return web.json_response(OPENAPI)

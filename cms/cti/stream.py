@@ -85,6 +85,10 @@ class EventDelivery:
         self._sockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
         self._live: set[_LiveSocket] = set()
         self.connected = 0  # push channels open now
+        # Fan-out cost (commit callback): batches written, seconds spent, the longest one.
+        self.fanout_batches = 0
+        self.fanout_seconds = 0.0
+        self.fanout_max = 0.0
         journal.subscribe(self._fan_out)
 
     def start_at(self, after: int | None) -> int:
@@ -186,9 +190,27 @@ class EventDelivery:
             return  # the client went away mid-send
 
     def _fan_out(self, events: Sequence[Event]) -> None:
-        """Write a committed batch to every live WebSocket (runs in the commit callback)."""
+        """Write a committed batch to every live channel (runs in the commit callback)."""
         if not self._live:
             return
+        started = time.perf_counter()
+        try:
+            self._write_live(events)
+        finally:
+            took = time.perf_counter() - started
+            self.fanout_batches += 1
+            self.fanout_seconds += took
+            self.fanout_max = max(self.fanout_max, took)
+
+    def stats(self) -> dict[str, object]:
+        """Push channels open and what the fan-out has cost so far."""
+        batches = self.fanout_batches
+        return {"connected": self.connected, "live": len(self._live),
+                "fanout_batches": batches, "fanout_total_ms": round(1000 * self.fanout_seconds, 3),
+                "fanout_mean_ms": round(1000 * self.fanout_seconds / batches, 3) if batches else 0,
+                "fanout_max_ms": round(1000 * self.fanout_max, 3)}
+
+    def _write_live(self, events: Sequence[Event]) -> None:
         frames: list[bytes] | None = None
         # The batch's frames as one write per socket: built once per principal (the same
         # bytes for every supervisor), so 500 sockets cost 500 writes, not 500 per event.

@@ -24,7 +24,6 @@ import argparse
 import dataclasses
 import json
 import os
-import statistics
 import tempfile
 import time
 from collections.abc import Sequence
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .bench_report import HEADER, Step, figures, medians, summarise
 from .bench_targets import (
     CmsRelay,
     Direct,
@@ -44,53 +44,8 @@ from .bench_targets import (
 from .loadgen import LoadGenerator, LoadResult, Phones
 
 DEFAULT_CALLS = (400, 600, 800, 1000, 1200)
-TARGET_CALLS = 1000
-TARGET_P99_ADDED_US = 2000.0
 MAX_GENERATOR_CPU = 0.9
 MAX_GENERATOR_LAG_MS = 50.0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Step:
-    """One target at one call count."""
-
-    target: str
-    calls: int
-    attempt: int
-    load: LoadResult
-    relay_cpu: float  # Share of one core over the window.
-    cpu_us_per_packet: float | None
-    steal_pct: float
-    added_p50_us: float | None
-    added_p99_us: float | None
-    relay_drops: int  # Dropped at the relay's sockets in the step (receive buffer full).
-    phone_drops: int  # Dropped at the generator's sockets.
-    verdict: str  # clean, not clean, generator behind
-    load_average: str
-
-    @property
-    def clean(self) -> bool:
-        """At most the allowed share lost or late, with the generator keeping up."""
-        return self.verdict == "clean"
-
-    def row(self) -> str:
-        """One table row."""
-        load = self.load
-        cpu = "-" if self.cpu_us_per_packet is None else f"{self.cpu_us_per_packet:6.2f}"
-        added = ("       -        -" if self.added_p50_us is None or self.added_p99_us is None
-                 else f"{self.added_p50_us:8.0f} {self.added_p99_us:8.0f}")
-        name = self.target + (f" (try {self.attempt})" if self.attempt > 1 else "")
-        return (f"{name:17s} {self.calls:5d} {load.sent / load.seconds:8.0f} "
-                f"{100 * load.lost / max(1, load.sent):7.3f} "
-                f"{100 * load.late / max(1, load.sent):7.3f} {load.latency_p50_us:8.0f} "
-                f"{load.latency_p99_us:8.0f} {added} {100 * self.relay_cpu:6.1f} {cpu:>6s} "
-                f"{self.steal_pct:6.1f} {100 * load.generator_cpu:6.1f} "
-                f"{load.lag_p99_ms:6.1f} {self.relay_drops:6d} {self.phone_drops:6d}  "
-                f"{self.verdict}")
-
-
-HEADER = ("target            calls    pkt/s   lost%   late%   p50 us   p99 us  added p50/p99 "
-          "us  cpu%  us/pkt steal%  gen%  lag99ms drop:relay/gen  verdict")
 
 
 @dataclass(slots=True)
@@ -243,135 +198,13 @@ def run(settings: Settings) -> dict[str, Any]:
         print(line, flush=True)
     return {"benchmark": "relay", "conditions": conditions,
             "steps": [_step_json(step) for step in steps], "summary": summary,
-            **_figures(steps, [t.name for t in targets])}
+            **figures(steps, [t.name for t in targets])}
 
 
 def _step_json(step: Step) -> dict[str, Any]:
     document = dataclasses.asdict(step)
     document["clean"] = step.clean
     return document
-
-
-def _final(steps: list[Step], name: str) -> dict[int, Step]:
-    """The last attempt of each call count for one target."""
-    return {step.calls: step for step in steps if step.target == name}
-
-
-def largest_clean(steps: list[Step], name: str) -> int:
-    """The largest call count whose last attempt was clean (0 if none)."""
-    clean = [calls for calls, step in _final(steps, name).items() if step.clean]
-    return max(clean, default=0)
-
-
-def _figures(steps: list[Step], names: list[str]) -> dict[str, Any]:
-    figures: dict[str, Any] = {}
-    for name in names:
-        largest = largest_clean(steps, name)
-        at = _final(steps, name).get(largest)
-        figures[name] = {
-            "largest_clean_calls": largest,
-            "cpu_us_per_packet": at.cpu_us_per_packet if at else None,
-            "added_p50_us": at.added_p50_us if at else None,
-            "added_p99_us": at.added_p99_us if at else None,
-            # Every step's figure (clean or not): relays compared at the same load.
-            "cpu_us_per_packet_by_calls": {str(calls): step.cpu_us_per_packet
-                                           for calls, step in _final(steps, name).items()},
-        }
-    return {"targets": figures}
-
-
-def paired_cpu_ratio(document: dict[str, Any], ours: str = "cms",
-                     theirs: str = "rtpengine") -> float | None:
-    """The median over call counts both relays ran of the ratio of their CPU µs/packet."""
-    found = document.get("targets", {})
-    a = found.get(ours, {}).get("cpu_us_per_packet_by_calls", {})
-    b = found.get(theirs, {}).get("cpu_us_per_packet_by_calls", {})
-    ratios = [a[c] / b[c] for c in set(a) & set(b) if a[c] and b[c]]
-    return statistics.median(ratios) if ratios else None
-
-
-def _ratio(ours: float | None, theirs: float | None) -> str:
-    if ours is None or theirs is None or theirs <= 0:
-        return "n/a"
-    return f"{ours / theirs:.2f}"
-
-
-def summarise(steps: list[Step], names: list[str]) -> list[str]:
-    """Per relay its largest clean step and figures there; then the CMS/rtpengine ratios."""
-    lines = []
-    for name in names:
-        largest = largest_clean(steps, name)
-        at = _final(steps, name).get(largest)
-        if at is None:
-            lines.append(f"{name}: no clean step")
-            continue
-        ran = max(_final(steps, name))
-        bound = " (a lower bound: the last step run)" if ran == largest else ""
-        lines.append(
-            f"{name}: largest clean step {largest} calls{bound}; there {at.cpu_us_per_packet:.2f}"
-            f" CPU us/packet, {100 * at.relay_cpu:.0f}% of its core, added latency p50 "
-            f"{at.added_p50_us:.0f} us p99 {at.added_p99_us:.0f} us (steal {at.steal_pct:.1f}%)")
-    if "cms" in names and "rtpengine" in names:
-        ours, theirs = _final(steps, "cms"), _final(steps, "rtpengine")
-        lines.append(f"cms/rtpengine: largest clean calls {largest_clean(steps, 'cms')} / "
-                     f"{largest_clean(steps, 'rtpengine')} = "
-                     f"{_ratio(largest_clean(steps, 'cms'), largest_clean(steps, 'rtpengine'))}")
-        for calls in sorted(set(ours) & set(theirs)):
-            a, b = ours[calls], theirs[calls]
-            cpu_ratio = _ratio(a.cpu_us_per_packet, b.cpu_us_per_packet)
-            lines.append(
-                f"  at {calls:5d} calls: cpu us/pkt {_fmt(a.cpu_us_per_packet)} vs "
-                f"{_fmt(b.cpu_us_per_packet)} (ratio {cpu_ratio}),"
-                f" added p50 {_fmt(a.added_p50_us, '.0f')} vs {_fmt(b.added_p50_us, '.0f')} us,"
-                f" p99 {_fmt(a.added_p99_us, '.0f')} vs {_fmt(b.added_p99_us, '.0f')} us "
-                f"(ratio {_ratio(a.added_p99_us, b.added_p99_us)}); {a.verdict} / {b.verdict}")
-    if "cms" in names and "rtpengine" in names:
-        paired = paired_cpu_ratio(_figures(steps, names))
-        lines.append(f"cms/rtpengine CPU us/packet at the same loads (median over steps): "
-                     f"{_fmt(paired)}")
-    if "cms" in names:
-        largest = largest_clean(steps, "cms")
-        at = _final(steps, "cms").get(largest)
-        p99_ok = at is not None and (at.added_p99_us or 0) <= TARGET_P99_ADDED_US
-        lines.append(f"target >= {TARGET_CALLS} calls clean with p99 added <= "
-                     f"{TARGET_P99_ADDED_US / 1000:g} ms: "
-                     f"{'met' if largest >= TARGET_CALLS and p99_ok else 'NOT met'} "
-                     f"(largest clean {largest}, p99 added there "
-                     f"{_fmt(at.added_p99_us if at else None, '.0f')} us)")
-    return lines
-
-
-def _fmt(value: float | None, spec: str = ".2f") -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def median_of(documents: list[dict[str, Any]], name: str, key: str) -> float | None:
-    """The median of one target figure over several runs' documents."""
-    values = [d["targets"][name][key] for d in documents
-              if d.get("targets", {}).get(name, {}).get(key) is not None]
-    return statistics.median(values) if values else None
-
-
-def medians(documents: list[dict[str, Any]]) -> list[str]:
-    """Per relay the medians over several runs' documents (--json of each), and the ratios
-    of the CMS's medians to rtpengine's; the per-run ratios beside them."""
-    keys = ("largest_clean_calls", "cpu_us_per_packet", "added_p50_us", "added_p99_us")
-    names = sorted({name for d in documents for name in d.get("targets", {})})
-    lines = [f"medians over {len(documents)} runs:"]
-    table: dict[str, dict[str, float | None]] = {}
-    for name in names:
-        table[name] = {key: median_of(documents, name, key) for key in keys}
-        lines.append(f"  {name:10s} " + "  ".join(f"{key} {_fmt(value, '.2f')}"
-                                                    for key, value in table[name].items()))
-    if "cms" in table and "rtpengine" in table:
-        lines.append("  cms/rtpengine (ratio of medians): " + "  ".join(
-            f"{key} {_ratio(table['cms'][key], table['rtpengine'][key])}" for key in keys))
-        paired = [paired_cpu_ratio(d) for d in documents]
-        known = [r for r in paired if r is not None]
-        lines.append("  cpu us/pkt cms/rtpengine at the same call counts, per run: "
-                     + ", ".join(_fmt(r) for r in paired)
-                     + f"; median {_fmt(statistics.median(known) if known else None)}")
-    return lines
 
 
 def main(argv: list[str] | None = None) -> None:

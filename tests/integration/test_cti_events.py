@@ -18,6 +18,8 @@ import aiohttp
 import pytest
 from cms_process import CmsProcess, config_text, user_name, user_password
 from sip_client import SipUdpClient
+from sipp_runner import SIPP, free_media_port, start_sipp
+from test_calls import register_sipp_agent
 
 pytestmark = pytest.mark.integration
 
@@ -273,3 +275,51 @@ def test_sigterm_with_open_push_channels_exits_cleanly_and_quickly(cms: CmsProce
     closing, took = asyncio.run(scenario())
     assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
     assert took < 5.0
+
+
+def test_a_sipp_call_through_the_queue_reaches_poll_websocket_and_sse_in_the_same_order(
+    cms: CmsProcess, tmp_path: Path,
+) -> None:
+    """The issue's scenario: offered, established, ended, with increasing seqs everywhere."""
+    if SIPP is None:
+        pytest.skip("sipp (Debian sip-tester) is not installed")
+    agent = start_sipp(cms.sip_target, tmp_path, scenario="uas_answer.xml", calls=1, timeout=20,
+                       extra=["-rtp_echo", "-mp", str(free_media_port())])
+    try:
+        register_sipp_agent(cms, tmp_path, user_name(1), agent.port)
+
+        async def scenario() -> None:
+            async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
+                api = await Api(cms, session).login(*SUPERVISOR)
+                await api.poll_until(0, logged_on(user_name(1)))
+                start = (await api.poll())["next"]
+                ws = await session.ws_connect(f"{api.base}/events/ws",
+                                              params={"after": str(start)}, headers=api.headers)
+                sse = await session.get(f"{api.base}/events/sse", headers={
+                    **api.headers, "Last-Event-ID": str(start)})
+                caller = start_sipp(cms.sip_target, tmp_path, builtin="uac", calls=1,
+                                    timeout=20, extra=["-s", "600", "-d", "1000",
+                                                       "-mp", str(free_media_port())])
+                called = await asyncio.to_thread(caller.wait, 25)
+                assert called.returncode == 0 and called.successful == 1, called.describe()
+
+                polled = await api.poll_until(start, lambda events: any(
+                    e["type"] == "call.ended" for e in events))
+                last = polled[-1]["seq"]
+                assert [e["seq"] for e in polled] == list(range(start + 1, last + 1))
+                call_id = next(e["call_id"] for e in polled if e["type"] == "call.ended")
+                kinds = [e["type"] for e in polled if e.get("call_id") == call_id]
+                for earlier, later in (("interaction.created", "call.offered"),
+                                       ("call.offered", "call.established"),
+                                       ("call.established", "call.ended")):
+                    assert kinds.index(earlier) < kinds.index(later), kinds
+                assert await ws_events(ws, last) == polled
+                assert await sse_events(sse, last) == polled
+                await ws.close()
+                sse.close()
+
+        asyncio.run(scenario())
+        answered = agent.wait(10)
+        assert answered.returncode == 0 and answered.successful == 1, answered.describe()
+    finally:
+        agent.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import resource
 import socket
 from collections.abc import Callable
 
@@ -26,6 +27,25 @@ _IGNORED_ERRORS = (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH)
 
 def _drop(buf: bytearray, length: int) -> None:
     pass
+
+
+def _companion_budget() -> int:
+    # Companions take at most a third of the file descriptors a process may open, so that
+    # they never cost a new call its (first) socket: past that, legs do without one.
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 1 << 30 if soft == resource.RLIM_INFINITY else soft // 3
+
+
+class _Companions:
+    """How many companion sockets are open in this process, against the budget."""
+
+    open = 0
+    limit: int | None = None  # None: a third of RLIMIT_NOFILE, read when needed.
+
+    @classmethod
+    def available(cls) -> bool:
+        """True if one more may be opened."""
+        return cls.open < (_companion_budget() if cls.limit is None else cls.limit)
 
 
 class PeerFilter:
@@ -170,7 +190,7 @@ class RtpEndpoint:
             if wanted and peer == self._companion_peer:
                 return
             self._drop_companion()
-        if not wanted or peer is None:
+        if not wanted or peer is None or not _Companions.available():
             return
         try:
             companion = bind_companion(self.sock, peer)
@@ -178,6 +198,7 @@ class RtpEndpoint:
             log.warning("RTP %s: no connected socket for %s (%s); the shared one serves",
                         self.local_address, peer, exc)
             return
+        _Companions.open += 1
         self._companion = companion
         self._companion_peer = peer
         self._companion_recv_into = companion.recv_into
@@ -190,6 +211,7 @@ class RtpEndpoint:
             return
         self._reactor.remove_reader(companion.fileno())
         companion.close()
+        _Companions.open -= 1
         self._companion = self._companion_peer = None
         self._connected_send = None
 

@@ -6,7 +6,9 @@ import asyncio
 import socket
 import struct
 
-from cms.media.endpoint import RtpEndpoint
+import pytest
+
+from cms.media.endpoint import RtpEndpoint, _Companions
 from cms.media.ports import PortAllocator, bind_udp
 from cms.media.reactor import EpollReactor
 
@@ -107,6 +109,27 @@ def test_closing_frees_the_port() -> None:
         again = bind_udp("127.0.0.1", port)
         assert again is not None
         again.close()
+        reactor.close()
+        phone.close()
+
+    asyncio.run(scenario())
+
+
+def test_past_the_budget_legs_do_without_a_companion(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario() -> None:
+        monkeypatch.setattr(_Companions, "limit", _Companions.open)
+        reactor = EpollReactor()
+        endpoint = RtpEndpoint(PortAllocator("127.0.0.1", 0, 0, shared=True).open(),
+                               reactor=reactor, companion=True)
+        received: list[bytes] = []
+        endpoint.sink = lambda buf, length: received.append(bytes(buf[:length]))
+        phone = udp()
+        endpoint.set_peer(phone.getsockname())
+        assert endpoint._companion is None
+        phone.sendto(rtp(1), endpoint.local_address)
+        await asyncio.sleep(0.05)
+        assert sequences(received) == [1]  # Served by the shared socket.
+        endpoint.close()
         reactor.close()
         phone.close()
 

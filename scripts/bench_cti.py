@@ -69,6 +69,8 @@ class Phase:
     clients: int
     calls: int
     answered: int
+    failed: int
+    retransmissions: int
     samples: int
     missing: int
     p50_ms: float
@@ -83,7 +85,8 @@ class Phase:
 
     def line(self) -> str:
         return (f"{self.kind:4s} run {self.run}: {self.clients} clients x {self.calls} calls "
-                f"({self.answered} answered): p50 {self.p50_ms:.2f} ms  p99 {self.p99_ms:.2f} ms"
+                f"({self.answered} answered, {self.failed} refused, {self.retransmissions} "
+                f"INVITE retransmissions): p50 {self.p50_ms:.2f} ms  p99 {self.p99_ms:.2f} ms"
                 f"  max {self.max_ms:.2f} ms  first {self.first_ms:.2f} ms  spread "
                 f"{self.spread_ms:.2f} ms  200 OK {self.sip_200_ms:.2f} ms  fan-out "
                 f"{self.fanout_ms:.2f} ms/batch  missing "
@@ -237,6 +240,7 @@ def run_phase(procs: Processes, workdir: Path, server: Server, kind: str, run: i
     latencies.sort()
     return Phase(
         kind=kind, run=run, clients=len(arrivals), calls=len(sent), answered=answered,
+        failed=len(report.get("failed", {})), retransmissions=int(report.get("retransmissions", 0)),
         samples=len(latencies), missing=len(arrivals) * len(sent) - len(latencies),
         p50_ms=percentile(latencies, 0.50), p99_ms=percentile(latencies, 0.99),
         max_ms=latencies[-1] if latencies else float("nan"),

@@ -193,6 +193,8 @@ class Caller(asyncio.DatagramProtocol):
         self.answered_at: dict[str, float] = {}  # caller -> its 200 OK arrived at
         self.failed: dict[str, int] = {}
         self.byes: set[str] = set()
+        self.heard: set[str] = set()  # Call-IDs with any response (no more retransmissions)
+        self.retransmissions = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
@@ -221,6 +223,16 @@ class Caller(asyncio.DatagramProtocol):
         assert self.transport is not None
         self.sent[caller] = now()
         self.transport.sendto(message, self.target)
+        asyncio.get_running_loop().call_later(0.5, self._retransmit, call_id, message, 0.5)
+
+    def _retransmit(self, call_id: str, message: bytes, interval: float) -> None:
+        """RFC 3261 timer A: resend the INVITE, doubling, until anything answers (7 tries)."""
+        if call_id in self.heard or interval > 16 or self.transport is None:
+            return
+        self.retransmissions += 1
+        self.transport.sendto(message, self.target)
+        asyncio.get_running_loop().call_later(2 * interval, self._retransmit, call_id, message,
+                                              2 * interval)
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         head, _, _ = data.partition(b"\r\n\r\n")
@@ -241,6 +253,7 @@ class Caller(asyncio.DatagramProtocol):
         call_id = headers.get("call-id", [""])[0]
         cseq = headers.get("cseq", [""])[0]
         caller = self.calls.get(call_id)
+        self.heard.add(call_id)
         if caller is None or not cseq.endswith("INVITE") or status < 200:
             return
         to = headers.get("to", [""])[0]
@@ -315,13 +328,14 @@ async def run_caller(args: argparse.Namespace) -> int:
     await asyncio.sleep(args.hold + 1.5)
     Path(args.out).write_text(json.dumps({
         "sent": caller.sent, "answered": len(caller.answered), "failed": caller.failed,
-        "answered_at": caller.answered_at,
+        "answered_at": caller.answered_at, "retransmissions": caller.retransmissions,
         "rate": args.rate, "calls": calls,
     }))
     transport.close()
     media.close()
     print(f"caller: {calls} INVITEs, {len(caller.answered)} answered, "
-          f"{len(caller.failed)} failed", flush=True)
+          f"{len(caller.failed)} failed, {caller.retransmissions} INVITE retransmissions",
+          flush=True)
     return 0
 
 

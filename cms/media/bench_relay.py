@@ -166,8 +166,8 @@ def run(settings: Settings) -> dict[str, Any]:
         for target in targets:
             target.start()
         for index, calls in enumerate(settings.calls):
-            if not active:
-                break
+            if targets and not active:
+                break  # (With no relay at all, the steps measure the generator alone.)
             for attempt in range(1, settings.tries + 1):
                 baseline = measure(direct, phones, calls, settings, attempt, None)
                 steps.append(baseline)

@@ -804,14 +804,36 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+# SIPp's exit status when it cannot bind a socket (its EXIT_BIND_ERROR).
+SIPP_BIND_ERROR = 254
+
+
 def run_step(
     reg: Registrar, rate: int, attempt: int, settings: Settings, procs: Processes, workdir: Path
 ) -> Step:
-    """One SIPp run against a running registrar, with the CPU time of both around it."""
+    """One SIPp run against a running registrar, with the CPU time of both around it.
+
+    The registrar's SIPp port was free when the run began, but another program on a
+    shared machine (an RTP relay's port range, say) may take it later: SIPp then exits
+    at once with a bind error, and the step runs again from a new port.
+    """
+    step = _run_step(reg, rate, attempt, settings, procs, workdir)
+    if step.sipp_exit == SIPP_BIND_ERROR and step.ok == 0:
+        old_port = reg.sipp_port
+        reg.sipp_port = free_port()
+        say(f"  SIPp could not bind port {old_port}; again from port {reg.sipp_port}")
+        step = _run_step(reg, rate, attempt, settings, procs, workdir)
+    return step
+
+
+def _run_step(
+    reg: Registrar, rate: int, attempt: int, settings: Settings, procs: Processes, workdir: Path
+) -> Step:
     assert reg.proc is not None
     calls = max(1, round(rate * settings.duration))
     step = Step(reg.name, rate, attempt, calls)
     stats = workdir / f"sipp-{reg.name}-{rate}-{attempt}.csv"
+    stats.unlink(missing_ok=True)  # a run again (after a bind error) starts afresh
     argv = sipp_argv(settings, reg, rate, calls, stats, workdir / "users.csv")
     core0 = core_times(settings.registrar_core)
     cpu0 = tree_cpu_seconds(reg.proc.pid)

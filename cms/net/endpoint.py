@@ -131,6 +131,9 @@ class SipEndpoint:
         self._answered_order: deque[tuple[float, str]] = deque()
         self._answered_ttl = timers.timer_j
         self.fast_register = True  # False: every REGISTER takes the full path
+        # The fast path stands in for this handler only: one set in its place (to see
+        # every REGISTER) turns the fast path off.
+        self._register_handler = self.handlers["REGISTER"]
 
     def attach(self, udp: UdpTransport, tcp: TcpTransport) -> None:
         """Use these transports for sending."""
@@ -148,6 +151,7 @@ class SipEndpoint:
             return  # RFC 5626 CRLF keep-alive over UDP: nothing to answer.
         assert self.udp is not None
         if self.fast_register and data.startswith(b"REGISTER ") and \
+                self.handlers.get("REGISTER") is self._register_handler and \
                 self._fast_register(data, addr):
             return
         self._receiving = True

@@ -13,10 +13,13 @@ import pytest
 
 from cms.config import parse_config
 from cms.net.endpoint import SipEndpoint
+from cms.net.peer import Peer
 from cms.net.udp import Address
 from cms.registrar.bindings import BindingChange
 from cms.registrar.service import Registrar
 from cms.sip.digest import DigestClient
+from cms.sip.message import Request
+from cms.sip.transaction import ServerTransaction
 
 CONFIG = parse_config(
     {
@@ -228,3 +231,19 @@ def test_malformed_register_is_still_answered_400(sides: tuple[Side, Side]) -> N
     answer = both(sides, lambda s: register("agent1", 1).replace(b"CSeq: 1 REGISTER",
                                                                 b"CSeq: x REGISTER"))
     assert answer.startswith("SIP/2.0 400")
+
+
+def test_a_replaced_register_handler_sees_every_register(sides: tuple[Side, Side]) -> None:
+    fast, _ = sides
+    both(sides, lambda s: register("agent1", 1))
+    both(sides, lambda s: register("agent1", 2, auth=s.authorization("agent1", "secret1")))
+    seen: list[str] = []
+    original = fast.endpoint.handlers["REGISTER"]
+
+    def spy(tx: ServerTransaction, request: Request, peer: Peer) -> None:
+        seen.append(request.headers.first("cseq") or "")
+        original(tx, request, peer)
+
+    fast.endpoint.handlers["REGISTER"] = spy
+    response, _ = fast.send(register("agent1", 3, auth=fast.authorization("agent1", "secret1")))
+    assert response.startswith(b"SIP/2.0 200") and seen == ["3 REGISTER"]

@@ -8,6 +8,7 @@ run, the medians and the median of the per-round ratios (CMS over Kamailio).
 Taking turns run by run lets both meet the same moments of a shared machine;
 the load average is printed with each round.
 
+A short unmeasured run against each registrar comes first (`--warmup`).
 `--cms-b PATH` adds a second CMS executable (for example an older checkout's
 `.venv/bin/cms`) as a third registrar in the rotation, to compare two versions
 of the CMS under the same conditions.
@@ -16,6 +17,7 @@ of the CMS under the same conditions.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import statistics
@@ -56,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--cms-arg", action="append", default=[], metavar="ARG", help="extra `cms serve` argument"
     )
+    parser.add_argument(
+        "--warmup", type=float, default=2.0,
+        help="seconds of unmeasured load per registrar first (2): every phone registers once, "
+        "so the first round is not also the CMS's first sight of each account",
+    )
     parser.add_argument("--no-kamailio", action="store_true", help="CMS runs only")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     return parser
@@ -94,6 +101,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         start_registrars(registrars, procs, settings, workdir)
         time.sleep(1.0)
+        if args.warmup > 0:
+            warm = dataclasses.replace(settings, duration=args.warmup)
+            for reg in registrars:
+                step = run_step(reg, args.rate, 0, warm, procs, workdir)
+                say(f"warm-up  {step.line()}")
+                time.sleep(settings.pause)
         for round_no in range(1, args.rounds + 1):
             for reg in registrars:
                 step = run_step(reg, args.rate, round_no, settings, procs, workdir)

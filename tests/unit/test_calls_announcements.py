@@ -11,8 +11,9 @@ from cms.calls.manager import CallManager
 from cms.media.sources import SilenceSource, ToneSource, WavSource
 
 
-def announcement(name: str):  # type: ignore[no-untyped-def]
-    manager = CallManager.__new__(CallManager)
+def announcement(name: str, sounds: Path | None = None):  # type: ignore[no-untyped-def]
+    manager = CallManager.__new__(CallManager)  # only the announcement lookup is exercised
+    manager.sounds = sounds
     return manager._announcement(name)
 
 
@@ -35,3 +36,10 @@ def test_unknown_or_broken_announcements_are_silence_not_a_crash(tmp_path: Path)
     bad.write_bytes(b"not a wav file")
     for name in ("", "no-such-file.wav", "tone:loud", str(bad)):
         assert isinstance(announcement(name), SilenceSource)
+
+
+def test_a_bare_name_is_a_prompt_of_the_sounds_directory() -> None:
+    sounds = Path(__file__).resolve().parents[2] / "sip_profiles" / "sounds"
+    played = announcement("all-agents-busy", sounds)
+    assert isinstance(played, WavSource) and played.path == sounds / "all-agents-busy.wav"
+    assert isinstance(announcement("all-agents-busy"), SilenceSource)  # no sounds directory

@@ -20,7 +20,7 @@ from cms.config import Config
 from cms.cti import Cti
 from cms.cti.messaging import SipMessenger
 from cms.events import InteractionLog, Journal, JournalFeed
-from cms.media.service import MediaService
+from cms.media.service import MediaService, raise_open_file_limit
 from cms.net.endpoint import SipEndpoint
 from cms.net.tcp import TcpTransport
 from cms.net.udp import UdpTransport
@@ -234,6 +234,7 @@ def _report_long_gc(phase: str, info: dict[str, int]) -> None:
 async def run_server(config: Config, sip: tuple[str, int], http: tuple[str, int],
                      data_dir: str) -> int:
     """Run until SIGTERM or SIGINT; return the exit status."""
+    raise_open_file_limit()
     server = CmsServer(config, data_dir, media_host=sip[0])
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

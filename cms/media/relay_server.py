@@ -17,13 +17,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import resource
 import sys
 from typing import Any
 
 from .formats import PCMA, PCMU, MediaFormat
 from .relay import Leg, bridge
-from .service import MediaService
+from .service import MediaService, raise_open_file_limit
 
 
 class RelayServer:
@@ -90,9 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--kernel-filter", action="store_true")
     parser.add_argument("--transcode", action="store_true")
     args = parser.parse_args(argv)
-    # Two sockets per leg (see RtpEndpoint's companions): allow as many as the hard limit.
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    raise_open_file_limit()
     try:
         import uvloop
         uvloop.install()

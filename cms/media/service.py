@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import select
 
 from .clock import MediaClock
@@ -9,6 +10,20 @@ from .endpoint import RtpEndpoint
 from .ports import DEFAULT_RANGE, PortAllocator
 from .reactor import EpollReactor
 from .relay import DtmfListener, Leg
+
+
+def raise_open_file_limit() -> int:
+    """Lift the soft open-file limit to the hard one: a leg holds two sockets (its port and
+    a connected companion), so the usual soft 1024 would cap a process near 500 legs."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            return soft
+        return target
+    return soft
 
 
 class MediaService:

@@ -74,15 +74,8 @@ class OutboundStream:
     def next_generated(self, tick: int, now: float) -> tuple[int, int, bool]:
         """(sequence, timestamp, marker) of a generated audio packet sent on clock `tick`."""
         marker = self.feed != GENERATED
-        if marker:
-            self.ts = self.anchor(now)
-            self.feed = GENERATED
-        else:
-            # Ticks the clock skipped show as a timestamp jump, as on a real phone.
-            self.ts = (self.ts + (tick - self._tick) * FRAME_SAMPLES) & TS_MASK
-        self._tick = tick
-        self.seq = (self.seq + 1) & SEQ_MASK
-        self.time = now
+        self._step(tick, marker, now)
+        self.feed = GENERATED
         return self.seq, self.ts, marker
 
     def next_event(self, tick: int, start: bool, now: float) -> tuple[int, int]:
@@ -91,13 +84,20 @@ class OutboundStream:
         All packets of one event carry its start timestamp (RFC 4733 §2.3.1); the media
         position still advances with the clock so what follows the event continues after it.
         """
-        if start or self.feed != DTMF:
-            self.ts = self.anchor(now)
+        start = start or self.feed != DTMF
+        self._step(tick, start, now)
+        if start:
             self._event_ts = self.ts
             self.feed = DTMF
+        return self.seq, self._event_ts
+
+    def _step(self, tick: int, reanchor: bool, now: float) -> None:
+        """Advance to the next generated packet on clock `tick`."""
+        if reanchor:
+            self.ts = self.anchor(now)
         else:
+            # Ticks the clock skipped show as a timestamp jump, as on a real phone.
             self.ts = (self.ts + (tick - self._tick) * FRAME_SAMPLES) & TS_MASK
         self._tick = tick
         self.seq = (self.seq + 1) & SEQ_MASK
         self.time = now
-        return self.seq, self._event_ts

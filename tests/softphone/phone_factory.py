@@ -56,7 +56,8 @@ class PhoneFactory:
     `factory(name, audio="null", accounts=(), env=None, ready=True, **settings)`: each phone
     gets its profile `<name>.toml`, its own data directory (call history) and, for
     `audio="wav"`, the input `<name>.wav` (a tone for a, b and c) and output `<name>-out.wav`.
-    `ready=False` only launches the process: call `wait_ready()` on it (start several at once).
+    `ready=False` only launches the process: call `wait_ready()` on it (start several at once,
+    or use `start_many`).
     `cms_api`: the profile's `[cms_api]` table (colleagues' presence from the CMS).
     """
 
@@ -78,6 +79,11 @@ class PhoneFactory:
         phone = SoftphoneProcess(profile, audio, directory / f"{name}-home", env=env)
         self.phones.append(phone)
         return phone.start() if ready else phone.launch()
+
+    def start_many(self, *names: str, **options: Any) -> tuple[SoftphoneProcess, ...]:
+        """Phones `names` with the same options, started side by side; returns them ready."""
+        phones = [self(name, ready=False, **options) for name in names]
+        return tuple(phone.wait_ready() for phone in phones)
 
     def stop_all(self) -> None:
         """SIGTERM to all, then wait for each: every one must exit 0 without a traceback."""

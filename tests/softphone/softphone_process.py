@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -250,7 +250,12 @@ class SoftphoneProcess:
         return seen[0]
 
 
-StartSoftphone = Callable[..., SoftphoneProcess]  # the start_softphone fixture
+class StartSoftphone(Protocol):
+    """The start_softphone fixture (phone_factory.PhoneFactory)."""
+
+    def __call__(self, name: str, **options: Any) -> SoftphoneProcess: ...
+
+    def start_many(self, *names: str, **options: Any) -> tuple[SoftphoneProcess, ...]: ...
 
 
 class EventRecorder:

@@ -27,11 +27,6 @@ def hears(phone: SoftphoneProcess, frequency: float) -> bool:
     return samples.size >= 0.3 * rate and tone_dbfs(samples, rate, frequency) > -20.0
 
 
-def three_phones(start_softphone: StartSoftphone) -> tuple[SoftphoneProcess, ...]:
-    phones = [start_softphone(name, audio="wav", ready=False) for name in ("a", "b", "c")]
-    return tuple(phone.wait_ready() for phone in phones)
-
-
 def connect(caller: SoftphoneProcess, callee: SoftphoneProcess,
             to: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """`caller` calls `callee`, which answers; returns both calls (established)."""
@@ -45,7 +40,7 @@ def connect(caller: SoftphoneProcess, callee: SoftphoneProcess,
 def test_blind_transfer_hands_the_caller_to_the_third_phone(
     start_softphone: StartSoftphone, tone_files: dict[str, Path]
 ) -> None:
-    a, b, c = three_phones(start_softphone)
+    a, b, c = start_softphone.start_many("a", "b", "c", audio="wav")
     _, b_call = connect(a, b)
 
     b.post(f"/calls/{b_call['id']}/transfer", {"to": f"sip:c@{c.sip_uri_host}"})
@@ -63,7 +58,7 @@ def test_blind_transfer_hands_the_caller_to_the_third_phone(
 def test_attended_transfer_joins_the_caller_and_the_consulted_phone(
     start_softphone: StartSoftphone, tone_files: dict[str, Path]
 ) -> None:
-    a, b, c = three_phones(start_softphone)
+    a, b, c = start_softphone.start_many("a", "b", "c", audio="wav")
     a_call, b_first = connect(a, b)
     b_consult, c_call = connect(b, c)
     b.wait_for_call(lambda call: call["id"] == b_first["id"] and call["held"])  # auto-hold
@@ -91,10 +86,7 @@ def baresip(tmp_path: Path) -> Iterator[BaresipPeer]:
 def test_blind_transfer_to_baresip(
     start_softphone: StartSoftphone, tone_files: dict[str, Path], baresip: BaresipPeer
 ) -> None:
-    a = start_softphone("a", audio="wav", ready=False)
-    b = start_softphone("b", audio="wav", ready=False)
-    a.wait_ready()
-    b.wait_ready()
+    a, b = start_softphone.start_many("a", "b", audio="wav")
     _, b_call = connect(a, b)
 
     b.post(f"/calls/{b_call['id']}/transfer", {"to": baresip.uri})
@@ -107,10 +99,7 @@ def test_blind_transfer_to_baresip(
 def test_blind_transfer_of_a_baresip_caller(
     start_softphone: StartSoftphone, tone_files: dict[str, Path], baresip: BaresipPeer
 ) -> None:
-    b = start_softphone("b", audio="wav", ready=False)
-    c = start_softphone("c", audio="wav", ready=False)
-    b.wait_ready()
-    c.wait_ready()
+    b, c = start_softphone.start_many("b", "c", audio="wav")
     baresip.command("dial", f"sip:b@{b.sip_uri_host}")
     ringing = b.wait_for_call(lambda call: call["state"] == "incoming")
     b.post(f"/calls/{ringing['id']}/answer")
@@ -134,10 +123,7 @@ def test_an_attended_transfer_the_target_refuses_leaves_both_calls_up(
     # baresip 1.0 does not support Replaces: it answers the INVITE with Replaces with
     # 420 Bad Extension. (As a transferee it mangles the Replaces of Refer-To, so it takes
     # no part in attended transfers at all.)
-    a = start_softphone("a", audio="wav", ready=False)
-    b = start_softphone("b", audio="wav", ready=False)
-    a.wait_ready()
-    b.wait_ready()
+    a, b = start_softphone.start_many("a", "b", audio="wav")
     a_call, b_call = connect(a, b)
     consult = b.post("/calls", {"to": baresip.uri})
     b.wait_for_call(lambda call: call["id"] == consult["id"] and call["state"] == "established")
@@ -156,7 +142,7 @@ def test_an_attended_transfer_the_target_refuses_leaves_both_calls_up(
 def test_three_way_conference_lets_everyone_hear_everyone(
     start_softphone: StartSoftphone, tone_files: dict[str, Path]
 ) -> None:
-    a, b, c = three_phones(start_softphone)
+    a, b, c = start_softphone.start_many("a", "b", "c", audio="wav")
     a_to_b, _ = connect(a, b)
     a_to_c, _ = connect(a, c)
     a.wait_for_call(lambda call: call["id"] == a_to_b["id"] and call["held"])  # auto-hold

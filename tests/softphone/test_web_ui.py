@@ -40,10 +40,7 @@ def page(browser: Any) -> Iterator[Any]:
 def test_dial_see_it_ring_and_hang_up_from_the_page(
     start_softphone: StartSoftphone, page: Any
 ) -> None:
-    a = start_softphone("a", ready=False)
-    b = start_softphone("b", ready=False)
-    a.wait_ready()
-    b.wait_ready()
+    a, b = start_softphone.start_many("a", "b")
     page.goto(a.base_url + "/")
     expect = playwright.expect
     expect(page.locator("#connection")).to_have_text("connected")
@@ -68,10 +65,7 @@ def test_dial_see_it_ring_and_hang_up_from_the_page(
 def test_a_ringing_call_flashes_accept_and_reject_and_accept_answers(
     start_softphone: StartSoftphone, page: Any
 ) -> None:
-    a = start_softphone("a", ready=False)
-    b = start_softphone("b", ready=False)
-    a.wait_ready()
-    b.wait_ready()
+    a, b = start_softphone.start_many("a", "b")
     page.goto(b.base_url + "/")
     expect = playwright.expect
     expect(page.locator("#connection")).to_have_text("connected")

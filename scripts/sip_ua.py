@@ -16,10 +16,8 @@ incoming INVITE (ring, answer after a delay, never answer, or reject), UDP only.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import dataclasses
-import json
 import logging
 import secrets
 import time
@@ -27,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from cms.calls.manager import ATTACHED_DATA_HEADER, decode_attached_data
 from cms.media.endpoint import Address
 from cms.media.service import MediaService
 from cms.media.sources import AudioSource
@@ -69,8 +68,6 @@ from .ua_media import CallMedia
 log = logging.getLogger("scripts.sip_ua")
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS"
-ATTACHED_DATA_HEADER = "x-cms-attached-data"
-T1, T2 = 0.5, 4.0
 
 ResponseHandler = Callable[[ResponseReceived | TimedOut], None]
 
@@ -229,8 +226,9 @@ class Call:
 
     async def _retransmit_2xx(self, response: Response) -> None:
         """RFC 3261 §13.3.1.4: the UAS core resends its 2xx (T1 doubling to T2) until ACK."""
-        interval, waited = T1, 0.0
-        while waited < 64 * T1:
+        timers = self.ua.transactions.config
+        interval, waited = timers.t1, 0.0
+        while waited < 64 * timers.t1:
             try:
                 await asyncio.wait_for(self._confirmed.wait(), interval)
                 return
@@ -239,7 +237,7 @@ class Call:
                 if self.server_tx is None or self.ended_at is not None:
                     return
                 self.ua.respond(self.server_tx, response)
-                interval = min(2 * interval, T2)
+                interval = min(2 * interval, timers.t2)
         log.warning("call %s: no ACK for our 2xx", self.call_id)
 
     # -- shared
@@ -749,8 +747,7 @@ class UserAgent:
         attached = request.headers.first(ATTACHED_DATA_HEADER)
         if attached:
             try:
-                padded = attached + "=" * (-len(attached) % 4)
-                call.attached_data = json.loads(base64.urlsafe_b64decode(padded))
+                call.attached_data = decode_attached_data(attached)
             except ValueError:
                 call.attached_data = {"malformed": attached}
         self.calls.append(call)

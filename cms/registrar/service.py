@@ -177,9 +177,10 @@ class Registrar:
         expires_header = headers.first("expires")
         default_expires = settings.default_expires
         if expires_header is not None:
-            if not expires_header.strip().isdigit():
+            header_seconds = _delta_seconds(expires_header)
+            if header_seconds is None:
                 return make_response(request, 400, "Bad Expires")
-            default_expires = int(expires_header)
+            default_expires = header_seconds
         contacts = header_values(headers.all("contact"), "contact")
         aor = account.name
         table = self.table
@@ -208,9 +209,10 @@ class Registrar:
                 _remember(self._contacts, contact, parsed)
             expires_param = parsed.expires
             if expires_param is not None:
-                if not expires_param.isdigit() or not expires_param.isascii():
+                param_seconds = _delta_seconds(expires_param)
+                if param_seconds is None:
                     return make_response(request, 400, "Bad Contact expires")
-                expires = int(expires_param)
+                expires = param_seconds
             else:
                 expires = default_expires
             if 0 < expires < settings.min_expires:
@@ -302,9 +304,10 @@ class Registrar:
         settings = self.settings
         expires = settings.default_expires
         if expires_header is not None:
-            if not expires_header.isdigit():
+            header_seconds = _delta_seconds(expires_header)
+            if header_seconds is None:
                 return None
-            expires = int(expires_header)
+            expires = header_seconds
         parsed = self._contacts.get(contact)
         if parsed is None:
             if contact == "*":
@@ -315,9 +318,10 @@ class Registrar:
                 return None
             _remember(self._contacts, contact, parsed)
         if parsed.expires is not None:
-            if not parsed.expires.isdigit() or not parsed.expires.isascii():
+            param_seconds = _delta_seconds(parsed.expires)
+            if param_seconds is None:
                 return None
-            expires = int(parsed.expires) if len(parsed.expires) < 12 else settings.max_expires
+            expires = param_seconds
         if expires < settings.min_expires or parsed.q is False:
             return None  # a removal (0), a 423 or a 400: `handle` answers those
         expires = min(expires, settings.max_expires)
@@ -347,6 +351,18 @@ class Registrar:
 
 
 _MEMO_LIMIT = 50_000
+
+
+def _delta_seconds(text: str) -> int | None:
+    """An Expires value (RFC 3261 §25 delta-seconds: ASCII digits), or None if malformed.
+
+    Past 11 digits it is far above any max_expires (and int() of thousands of digits
+    would raise): 2**32, for the caller's min() with max_expires.
+    """
+    text = text.strip()
+    if not (text.isascii() and text.isdigit()):
+        return None
+    return int(text) if len(text) < 12 else 2**32
 
 
 def _remember(memo: dict[str, _T], text: str, value: _T) -> None:

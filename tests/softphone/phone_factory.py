@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from audio_analysis import RATE, TONE_A, TONE_AMPLITUDE, TONE_B, TONE_C
-from softphone_process import SoftphoneProcess
+from audio_analysis import RATE, TONE_A, TONE_AMPLITUDE, TONE_B, TONE_C, tail, tone_dbfs
+from cms_process import DESK, user_password
+from softphone_process import SoftphoneProcess, StartSoftphone
 
 from softphone.audio.dsp import tone
 from softphone.audio.wav import write_wav
@@ -93,3 +94,26 @@ class PhoneFactory:
             phone.stop()
         for phone in self.phones:
             phone.check_clean_exit()
+
+
+def hears(phone: SoftphoneProcess, frequency: float) -> float:
+    """The level (dBFS) of `frequency` in the last 0.3 s a "wav" phone played; -120 if none."""
+    samples, rate = tail(Path(phone.audio.split(":")[2]), 0.3)
+    return tone_dbfs(samples, rate, frequency) if samples.size >= 0.3 * rate else -120.0
+
+
+def registered_pair(start_cms: Callable[..., Any], start_softphone: StartSoftphone,
+                    a_user: str = "agent0001") -> tuple[Any, SoftphoneProcess, SoftphoneProcess]:
+    """A CMS and "wav" soft phones A (`a_user`, or DESK's user) and B (agent0002, 10002)
+    registered to it."""
+    cms = start_cms()
+    phones = []
+    for name, user in (("a", a_user), ("b", "agent0002")):
+        password = DESK[2] if user == DESK[0] else user_password(user)
+        account = {"name": "cms", "user": user, "password": password,
+                   "registrar": cms.sip_target}
+        phones.append(start_softphone(name, audio="wav", accounts=[account], ready=False))
+    a, b = (phone.wait_ready() for phone in phones)
+    a.wait_for_registration("registered")
+    b.wait_for_registration("registered")
+    return cms, a, b

@@ -4,38 +4,17 @@ direct calls to an extension, and calls into a queue distributed to a ready agen
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
-from audio_analysis import TONE_A, TONE_B, TONE_LEVEL, tail, tone_dbfs
-from cms_process import DESK, user_password
-from softphone_process import SoftphoneProcess, StartSoftphone, wait_until
+from audio_analysis import TONE_A, TONE_B, TONE_LEVEL
+from cms_process import DESK
+from phone_factory import hears, registered_pair
+from softphone_process import StartSoftphone, wait_until
 
 pytestmark = pytest.mark.integration
 
-DESK_USER, _, DESK_PASSWORD = DESK  # work centre desk-12: a phone in no queue
-
-
-def registered_pair(start_cms: Callable[..., Any], start_softphone: StartSoftphone,
-                    a_user: str = "agent0001") -> tuple[Any, SoftphoneProcess, SoftphoneProcess]:
-    """A CMS and soft phones A (`a_user`) and B (agent0002, 10002) registered to it."""
-    cms = start_cms()
-    phones = []
-    for name, user in (("a", a_user), ("b", "agent0002")):
-        password = DESK_PASSWORD if user == DESK_USER else user_password(user)
-        account = {"name": "cms", "user": user, "password": password,
-                   "registrar": cms.sip_target}
-        phones.append(start_softphone(name, audio="wav", accounts=[account], ready=False))
-    a, b = (phone.wait_ready() for phone in phones)
-    a.wait_for_registration("registered")
-    b.wait_for_registration("registered")
-    return cms, a, b
-
-
-def hears(phone: SoftphoneProcess, frequency: float) -> float:
-    samples, rate = tail(Path(phone.audio.split(":")[2]), 0.3)
-    return tone_dbfs(samples, rate, frequency) if samples.size >= 0.3 * rate else -120.0
+DESK_USER = DESK[0]  # work centre desk-12: a phone in no queue
 
 
 def test_two_soft_phones_call_each_other_through_the_cms_and_hear_each_other(

@@ -11,18 +11,18 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
-from audio_analysis import TONE_B, TONE_LEVEL, tail, tone_dbfs
+from audio_analysis import TONE_B, TONE_LEVEL
 from cms_process import DESK, user_password
-from softphone_process import SoftphoneProcess, StartSoftphone, wait_until
+from phone_factory import hears, registered_pair
+from softphone_process import StartSoftphone, wait_until
 
 pytestmark = pytest.mark.integration
 
-DESK_USER, _, DESK_PASSWORD = DESK  # work centre desk-12: a phone in no queue: the caller
-AGENT = "agent0002"
+DESK_USER = DESK[0]  # work centre desk-12: a phone in no queue: the caller
+AGENT = "agent0002"  # B of registered_pair
 
 
 def cti(cms: Any, method: str, path: str, token: str = "", body: Any = None
@@ -40,24 +40,10 @@ def cti(cms: Any, method: str, path: str, token: str = "", body: Any = None
         return error.code, json.loads(error.read() or b"null")
 
 
-def hears(phone: SoftphoneProcess, frequency: float) -> float:
-    samples, rate = tail(Path(phone.audio.split(":")[2]), 0.3)
-    return tone_dbfs(samples, rate, frequency) if samples.size >= 0.3 * rate else -120.0
-
-
 def test_the_cti_answers_a_queue_call_ringing_at_the_soft_phone(
     start_cms: Callable[..., Any], start_softphone: StartSoftphone,
 ) -> None:
-    cms = start_cms()
-    phones = []
-    for name, user, password in (("a", DESK_USER, DESK_PASSWORD),
-                                 ("b", AGENT, user_password(AGENT))):
-        account = {"name": "cms", "user": user, "password": password,
-                   "registrar": cms.sip_target}
-        phones.append(start_softphone(name, audio="wav", accounts=[account], ready=False))
-    caller, agent = (phone.wait_ready() for phone in phones)
-    caller.wait_for_registration("registered")
-    agent.wait_for_registration("registered")
+    cms, caller, agent = registered_pair(start_cms, start_softphone, a_user=DESK_USER)
     status, session = cti(cms, "POST", "/sessions", body={"user": AGENT,
                                                           "password": user_password(AGENT)})
     assert status in (200, 201), session

@@ -157,6 +157,21 @@ def test_long_expiry_is_capped_to_max_expires() -> None:
     assert contacts_of(response) == ["<sip:phone@192.0.2.10:5062>;expires=3600"]
 
 
+def test_non_ascii_digits_in_expires_are_a_bad_request() -> None:
+    # "²" passes str.isdigit() but not int(): a 400, not an exception.
+    registrar = Registrar(CONFIG)
+    phone = Phone("agent1", "secret1")
+    assert phone.register(registrar, expires="6\u00b2").status == 400
+    response = phone.register(registrar, contact="<sip:phone@192.0.2.10>;expires=6\u00b2")
+    assert response.status == 400
+
+
+def test_absurdly_long_expires_is_capped_not_an_error() -> None:
+    registrar = Registrar(CONFIG)
+    response = Phone("agent1", "secret1").register(registrar, expires="9" * 5000)
+    assert contacts_of(response) == ["<sip:phone@192.0.2.10:5062>;expires=3600"]
+
+
 def test_several_contacts_per_address_of_record() -> None:
     registrar = Registrar(CONFIG)
     phone = Phone("agent1", "secret1")

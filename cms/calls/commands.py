@@ -345,10 +345,7 @@ def left_conference(m: CallManager, call: Call, leg: SipLeg) -> bool:
     if len(staying) < 2:
         return False
     conference.remove(leg.media)
-    m._close_media(leg)
-    if leg.dialog is not None:
-        m.endpoint.dialog_handlers.pop(leg.dialog.key, None)
-    m._acd_free(call, leg.user)
+    forget_leg(m, call, leg)
     call.caller, call.other, call.members = staying[0], staying[1], staying[2:]
     if not call.members:
         conference.close()
@@ -402,12 +399,16 @@ def sides(m: CallManager, call: Call, user: str | None) -> tuple[SipLeg, SipLeg]
 
 
 def release_leg(m: CallManager, call: Call, leg: SipLeg) -> None:
-    """Hang up one leg (BYE) and forget its dialog; the ACD frees its user."""
-    dialog = leg.dialog
+    """Hang up one leg (BYE) and forget it (see `forget_leg`)."""
     m._bye(leg)
+    forget_leg(m, call, leg)
+
+
+def forget_leg(m: CallManager, call: Call, leg: SipLeg) -> None:
+    """Close an ended leg's media and forget its dialog; the ACD frees its user."""
     m._close_media(leg)
-    if dialog is not None:
-        m.endpoint.dialog_handlers.pop(dialog.key, None)
+    if leg.dialog is not None:
+        m.endpoint.dialog_handlers.pop(leg.dialog.key, None)
     m._acd_free(call, leg.user)
 
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import aiohttp
 import numpy as np
@@ -32,6 +32,7 @@ from cms_process import (
     user_name,
     user_password,
 )
+from cti_client import SUPERVISOR, Api, serve_with_supervisor
 from sipp_runner import SIPP, free_media_port, start_sipp
 
 from cms.media.sources import ToneSource
@@ -41,7 +42,6 @@ from scripts.ua_media import CallMedia, dominant_frequency, level_dbfs
 
 pytestmark = pytest.mark.integration
 
-SUPERVISOR = ("boss", "pw-boss")
 TIMEOUT = aiohttp.ClientTimeout(total=15)
 CALLER_HZ = 440.0
 AGENT1_HZ = 1000.0
@@ -55,18 +55,8 @@ T = TypeVar("T")
 @pytest.fixture
 def cms(tmp_path: Path) -> Iterator[CmsProcess]:
     """A CMS with agent0001..agent0003 (auto_logon, queue sales = 600) and supervisor boss."""
-    config = tmp_path / "cms.toml"
-    config.write_text(config_text(users=3, ring_timeout=20) + "\n".join([
-        "", "[[users]]", f'name = "{SUPERVISOR[0]}"', f'password = "{SUPERVISOR[1]}"',
-        'extension = "1900"', 'role = "supervisor"', "auto_logon = false", "",
-    ]))
-    server = CmsProcess(config, tmp_path / "data")
-    server.start()
-    yield server
-    server.stop()
-    log = server.log_text()
-    assert server.exit_codes[-1] == 0, f"cms exit codes {server.exit_codes}; log:\n{log}"
-    assert "Traceback" not in log, log
+    with serve_with_supervisor(tmp_path, config_text(users=3, ring_timeout=20)) as server:
+        yield server
 
 
 def run(cms: CmsProcess, scenario: Callable[[], Awaitable[T]]) -> T:
@@ -76,54 +66,6 @@ def run(cms: CmsProcess, scenario: Callable[[], Awaitable[T]]) -> T:
     except BaseException:
         print(f"--- cms log:\n{cms.log_text()[-15000:]}")
         raise
-
-
-class Api:
-    """The CMS's /api/v1 as one user."""
-
-    def __init__(self, cms: CmsProcess, session: aiohttp.ClientSession) -> None:
-        self.base = cms.base_url + "/api/v1"
-        self.session = session
-        self.headers: dict[str, str] = {}
-
-    async def login(self, user: str, password: str) -> Api:
-        async with self.session.post(f"{self.base}/sessions",
-                                     json={"user": user, "password": password}) as response:
-            assert response.status in (200, 201), await response.text()
-            self.headers = {"Authorization": f"Bearer {(await response.json())['token']}"}
-        return self
-
-    async def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        async with self.session.request(method, self.base + path, json=body,
-                                        headers=self.headers) as response:
-            return response.status, await response.json()
-
-    async def ok(self, method: str, path: str, body: Any = None) -> Any:
-        status, data = await self.request(method, path, body)
-        assert 200 <= status < 300, (status, data)
-        return data
-
-    async def events(self, after: int = 0) -> list[dict[str, Any]]:
-        """Every event after `after` (the journal answers a page at a time)."""
-        events: list[dict[str, Any]] = []
-        while True:
-            _, data = await self.request("GET", f"/events?after={after}")
-            if not data["events"]:
-                return events
-            events += data["events"]
-            after = data["events"][-1]["seq"]
-
-    async def wait_event(self, kind: str, timeout: float = 8.0, **match: Any) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            for event in await self.events():
-                if event["type"] == kind and all(event.get(k) == v for k, v in match.items()):
-                    return event
-            if time.monotonic() > deadline:
-                seen = await self.events()
-                raise AssertionError(f"no {kind} with {match}; saw {[e['type'] for e in seen]}"
-                                     f"; of that type: {[e for e in seen if e['type'] == kind]}")
-            await asyncio.sleep(0.05)
 
 
 @asynccontextmanager
@@ -219,11 +161,11 @@ def test_click_to_dial_rings_own_phone_with_auto_answer_then_bridges_both_ways(
             created = await api.wait_event("interaction.created", call_id=view["id"])
             assert created["kind"] == "click_to_dial" and created["attached_data"]["ticket"] == 42
             boss = await Api(cms, session).login(*SUPERVISOR)
-            dialing = [e for e in await boss.events() if e["type"] == "call.dialing"]
+            dialing = [e for e in await boss.all_events() if e["type"] == "call.dialing"]
             assert {(e["user"], e["role"]) for e in dialing} == {(user_name(1), "agent"),
                                                                  (user_name(2), "callee")}
             # An agent sees its own leg's events, not its colleague's.
-            assert [e["user"] for e in await api.events()
+            assert [e["user"] for e in await api.all_events()
                     if e["type"] == "call.dialing"] == [user_name(1)]
             await api.wait_event("call.established", call_id=view["id"], user=user_name(2))
             agent = (await api.ok("GET", f"/agents/{user_name(1)}"))

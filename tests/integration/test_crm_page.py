@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from cms_process import CmsProcess, config_text, user_name, user_password
+from cti_client import SUPERVISOR, serve_with_supervisor
 
 from cms.media.sources import ToneSource
 from scripts.sip_ua import AnswerPolicy, UserAgent
@@ -25,7 +26,6 @@ from scripts.sip_ua import AnswerPolicy, UserAgent
 playwright = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-SUPERVISOR = ("boss", "pw-boss")
 
 pytestmark = [
     pytest.mark.integration,
@@ -35,16 +35,8 @@ pytestmark = [
 
 @pytest.fixture
 def cms(tmp_path: Path) -> Iterator[CmsProcess]:
-    config = tmp_path / "cms.toml"
-    config.write_text(config_text(users=2) + "\n".join([
-        "", "[[users]]", f'name = "{SUPERVISOR[0]}"', f'password = "{SUPERVISOR[1]}"',
-        'extension = "1900"', 'role = "supervisor"', "auto_logon = false", "",
-    ]))
-    server = CmsProcess(config, tmp_path / "data")
-    server.start()
-    yield server
-    server.stop()
-    server.check_clean_exit()
+    with serve_with_supervisor(tmp_path, config_text(users=2)) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 from cms_process import CmsProcess, StartCms, user_name, user_password
+from cti_client import Api
 
 from cms.media.sources import ToneSource
 from scripts.sip_ua import AnswerPolicy, UserAgent
@@ -24,40 +24,6 @@ from scripts.sip_ua import AnswerPolicy, UserAgent
 pytestmark = pytest.mark.integration
 
 TIMEOUT = aiohttp.ClientTimeout(total=15)
-
-
-class Api:
-    """/api/v1 of the CMS, logged in as an agent."""
-
-    def __init__(self, cms: CmsProcess, session: aiohttp.ClientSession) -> None:
-        self.base = cms.base_url + "/api/v1"
-        self.session = session
-        self.headers: dict[str, str] = {}
-
-    async def login(self, user: str) -> Api:
-        async with self.session.post(f"{self.base}/sessions", json={
-                "user": user, "password": user_password(user)}) as response:
-            assert response.status == 201, await response.text()
-            self.headers = {"Authorization": f"Bearer {(await response.json())['token']}"}
-        return self
-
-    async def request(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
-        async with self.session.request(method, self.base + path, headers=self.headers,
-                                        **kwargs) as response:
-            return response.status, await response.json()
-
-    async def until_event(self, after: int, match: Callable[[dict[str, Any]], bool],
-                          timeout: float = 10) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            status, page = await self.request("GET", "/events",
-                                              params={"after": after, "wait": 1})
-            assert status == 200, page
-            for event in page["events"]:
-                if match(event):
-                    return dict(event)
-            after = page["next"]
-        raise AssertionError("no matching event in time")
 
 
 @contextlib.asynccontextmanager

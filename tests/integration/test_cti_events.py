@@ -17,31 +17,21 @@ from typing import Any
 import aiohttp
 import pytest
 from cms_process import CmsProcess, config_text, user_name, user_password
+from cti_client import SUPERVISOR, Api, serve_with_supervisor
 from sip_client import SipUdpClient
 from sipp_runner import SIPP, free_media_port, start_sipp
 from test_calls import register_sipp_agent
 
 pytestmark = pytest.mark.integration
 
-SUPERVISOR = ("boss", "pw-boss")
 TIMEOUT = aiohttp.ClientTimeout(total=10)
 
 
 @pytest.fixture
 def cms(tmp_path: Path) -> Iterator[CmsProcess]:
     """A CMS with agent0001..agent0003 (auto_logon) and the supervisor `boss`."""
-    config = tmp_path / "cms.toml"
-    config.write_text(config_text(users=3) + "\n".join([
-        "", "[[users]]", f'name = "{SUPERVISOR[0]}"', f'password = "{SUPERVISOR[1]}"',
-        'extension = "1900"', 'role = "supervisor"', "auto_logon = false", "",
-    ]))
-    server = CmsProcess(config, tmp_path / "data")
-    server.start()
-    yield server
-    server.stop()
-    log = server.log_text()
-    assert server.exit_codes[-1] == 0, f"cms exit codes {server.exit_codes}; log:\n{log}"
-    assert "Traceback" not in log, log
+    with serve_with_supervisor(tmp_path, config_text(users=3)) as server:
+        yield server
 
 
 def register(cms: CmsProcess, index: int) -> None:
@@ -52,58 +42,6 @@ def register(cms: CmsProcess, index: int) -> None:
         response = client.request("REGISTER", name, [contact, "Expires: 600"],
                                   password=user_password(name))
     assert response.status == 200, response.raw
-
-
-class Api:
-    """An aiohttp session against the CMS's /api/v1, logged in as someone."""
-
-    def __init__(self, cms: CmsProcess, session: aiohttp.ClientSession) -> None:
-        self.base = cms.base_url + "/api/v1"
-        self.session = session
-        self.headers: dict[str, str] = {}
-        self.token = ""
-
-    async def login(self, user: str, password: str) -> Api:
-        async with self.session.post(f"{self.base}/sessions",
-                                     json={"user": user, "password": password}) as response:
-            assert response.status == 201, await response.text()
-            self.token = (await response.json())["token"]
-        self.headers = {"Authorization": f"Bearer {self.token}"}
-        return self
-
-    async def request(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
-        async with self.session.request(method, self.base + path, headers=self.headers,
-                                        **kwargs) as response:
-            return response.status, await response.json()
-
-    async def poll(self, after: int | None = None, wait: float = 0) -> dict[str, Any]:
-        params: dict[str, Any] = {"wait": wait}
-        if after is not None:
-            params["after"] = after
-        status, page = await self.request("GET", "/events", params=params)
-        assert status == 200, page
-        return dict(page)
-
-    async def poll_until(self, after: int, done: Any, timeout: float = 10) -> list[dict[str, Any]]:
-        """Long-poll from `after` until `done(events)`; every event seen, in order."""
-        events: list[dict[str, Any]] = []
-        deadline = time.monotonic() + timeout
-        while not done(events):
-            assert time.monotonic() < deadline, f"timed out; got {events}"
-            page = await self.poll(after, wait=2)
-            events += page["events"]
-            after = page["next"]
-        return events
-
-    async def all_events(self, after: int = 0) -> list[dict[str, Any]]:
-        """Every committed event after `after` (polling until caught up)."""
-        events: list[dict[str, Any]] = []
-        while True:
-            page = await self.poll(after)
-            if not page["events"]:
-                return events
-            events += page["events"]
-            after = page["next"]
 
 
 def logged_on(user: str) -> Any:

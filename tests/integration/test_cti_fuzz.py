@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from cms_process import CmsProcess, config_text
+from cti_client import SUPERVISOR, serve_with_supervisor
 
 from cms.cti import OPENAPI
 
@@ -23,7 +24,6 @@ from hypothesis import HealthCheck, settings  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
-SUPERVISOR = ("boss", "pw-boss")
 EXAMPLES = 8  # per operation: the whole run stays well under a minute
 LEFT_OUT = ["deleteSession", "eventsWebSocket", "eventsSse", "pollEvents"]
 STATUSES: dict[str, set[int]] = {}
@@ -38,22 +38,14 @@ schema = schemathesis.openapi.from_dict(json.loads(json.dumps(OPENAPI)), config=
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[CmsProcess, str]]:
     """A CMS with three agents and a supervisor; its base URL and a supervisor token."""
     directory: Path = tmp_path_factory.mktemp("fuzz")
-    config = directory / "cms.toml"
-    config.write_text(config_text(users=3) + "\n".join([
-        "", "[[users]]", f'name = "{SUPERVISOR[0]}"', f'password = "{SUPERVISOR[1]}"',
-        'extension = "1900"', 'role = "supervisor"', "auto_logon = false", "",
-    ]))
-    cms = CmsProcess(config, directory / "data")
-    cms.start()
-    login = urllib.request.Request(
-        cms.base_url + "/api/v1/sessions", method="POST",
-        data=json.dumps({"user": SUPERVISOR[0], "password": SUPERVISOR[1]}).encode(),
-        headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(login, timeout=5) as response:
-        token = json.loads(response.read())["token"]
-    yield cms, token
-    cms.stop()
-    cms.check_clean_exit()
+    with serve_with_supervisor(directory, config_text(users=3)) as cms:
+        login = urllib.request.Request(
+            cms.base_url + "/api/v1/sessions", method="POST",
+            data=json.dumps({"user": SUPERVISOR[0], "password": SUPERVISOR[1]}).encode(),
+            headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(login, timeout=5) as response:
+            token = json.loads(response.read())["token"]
+        yield cms, token
 
 
 @schema.parametrize()

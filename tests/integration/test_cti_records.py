@@ -12,8 +12,7 @@ import asyncio
 import contextlib
 import socket
 import threading
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,68 +22,23 @@ from baresip_runner import Baresip
 from baresip_runner import available as baresip_available
 from baresip_runner import config_text as baresip_config
 from cms_process import CmsProcess, config_text, free_port, user_name, user_password, wait_until
+from cti_client import SUPERVISOR, Api, serve_with_supervisor
 
 from cms.media.sources import ToneSource
 from scripts.sip_ua import AnswerPolicy, UserAgent
 
 pytestmark = pytest.mark.integration
 
-SUPERVISOR = ("boss", "pw-boss")
 TIMEOUT = aiohttp.ClientTimeout(total=15)
 
 
 @pytest.fixture
 def cms(tmp_path: Path) -> Iterator[CmsProcess]:
     """agent0001..agent0003 (auto_logon, sales), supervisor `boss`, country code 49."""
-    config = tmp_path / "cms.toml"
     text = config_text(users=3, wrap_up=30).replace(
         'realm = "cms.local"', 'realm = "cms.local"\ncountry_code = "49"')
-    config.write_text(text + "\n".join([
-        "", "[[users]]", f'name = "{SUPERVISOR[0]}"', f'password = "{SUPERVISOR[1]}"',
-        'extension = "1900"', 'role = "supervisor"', "auto_logon = false", "",
-    ]))
-    server = CmsProcess(config, tmp_path / "data")
-    server.start()
-    yield server
-    server.stop()
-    log = server.log_text()
-    assert server.exit_codes[-1] == 0, f"cms exit codes {server.exit_codes}; log:\n{log}"
-    assert "Traceback" not in log, log
-
-
-class Api:
-    """/api/v1 of the CMS, logged in as someone."""
-
-    def __init__(self, cms: CmsProcess, session: aiohttp.ClientSession) -> None:
-        self.base = cms.base_url + "/api/v1"
-        self.session = session
-        self.headers: dict[str, str] = {}
-
-    async def login(self, user: str, password: str) -> Api:
-        async with self.session.post(f"{self.base}/sessions",
-                                     json={"user": user, "password": password}) as response:
-            assert response.status == 201, await response.text()
-            self.headers = {"Authorization": f"Bearer {(await response.json())['token']}"}
-        return self
-
-    async def request(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
-        async with self.session.request(method, self.base + path, headers=self.headers,
-                                        **kwargs) as response:
-            return response.status, await response.json()
-
-    async def until_event(self, after: int, match: Callable[[dict[str, Any]], bool],
-                          timeout: float = 10) -> dict[str, Any]:
-        """Long-poll from `after` until an event matches; that event."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            status, page = await self.request("GET", "/events",
-                                              params={"after": after, "wait": 1})
-            assert status == 200, page
-            for event in page["events"]:
-                if match(event):
-                    return dict(event)
-            after = page["next"]
-        raise AssertionError("no matching event in time")
+    with serve_with_supervisor(tmp_path, text) as server:
+        yield server
 
 
 @contextlib.asynccontextmanager

@@ -19,12 +19,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 from cms_process import CmsProcess, config_text
+from cti_client import SUPERVISOR, serve_with_supervisor
 from sipp_runner import SIPP, free_media_port, start_sipp
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(SIPP is None, reason="sipp (sip-tester) is not installed")]
 
-SUPERVISOR = ("boss", "pw-boss")
 TIMEOUT = aiohttp.ClientTimeout(total=10)
 
 
@@ -34,18 +34,8 @@ def cms(tmp_path: Path) -> Iterator[CmsProcess]:
     text = config_text(users=2).replace("[cms]\n", "\n".join([
         "[cms]", "webhook_retry_base = 0.05", "webhook_retry_cap = 0.2",
         "webhook_give_up_after = 120", ""]), 1)
-    config = tmp_path / "cms.toml"
-    config.write_text(text + "\n".join([
-        "", "[[users]]", f'name = "{SUPERVISOR[0]}"', f'password = "{SUPERVISOR[1]}"',
-        'extension = "1900"', 'role = "supervisor"', "auto_logon = false", "",
-    ]))
-    server = CmsProcess(config, tmp_path / "data")
-    server.start()
-    yield server
-    server.stop()
-    log = server.log_text()
-    assert server.exit_codes[-1] == 0, f"cms exit codes {server.exit_codes}; log:\n{log}"
-    assert "Traceback" not in log, log
+    with serve_with_supervisor(tmp_path, text) as server:
+        yield server
 
 
 class Receiver:

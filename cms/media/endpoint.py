@@ -114,9 +114,6 @@ class RtpEndpoint:
         self.companions = companion and reactor is not None and not kernel_filter
         self._companion: socket.socket | None = None
         self._companion_peer: Address | None = None
-        # Set here too, so that every endpoint has the same attributes from the start (which
-        # keeps CPython's attribute lookups on the fast path).
-        self._companion_recv_into = sock.recv_into
         self._connected_send: Callable[[bytes | bytearray | memoryview], int] | None = None
         self.filter = PeerFilter()
         self.sink: PacketSink = _drop
@@ -141,7 +138,7 @@ class RtpEndpoint:
         self.sock = sock
         self._fd = sock.fileno()
         self._recvfrom_into = sock.recvfrom_into
-        self._recv_into = sock.recv_into
+        self._recv_into = sock.recv_into  # Of the peer-connected socket: this or a companion.
         self._send = sock.send
         self._sendto = sock.sendto
         self._connected_send = None
@@ -201,9 +198,9 @@ class RtpEndpoint:
         _Companions.open += 1
         self._companion = companion
         self._companion_peer = peer
-        self._companion_recv_into = companion.recv_into
+        self._recv_into = companion.recv_into
         self._connected_send = companion.send
-        self._reactor.add_reader(companion.fileno(), self._read_companion)
+        self._reactor.add_reader(companion.fileno(), self._read_one_connected)
 
     def _drop_companion(self) -> None:
         companion = self._companion
@@ -213,27 +210,8 @@ class RtpEndpoint:
         companion.close()
         _Companions.open -= 1
         self._companion = self._companion_peer = None
+        self._recv_into = self.sock.recv_into
         self._connected_send = None
-
-    def _read_companion(self) -> None:
-        # The hot path with a companion: one datagram, from the peer (the kernel checked).
-        # Callables kept on the instance are loaded into locals before the call: CPython
-        # 3.11 specialises that attribute load, not a method-style call through it.
-        recv_into = self._companion_recv_into
-        try:
-            length = recv_into(self.buffer)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            self._on_error(exc)
-            return
-        buf = self.buffer
-        if length < HEADER_SIZE or buf[0] & 0xC0 != 0x80:
-            self.dropped_invalid += 1
-            return
-        self.received += 1
-        sink = self.sink
-        sink(buf, length)
 
     def _disconnect(self) -> None:
         # Python cannot connect() to AF_UNSPEC to dissolve the association, so rebind a
@@ -303,6 +281,10 @@ class RtpEndpoint:
         self._update_companion()
 
     def _read_one_connected(self) -> None:
+        # The hot path of a connected socket (kernel filter, or the companion): one datagram,
+        # from the peer (the kernel checked). Callables kept on the instance are loaded into
+        # locals before the call: CPython 3.11 specialises that attribute load, not a
+        # method-style call through it.
         recv_into = self._recv_into
         try:
             length = recv_into(self.buffer)

@@ -97,7 +97,7 @@ class _Route:
             else:
                 start, end = payload_bounds(buf, length)
                 buf[start:end] = buf[start:end].translate(table)
-        send = self.send  # (a local: see RtpEndpoint._read_companion)
+        send = self.send  # (a local: see RtpEndpoint._read_one_connected)
         send(self.view[:length])
 
     def relay_event(self, buf: bytearray, length: int, seq: int, ts: int, ssrc: int,
@@ -113,7 +113,7 @@ class _Route:
         if (seq - out.seq) & SEQ_MASK < HALF_SEQ:
             out.seq = seq
         _REWRITE.pack_into(buf, 1, (buf[1] & 0x80) | self.dtmf_pt, seq, ts, out.ssrc)
-        send = self.send  # (a local: see RtpEndpoint._read_companion)
+        send = self.send  # (a local: see RtpEndpoint._read_one_connected)
         send(self.view[:length])
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from browser import CHROMIUM, chromium
 from cms_process import CmsProcess, config_text, user_name, user_password
 from cti_client import SUPERVISOR, serve_with_supervisor
 
@@ -25,7 +25,6 @@ from scripts.sip_ua import AnswerPolicy, UserAgent
 
 playwright = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 pytestmark = [
     pytest.mark.integration,
@@ -41,11 +40,8 @@ def cms(tmp_path: Path) -> Iterator[CmsProcess]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    with playwright.sync_playwright() as driver:
-        instance = driver.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                          args=["--no-sandbox"])
+    with chromium() as instance:
         yield instance
-        instance.close()
 
 
 @pytest.fixture

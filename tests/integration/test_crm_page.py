@@ -25,7 +25,6 @@ from scripts.sip_ua import AnswerPolicy, UserAgent
 
 playwright = pytest.importorskip("playwright.sync_api")
 
-
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed"),

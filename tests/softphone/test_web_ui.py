@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from browser import CHROMIUM, chromium
 from softphone_process import StartSoftphone
 
 playwright = pytest.importorskip("playwright.sync_api")
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 pytestmark = [
     pytest.mark.integration,
@@ -21,11 +19,8 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    with playwright.sync_playwright() as driver:
-        instance = driver.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                          args=["--no-sandbox"])
+    with chromium() as instance:
         yield instance
-        instance.close()
 
 
 @pytest.fixture

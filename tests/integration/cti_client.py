@@ -3,7 +3,8 @@
 `serve_with_supervisor` writes a configuration (the given text plus the supervisor
 `boss`), runs `cms serve` on it for the caller and, when it is stopped, checks that the
 last run exited 0 and that no traceback was logged. `Api` is the CTI's /api/v1 as one
-logged-in user: plain requests, the event journal by poll and long poll.
+logged-in user: plain requests, the event journal by poll and long poll. `ua` is a
+phone (the project's own UA) for the length of a block.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from cms_process import CmsProcess, user_password
+
+from scripts.sip_ua import UserAgent
 
 SUPERVISOR = ("boss", "pw-boss")
 
@@ -47,6 +50,17 @@ def serve_with_supervisor(directory: Path, text: str) -> Iterator[CmsProcess]:
     log = server.log_text()
     assert server.exit_codes[-1] == 0, f"cms exit codes {server.exit_codes}; log:\n{log}"
     assert "Traceback" not in log, log
+
+
+@contextlib.asynccontextmanager
+async def ua(cms: CmsProcess, user: str, **options: Any) -> AsyncIterator[UserAgent]:
+    """The project's UA as `user` against `cms` (options as UserAgent's), closed afterwards."""
+    agent = UserAgent(cms.sip_address, user=user, **options)
+    await agent.start()
+    try:
+        yield agent
+    finally:
+        await agent.close()
 
 
 class Api:

@@ -9,31 +9,19 @@ the interaction record carries the business partner attached on the way.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
-from cms_process import CmsProcess, StartCms, user_name, user_password
-from cti_client import Api
+from cms_process import StartCms, user_name, user_password
+from cti_client import Api, ua
 
 from cms.media.sources import ToneSource
-from scripts.sip_ua import AnswerPolicy, UserAgent
+from scripts.sip_ua import AnswerPolicy
 
 pytestmark = pytest.mark.integration
 
 TIMEOUT = aiohttp.ClientTimeout(total=15)
-
-
-@contextlib.asynccontextmanager
-async def ua(cms: CmsProcess, user: str, **options: Any) -> AsyncIterator[UserAgent]:
-    agent = UserAgent(cms.sip_address, user=user, **options)
-    await agent.start()
-    try:
-        yield agent
-    finally:
-        await agent.close()
 
 
 def test_an_agent_holds_retrieves_attaches_data_and_hangs_up_its_call_by_cti(

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import socket
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +22,10 @@ from baresip_runner import Baresip
 from baresip_runner import available as baresip_available
 from baresip_runner import config_text as baresip_config
 from cms_process import CmsProcess, config_text, free_port, user_name, user_password, wait_until
-from cti_client import SUPERVISOR, Api, serve_with_supervisor
+from cti_client import SUPERVISOR, Api, serve_with_supervisor, ua
 
 from cms.media.sources import ToneSource
-from scripts.sip_ua import AnswerPolicy, UserAgent
+from scripts.sip_ua import AnswerPolicy
 
 pytestmark = pytest.mark.integration
 
@@ -39,16 +39,6 @@ def cms(tmp_path: Path) -> Iterator[CmsProcess]:
         'realm = "cms.local"', 'realm = "cms.local"\ncountry_code = "49"')
     with serve_with_supervisor(tmp_path, text) as server:
         yield server
-
-
-@contextlib.asynccontextmanager
-async def ua(cms: CmsProcess, user: str, **options: Any) -> AsyncIterator[UserAgent]:
-    agent = UserAgent(cms.sip_address, user=user, **options)
-    await agent.start()
-    try:
-        yield agent
-    finally:
-        await agent.close()
 
 
 def test_a_queue_call_leaves_an_interaction_record_that_survives_kill_9(

@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 import numpy as np
@@ -88,6 +88,17 @@ async def setup(cms: CmsProcess, *agents: tuple[int, AnswerPolicy | None]
         yield session, phones
 
 
+@asynccontextmanager
+async def customer(cms: CmsProcess) -> AsyncIterator[UserAgent]:
+    """The caller's phone (not registered), closed afterwards."""
+    caller = UserAgent(cms.sip_address, user="customer")
+    await caller.start()
+    try:
+        yield caller
+    finally:
+        await caller.close()
+
+
 def answering(tone: float, ring_for: float | None = 0.0) -> AnswerPolicy:
     return AnswerPolicy(ring_for=ring_for, source=lambda: ToneSource(tone))
 
@@ -134,6 +145,20 @@ async def queue_call(caller: UserAgent, agent: UserAgent) -> tuple[Call, Call]:
     incoming = await agent.next_incoming(8)
     await asyncio.wait_for(incoming.answered.wait(), 8)
     return call, incoming
+
+
+async def offered(cms: CmsProcess, session: aiohttp.ClientSession, caller: UserAgent,
+                  phone: UserAgent) -> tuple[Call, Call, Api, dict[str, Any]]:
+    """A caller's call into queue 600 offered to agent 1's `phone`, not answered.
+
+    (the caller's call, the phone's offer, agent 1's API, the call as its /calls shows it)
+    """
+    call = await caller.call("600", ToneSource(CALLER_HZ))
+    assert call.status == 200, call.reason
+    offer = await phone.next_incoming(5)
+    api = await agent_api(cms, session, 1)
+    (view,) = (await api.ok("GET", "/calls"))["calls"]
+    return call, offer, api, view
 
 
 # --------------------------------------------------------------------------- click-to-dial
@@ -226,9 +251,7 @@ def test_hold_plays_music_retrieve_rebridges_dtmf_reaches_caller_and_blind_trans
     async def scenario() -> None:
         async with setup(cms, (1, answering(AGENT1_HZ)), (2, answering(AGENT2_HZ))) as (
                 session, (phone1, phone2)):
-            caller = UserAgent(cms.sip_address, user="customer")
-            await caller.start()
-            try:
+            async with customer(cms) as caller:
                 call, agent_side = await queue_call(caller, phone1)
                 api = await agent_api(cms, session, 1)
                 (view,) = (await api.ok("GET", "/calls"))["calls"]
@@ -262,8 +285,6 @@ def test_hold_plays_music_retrieve_rebridges_dtmf_reaches_caller_and_blind_trans
                 await api.wait_event("call.transferred", call_id=view["id"], mode="blind")
                 await call.hang_up()
                 await asyncio.wait_for(target.ended.wait(), 5)
-            finally:
-                await caller.close()
 
     run(cms, scenario)
 
@@ -272,9 +293,7 @@ def test_phone_initiated_refer_transfers_the_caller(cms: CmsProcess) -> None:
     async def scenario() -> None:
         async with setup(cms, (1, answering(AGENT1_HZ)), (2, answering(AGENT2_HZ))) as (
                 session, (phone1, phone2)):
-            caller = UserAgent(cms.sip_address, user="customer")
-            await caller.start()
-            try:
+            async with customer(cms) as caller:
                 call, agent_side = await queue_call(caller, phone1)
                 assert agent_side.dialog is not None
                 extra = Headers()
@@ -288,8 +307,6 @@ def test_phone_initiated_refer_transfers_the_caller(cms: CmsProcess) -> None:
                 await assert_hears(target.media, CALLER_HZ)
                 await assert_hears(call.media, AGENT2_HZ)
                 await call.hang_up()
-            finally:
-                await caller.close()
 
     run(cms, scenario)
 
@@ -298,9 +315,7 @@ def test_blind_transfer_to_the_queue_reaches_another_agent(cms: CmsProcess) -> N
     async def scenario() -> None:
         async with setup(cms, (1, answering(AGENT1_HZ)), (2, answering(AGENT2_HZ))) as (
                 session, (phone1, phone2)):
-            caller = UserAgent(cms.sip_address, user="customer")
-            await caller.start()
-            try:
+            async with customer(cms) as caller:
                 call, agent_side = await queue_call(caller, phone1)
                 api = await agent_api(cms, session, 1)
                 (view,) = (await api.ok("GET", "/calls"))["calls"]
@@ -315,8 +330,6 @@ def test_blind_transfer_to_the_queue_reaches_another_agent(cms: CmsProcess) -> N
                 await assert_hears(target.media, CALLER_HZ)
                 await call.hang_up()
                 await asyncio.wait_for(target.ended.wait(), 5)
-            finally:
-                await caller.close()
 
     run(cms, scenario)
 
@@ -366,9 +379,7 @@ def test_a_baresip_agent_transfers_by_refer_and_the_caller_reaches_the_target(
             await boss.wait_event("agent.state_changed", timeout=10, user=name, state="ready")
             # Agent 2 takes no queue calls (the queue must pick baresip); its extension rings.
             await boss.ok("PUT", f"/agents/{user_name(2)}/state", {"state": "not_ready"})
-            caller = UserAgent(cms.sip_address, user="customer")
-            await caller.start()
-            try:
+            async with customer(cms) as caller:
                 call = await caller.call("600", ToneSource(CALLER_HZ))
                 assert call.status == 200
                 await boss.wait_event("call.established", timeout=15, user=name)
@@ -379,8 +390,6 @@ def test_a_baresip_agent_transfers_by_refer_and_the_caller_reaches_the_target(
                 await assert_hears(target.media, CALLER_HZ)
                 await boss.wait_event("call.transferred", mode="blind", user=name)
                 await call.hang_up()
-            finally:
-                await caller.close()
 
     try:
         run(cms, scenario)
@@ -415,9 +424,7 @@ def test_consult_then_complete_as_transfer_joins_caller_and_consulted(cms: CmsPr
     async def scenario() -> None:
         async with setup(cms, (1, answering(AGENT1_HZ)), (2, answering(AGENT2_HZ))) as (
                 session, (phone1, phone2)):
-            caller = UserAgent(cms.sip_address, user="customer")
-            await caller.start()
-            try:
+            async with customer(cms) as caller:
                 api, call_id, consult_id, call, agent_side, target = await consulted(
                     cms, session, phone1, phone2, caller)
                 await api.ok("POST", f"/calls/{call_id}/complete",
@@ -428,8 +435,6 @@ def test_consult_then_complete_as_transfer_joins_caller_and_consulted(cms: CmsPr
                 await api.wait_event("call.transferred", call_id=call_id, mode="consult")
                 await call.hang_up()
                 await asyncio.wait_for(target.ended.wait(), 5)
-            finally:
-                await caller.close()
 
     run(cms, scenario)
 
@@ -439,9 +444,7 @@ def test_consult_then_complete_as_conference_lets_each_hear_the_other_two(
     async def scenario() -> None:
         async with setup(cms, (1, answering(AGENT1_HZ)), (2, answering(AGENT2_HZ))) as (
                 session, (phone1, phone2)):
-            caller = UserAgent(cms.sip_address, user="customer")
-            await caller.start()
-            try:
+            async with customer(cms) as caller:
                 api, call_id, consult_id, call, agent_side, target = await consulted(
                     cms, session, phone1, phone2, caller)
                 done = await api.ok("POST", f"/calls/{call_id}/complete",
@@ -466,8 +469,6 @@ def test_consult_then_complete_as_conference_lets_each_hear_the_other_two(
                 await assert_hears(agent_side.media, CALLER_HZ)
                 await call.hang_up()
                 await asyncio.wait_for(agent_side.ended.wait(), 5)
-            finally:
-                await caller.close()
 
     run(cms, scenario)
 
@@ -477,9 +478,7 @@ def test_a_refused_consult_leaves_the_caller_held_until_retrieved(cms: CmsProces
         busy = AnswerPolicy(reject=486)
         async with setup(cms, (1, answering(AGENT1_HZ)), (2, busy)) as (
                 session, (phone1, _phone2)):
-            caller = UserAgent(cms.sip_address, user="customer")
-            await caller.start()
-            try:
+            async with customer(cms) as caller:
                 call, agent_side = await queue_call(caller, phone1)
                 api = await agent_api(cms, session, 1)
                 (view,) = (await api.ok("GET", "/calls"))["calls"]
@@ -496,8 +495,6 @@ def test_a_refused_consult_leaves_the_caller_held_until_retrieved(cms: CmsProces
                 await assert_hears(call.media, AGENT1_HZ)
                 await assert_hears(agent_side.media, CALLER_HZ)
                 await call.hang_up()
-            finally:
-                await caller.close()
 
     run(cms, scenario)
 
@@ -509,14 +506,8 @@ def test_remote_answer_refused_by_a_phone_without_it_and_reject_cancels_the_offe
         cms: CmsProcess) -> None:
     async def scenario() -> None:
         async with setup(cms, (1, answering(AGENT1_HZ, ring_for=None))) as (session, (phone1,)):
-            caller = UserAgent(cms.sip_address, user="customer")
-            await caller.start()
-            try:
-                call = await caller.call("600", ToneSource(CALLER_HZ))
-                assert call.status == 200
-                offer = await phone1.next_incoming(5)
-                api = await agent_api(cms, session, 1)
-                (view,) = (await api.ok("GET", "/calls"))["calls"]
+            async with customer(cms) as caller:
+                call, offer, api, view = await offered(cms, session, caller, phone1)
                 # Our UA answers an out-of-dialog NOTIFY with 501: no remote answer.
                 status, body = await api.request("POST", f"/calls/{view['id']}/answer")
                 assert status == 409 and body["error"]["code"] == "cannot_answer_remotely"
@@ -525,8 +516,6 @@ def test_remote_answer_refused_by_a_phone_without_it_and_reject_cancels_the_offe
                 assert offer.status == 487
                 await api.wait_event("call.offer_ended", agent=user_name(1), outcome="rejected")
                 await call.hang_up()
-            finally:
-                await caller.close()
 
     run(cms, scenario)
 
@@ -535,13 +524,8 @@ def test_hangup_by_an_agent_only_offered_the_call_declines_it_and_spares_the_cal
         cms: CmsProcess) -> None:
     async def scenario() -> None:
         async with setup(cms, (1, answering(AGENT1_HZ, ring_for=None))) as (session, (phone1,)):
-            caller = UserAgent(cms.sip_address, user="customer")
-            await caller.start()
-            try:
-                call = await caller.call("600", ToneSource(CALLER_HZ))
-                offer = await phone1.next_incoming(5)
-                api = await agent_api(cms, session, 1)
-                (view,) = (await api.ok("GET", "/calls"))["calls"]
+            async with customer(cms) as caller:
+                call, offer, api, view = await offered(cms, session, caller, phone1)
                 await api.ok("POST", f"/calls/{view['id']}/hangup")
                 await asyncio.wait_for(offer.ended.wait(), 5)
                 assert offer.status == 487
@@ -550,8 +534,6 @@ def test_hangup_by_an_agent_only_offered_the_call_declines_it_and_spares_the_cal
                     view["id"]]
                 assert call.is_up
                 await call.hang_up()
-            finally:
-                await caller.close()
 
     run(cms, scenario)
 

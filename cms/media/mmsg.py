@@ -18,27 +18,14 @@ import struct
 
 import numpy as np
 
+from cms.net.udp import IoVec, MMsgHdr, MsgHdr
+
 MSG_DONTWAIT = 0x40
 MSG_TRUNC = 0x20  # recvmmsg: report a datagram's full length even if the slot is shorter.
 SO_TIMESTAMPNS = 35  # Linux: kernel receive time as a struct timespec control message.
 TIMESTAMP_CONTROL_SIZE = 32  # cmsghdr (16 bytes on 64-bit) + struct timespec (16 bytes).
 _TIMESPEC_OFFSET = 16
 _SOCKADDR_IN = struct.Struct("=H2s4s8x")  # family (native), port, address (network order).
-
-
-class _IoVec(ctypes.Structure):
-    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
-
-
-class _MsgHdr(ctypes.Structure):
-    _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32),
-                ("iov", ctypes.c_void_p), ("iovlen", ctypes.c_size_t),
-                ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
-                ("flags", ctypes.c_int)]
-
-
-class _MMsgHdr(ctypes.Structure):
-    _fields_ = [("hdr", _MsgHdr), ("len", ctypes.c_uint)]
 
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
@@ -49,9 +36,9 @@ _recvmmsg = _libc.recvmmsg
 _recvmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int,
                       ctypes.c_void_p]
 _recvmmsg.restype = ctypes.c_int
-_HDR_SIZE = ctypes.sizeof(_MMsgHdr)
-_CONTROLLEN_OFFSET = _MsgHdr.controllen.offset
-_LEN_OFFSET = _MMsgHdr.len.offset
+_HDR_SIZE = ctypes.sizeof(MMsgHdr)
+_CONTROLLEN_OFFSET = MsgHdr.msg_controllen.offset
+_LEN_OFFSET = MMsgHdr.msg_len.offset
 
 
 class MessageBatch:
@@ -64,24 +51,24 @@ class MessageBatch:
         self.control_size = control_size
         self._data = (ctypes.c_char * (capacity * slot_size))()
         self.data = np.frombuffer(self._data, dtype=np.uint8)
-        self._iov = (_IoVec * capacity)()
-        self._hdrs = (_MMsgHdr * capacity)()
+        self._iov = (IoVec * capacity)()
+        self._hdrs = (MMsgHdr * capacity)()
         self._headers = np.frombuffer(self._hdrs, dtype=np.uint8)
         self._names = (ctypes.c_char * (16 * capacity))() if addressed else None
         self._control = (ctypes.c_char * max(1, control_size * capacity))()
         base = ctypes.addressof(self._data)
         for i in range(capacity):
-            self._iov[i].base = base + i * slot_size
-            self._iov[i].len = slot_size
-            hdr = self._hdrs[i].hdr
-            hdr.iov = ctypes.addressof(self._iov[i])
-            hdr.iovlen = 1
+            self._iov[i].iov_base = base + i * slot_size
+            self._iov[i].iov_len = slot_size
+            hdr = self._hdrs[i].msg_hdr
+            hdr.msg_iov = ctypes.addressof(self._iov[i])
+            hdr.msg_iovlen = 1
             if self._names is not None:
-                hdr.name = ctypes.addressof(self._names) + 16 * i
-                hdr.namelen = 16
+                hdr.msg_name = ctypes.addressof(self._names) + 16 * i
+                hdr.msg_namelen = 16
             if control_size:
-                hdr.control = ctypes.addressof(self._control) + i * control_size
-                hdr.controllen = control_size
+                hdr.msg_control = ctypes.addressof(self._control) + i * control_size
+                hdr.msg_controllen = control_size
         self._address = ctypes.addressof(self._hdrs)
         # Strided views over the headers: what the kernel writes back per message.
         self.lengths = self._view(self._headers, _LEN_OFFSET, _HDR_SIZE, np.uint32)
@@ -100,7 +87,7 @@ class MessageBatch:
 
     def set_length(self, index: int, length: int) -> None:
         """Send `length` bytes from slot `index`."""
-        self._iov[index].len = length
+        self._iov[index].iov_len = length
 
     def set_destination(self, index: int, address: tuple[str, int]) -> None:
         """Where slot `index` is sent (IPv4 only)."""

@@ -30,11 +30,12 @@ BATCH = 16
 _ICMP_ERRORS = (errno.ECONNREFUSED, errno.EHOSTUNREACH)
 
 
-class _IoVec(ctypes.Structure):
+# struct iovec, struct msghdr and struct mmsghdr (Linux), shared with cms.media.mmsg.
+class IoVec(ctypes.Structure):
     _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
 
 
-class _MsgHdr(ctypes.Structure):
+class MsgHdr(ctypes.Structure):
     _fields_ = [
         ("msg_name", ctypes.c_void_p),
         ("msg_namelen", ctypes.c_uint32),
@@ -46,8 +47,8 @@ class _MsgHdr(ctypes.Structure):
     ]
 
 
-class _MMsgHdr(ctypes.Structure):
-    _fields_ = [("msg_hdr", _MsgHdr), ("msg_len", ctypes.c_uint)]
+class MMsgHdr(ctypes.Structure):
+    _fields_ = [("msg_hdr", MsgHdr), ("msg_len", ctypes.c_uint)]
 
 
 _NAME_SIZE = 16  # sizeof(struct sockaddr_in)
@@ -77,8 +78,8 @@ class _BatchReader:
         self._fd = fd
         self._data = ctypes.create_string_buffer(BATCH * RECV_SIZE)
         self._names = (ctypes.c_char * (BATCH * _NAME_SIZE))()
-        self._iovecs = (_IoVec * BATCH)()
-        self._headers = (_MMsgHdr * BATCH)()
+        self._iovecs = (IoVec * BATCH)()
+        self._headers = (MMsgHdr * BATCH)()
         data_at = ctypes.addressof(self._data)
         names_at = ctypes.addressof(self._names)
         for i in range(BATCH):
@@ -94,9 +95,9 @@ class _BatchReader:
         self._header_view = memoryview(self._headers).cast("B")
         self._names_view = memoryview(self._names).cast("B")
         self._data_view = memoryview(self._data).cast("B")
-        self._stride = ctypes.sizeof(_MMsgHdr)
-        self._len_at = _MMsgHdr.msg_len.offset
-        self._namelen_at = _MsgHdr.msg_namelen.offset
+        self._stride = ctypes.sizeof(MMsgHdr)
+        self._len_at = MMsgHdr.msg_len.offset
+        self._namelen_at = MsgHdr.msg_namelen.offset
         self._hosts: dict[bytes, str] = {}
 
     def read(self, limit: int) -> list[tuple[bytes, Address]] | None:

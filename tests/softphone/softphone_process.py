@@ -10,12 +10,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
+
+from cms_process import wait_until  # the tests import it from here too
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,17 +33,6 @@ def softphone_command() -> list[str]:
     if script.exists():
         return [str(script)]
     return [sys.executable, "-m", "softphone"]
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    """Poll `predicate` until it is true or `timeout` seconds passed."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
 
 
 class ApiError(Exception):

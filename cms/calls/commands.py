@@ -155,7 +155,7 @@ def route_to(m: CallManager, call: Call, kind: str, name: str) -> None:
         log.error("call %s cannot be queued at %s: %s", call.id, name, exc)
         m._end(call, "routing_failed")
         return
-    m._run(outputs)
+    m.run_acd(outputs)
 
 
 # -- answering and declining a ringing device
@@ -202,7 +202,7 @@ async def reject(m: CallManager, call_id: str, user: str | None) -> CallView:
     if call.offers.get(leg.user) is leg:
         del call.offers[leg.user]
         m._abandon_outgoing(leg)
-        m._run(m.acd.offer_failed(call.id, leg.user, OfferFailure.REJECTED, now))
+        m.run_acd(m.acd.offer_failed(call.id, leg.user, OfferFailure.REJECTED, now))
     else:
         m._abandon_outgoing(leg)
         if leg is call.other:

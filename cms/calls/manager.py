@@ -225,13 +225,13 @@ class CallManager:
         plain = call.kind == "direct" and not call.acd_keys
         key = call.id if plain else f"{call.id}:{user}"
         call.acd_keys[user] = key
-        self._run(self.acd.direct_call_started(key, user, time.time()))
+        self.run_acd(self.acd.direct_call_started(key, user, time.time()))
 
     def _acd_free(self, call: Call, user: str) -> None:
         """`user` left the call: the ACD ends its part (wrap-up, ready again)."""
         key = call.acd_keys.pop(user, None)
         if key is not None:
-            self._run(self.acd.call_ended(key, time.time()))
+            self.run_acd(self.acd.call_ended(key, time.time()))
 
     # -- incoming calls
 
@@ -287,7 +287,7 @@ class CallManager:
             call.state = CallState.QUEUED
             call.queued_at = now
             leg.media.play(self.hold_audio(call))
-            self._run(self.acd.caller_arrived(call.id, target, now))
+            self.run_acd(self.acd.caller_arrived(call.id, target, now))
         else:
             assert account is not None
             self._ring_direct(call, account.name)
@@ -300,7 +300,7 @@ class CallManager:
         if not isinstance(notice, DigitPressed) or call.state is CallState.ENDED:
             return
         if call.state is CallState.QUEUED and call.kind == "menu":
-            self._run(self.acd.caller_digit(call.id, notice.digit, time.time()))
+            self.run_acd(self.acd.caller_digit(call.id, notice.digit, time.time()))
 
     def _trusted(self, peer: Peer) -> bool:
         try:
@@ -485,7 +485,7 @@ class CallManager:
         if leg is call.caller:
             self._originator_answered(call, leg, now)
         elif leg.role == "agent":
-            self._run(self.acd.offer_answered(call.id, leg.user, now))
+            self.run_acd(self.acd.offer_answered(call.id, leg.user, now))
         else:
             if call.caller.state is not LegState.UP:
                 self._answer_caller(call)
@@ -499,7 +499,7 @@ class CallManager:
         elif leg.role == "agent" and leg in call.offers.values():
             call.offers.pop(leg.user, None)
             reason = ACD_FAILURES.get(status, OfferFailure.ERROR)
-            self._run(self.acd.offer_failed(call.id, leg.user, reason, now))
+            self.run_acd(self.acd.offer_failed(call.id, leg.user, reason, now))
         elif call.state is not CallState.ENDED:
             if leg is call.other:
                 call.other = None
@@ -514,11 +514,7 @@ class CallManager:
     # -- ACD actions
 
     def run_acd(self, outputs: list[Any]) -> None:
-        """Execute what an ACD command (from the CTI) returned: actions and events, in order."""
-        self._run(outputs)
-
-    def _run(self, outputs: list[Any]) -> None:
-        """Execute ACD actions and publish its events, in order; then re-arm its timer."""
+        """Execute what an ACD input returned (actions, events) in order; re-arm its timer."""
         self._execute(outputs)
         self._arm_acd_timer()
 
@@ -539,15 +535,15 @@ class CallManager:
         self._acd_timer = None
         armed = self._acd_timer_at or 0.0
         self._acd_timer_at = None
-        self._run(self.acd.handle_timer(max(time.time(), armed)))
+        self.run_acd(self.acd.handle_timer(max(time.time(), armed)))
 
     def device_changed(self, device: str, registered: bool) -> None:
         """The registrar saw a device's first binding appear or its last one go."""
         now = time.time()
         if registered:
-            self._run(self.acd.device_registered(device, now))
+            self.run_acd(self.acd.device_registered(device, now))
         else:
-            self._run(self.acd.device_unregistered(device, now))
+            self.run_acd(self.acd.device_unregistered(device, now))
 
     def close(self) -> None:
         """Stop the ACD timer (calls are left to the phones' own timers)."""
@@ -599,7 +595,7 @@ class CallManager:
         call.attached_data["queue"] = action.queue
         leg = self._invite_device(call, action.agent, action.device, role="agent", timed=False)
         if leg is None:
-            self._run(self.acd.offer_failed(call.id, action.agent, OfferFailure.ERROR,
+            self.run_acd(self.acd.offer_failed(call.id, action.agent, OfferFailure.ERROR,
                                             time.time()))
             return
         call.offers[action.agent] = leg
@@ -812,7 +808,7 @@ class CallManager:
         call.offers.clear()
         if self.acd.caller(call.id) is not None:
             self.counters["abandoned"] += 1
-            self._run(self.acd.caller_abandoned(call.id, now))
+            self.run_acd(self.acd.caller_abandoned(call.id, now))
             outcome = "abandoned" if by is call.caller else outcome
         for user in list(call.acd_keys):
             self._acd_free(call, user)

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
@@ -98,7 +97,6 @@ class SoftPhone:
         self.started = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ticker: asyncio.Task[None] | None = None
-        self._listeners: list[Callable[[Event], None]] = []
         self.presence: PresenceWatcher | None = None
         """Colleagues' presence from the CMS (only with a `[cms_api]` profile table)."""
         if profile.cms_api is not None:
@@ -135,10 +133,6 @@ class SoftPhone:
         await asyncio.to_thread(self.engine.close)
         self.hub.close()
 
-    def add_listener(self, listener: Callable[[Event], None]) -> None:
-        """Also call `listener` with every event (on the event loop)."""
-        self._listeners.append(listener)
-
     # -- events
 
     def _from_other_thread(self, event: Event) -> None:
@@ -166,11 +160,6 @@ class SoftPhone:
             else:
                 self.calls[call.id] = call
         self.hub.publish(event)
-        for listener in self._listeners:
-            try:
-                listener(event)
-            except Exception:
-                log.exception("event listener failed")
 
     def _presence_changed(self, user: str, presence: str) -> None:
         self._apply(PresenceChanged(user=user, presence=presence))

@@ -218,10 +218,4 @@ class DeviceBackend(AudioBackend):
     def write(self, pcm: bytes) -> None:
         self._playback.write(from_pcm16(pcm))
 
-    @property
-    def buffered_ms(self) -> tuple[float, float]:
-        """Audio waiting in the capture and playback FIFOs (added latency)."""
-        rate = self.format.rate
-        return 1000.0 * len(self._capture) / rate, 1000.0 * len(self._playback) / rate
-
 

@@ -27,6 +27,7 @@ from .bench_common import (
     Cms,
     agent_name,
     conditions,
+    conditions_line,
     cores,
     place_calls_argv,
     start_agents,
@@ -123,8 +124,7 @@ def run_calls_bench(cms_path: str, quick: bool, workdir: Path, agents: int = 100
         "call_duration_s": CALL_DURATION_S, "queue": "sales 600, wrap_up 0, ring_timeout 5",
     })
     say(f"calls benchmark: {agents} agents, rates {','.join(map(str, rates))}/s, "
-        f"{seconds:g} s per step, calls of {CALL_DURATION_S:g} s; {cond['pinning']}; "
-        f"nproc {cond['nproc']}; load average {cond['load_average']}")
+        f"{seconds:g} s per step, calls of {CALL_DURATION_S:g} s; {conditions_line(cond)}")
     procs = Processes()
     steps: list[CallStep] = []
     try:

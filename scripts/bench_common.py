@@ -53,6 +53,11 @@ def conditions(extra: dict[str, Any] | None = None) -> dict[str, Any]:
     return cond
 
 
+def conditions_line(cond: dict[str, Any]) -> str:
+    """`conditions` for the first line a benchmark prints: pinning, nproc, load average."""
+    return f"{cond['pinning']}; nproc {cond['nproc']}; load average {cond['load_average']}"
+
+
 def rss_kib(pid: int) -> int:
     """VmRSS of a process, KiB (0 if it is gone)."""
     try:

@@ -47,7 +47,7 @@ from .bench import (
     toml_string,
     wait_unreaped,
 )
-from .bench_common import conditions, cores
+from .bench_common import conditions, conditions_line, cores
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "bench-cti-key"
@@ -272,7 +272,7 @@ def run_cti_bench(cms_path: str, quick: bool, workdir: Path, extra_args: tuple[s
                        "clients_impl": "asyncio protocols (uvloop), raw WebSocket/SSE/HTTP"})
     say(f"cti benchmark: {clients} clients per channel in {CLIENT_PROCESSES} processes, "
         f"INVITEs at {RATE:g}/s for {settings['seconds']:g} s, {runs} run(s); "
-        f"{cond['pinning']}; nproc {cond['nproc']}; load average {cond['load_average']}")
+        f"{conditions_line(cond)}")
     procs = Processes()
     phases: list[Phase] = []
     try:

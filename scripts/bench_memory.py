@@ -22,6 +22,7 @@ from .bench_common import (
     Cms,
     agent_name,
     conditions,
+    conditions_line,
     cores,
     open_fds,
     place_calls_argv,
@@ -75,7 +76,7 @@ def run_memory_bench(cms_path: str, quick: bool, workdir: Path,
     cms_core, gen_core = cores()
     cond = conditions({"phones": phones, "calls": calls, "call_rate": CALL_RATE})
     say(f"memory benchmark: {phones} phones, {calls} concurrent anchored calls; "
-        f"{cond['pinning']}; nproc {cond['nproc']}; load average {cond['load_average']}")
+        f"{conditions_line(cond)}")
     procs = Processes()
     figures: dict[str, Any] = {}
     try:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .bench import say
-from .bench_common import conditions
+from .bench_common import conditions, conditions_line
 
 FULL_CALLS = (400, 600, 800, 1000, 1200)
 QUICK_CALLS = (400, 800)
@@ -37,7 +37,7 @@ def run_relay_bench(quick: bool) -> dict[str, Any]:
         "packets_per_call_per_s": 100, "max_loss_pct": 0.1, "late_ms": 50,
     })
     say(f"relay benchmark: calls {','.join(map(str, counts))}, {seconds:g} s each; "
-        f"{cond['pinning']}; nproc {cond['nproc']}; load average {cond['load_average']}")
+        f"{conditions_line(cond)}")
     with tempfile.TemporaryDirectory(prefix="cms-bench-relay-") as workdir:
         figures = Path(workdir) / "relay.json"
         argv = [sys.executable, "-m", "cms.media.bench_relay", "--calls", *map(str, counts),

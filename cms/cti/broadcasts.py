@@ -21,7 +21,7 @@ from aiohttp import web
 from cms.acd.engine import Acd
 from cms.events import Event, Journal, JournalClosed
 
-from .errors import ApiError
+from .errors import ApiError, journal_open
 from .messaging import Delivered, Messenger
 
 if TYPE_CHECKING:
@@ -85,17 +85,13 @@ class MessageRoutes:
         return await self._deliver(message_id, event.seq, [user], body["text"], who)
 
     def _append(self, kind: str, data: dict[str, Any]) -> Event:
-        try:
+        with journal_open():
             return self.journal.append(kind, data)
-        except JournalClosed:
-            raise ApiError(503, "shutting_down", "the server is shutting down") from None
 
     async def _deliver(self, message_id: str, seq: int, recipients: list[str], text: str,
                        sender: str) -> web.Response:
-        try:
+        with journal_open():
             await self.journal.flush()  # acknowledged only once on disk
-        except JournalClosed:
-            raise ApiError(503, "shutting_down", "the server is shutting down") from None
         devices = {user: self._device(user) for user in recipients}
         tasks: dict[str, asyncio.Task[Delivered]] = {}
         for user, device in devices.items():

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from aiohttp import web
 
-__all__ = ["ApiError", "error_middleware", "error_response"]
+from cms.events import JournalClosed
+
+__all__ = ["ApiError", "error_middleware", "error_response", "journal_open"]
 
 log = logging.getLogger("cms.cti")
 
@@ -45,6 +48,15 @@ class ApiError(Exception):
         self.message = message
         self.headers = dict(headers or {})
         self.extra = extra
+
+
+@contextmanager
+def journal_open() -> Iterator[None]:
+    """Around a journal append or flush: a closed journal (shutdown) is 503 shutting_down."""
+    try:
+        yield
+    except JournalClosed:
+        raise ApiError(503, "shutting_down", "the server is shutting down") from None
 
 
 def error_response(status: int, code: str, message: str,

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from cms.events import InteractionLog, Journal, JournalClosed
+from cms.events import InteractionLog, Journal
 
-from .errors import ApiError
+from .errors import ApiError, journal_open
 
 if TYPE_CHECKING:
     from .app import Handler, Request
@@ -44,10 +44,8 @@ class InteractionRoutes:
         return self.log
 
     def _append(self, kind: str, data: dict[str, Any]) -> None:
-        try:
+        with journal_open():
             self.journal.append(kind, data)
-        except JournalClosed:
-            raise ApiError(503, "shutting_down", "the server is shutting down") from None
 
     async def _caught_up(self) -> InteractionLog:
         """The log, once every event appended before this request is committed.
@@ -56,10 +54,8 @@ class InteractionRoutes:
         reads its effect: records are written with the events, at commit.
         """
         log = self._log()
-        try:
+        with journal_open():
             await self.journal.flush()
-        except JournalClosed:
-            raise ApiError(503, "shutting_down", "the server is shutting down") from None
         return log
 
     async def _record_for(self, request: Request) -> dict[str, Any]:

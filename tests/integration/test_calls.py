@@ -22,7 +22,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -187,6 +187,16 @@ def register_sipp_agent(cms: CmsProcess, tmp_path: Path, user: str, contact_port
                         users=[(user, user_password(user))],
                         extra=["-key", "contact_port", str(contact_port)]).wait(20)
     assert result.returncode == 0 and result.successful == 1, result.describe()
+
+
+def sipp_agent(cms: CmsProcess, tmp_path: Path, sipp_phones: list[SippProcess], user: str,
+               scenario: str, *, calls: int = 1, extra: Sequence[str] = ()) -> SippProcess:
+    """A SIPp phone playing `scenario` (timeout 20 s), registered as `user`'s contact."""
+    phone = start_sipp(cms.sip_target, tmp_path, scenario=scenario, calls=calls, timeout=20,
+                       extra=extra)
+    sipp_phones.append(phone)
+    register_sipp_agent(cms, tmp_path, user, phone.port)
+    return phone
 
 
 @pytest.fixture
@@ -381,10 +391,7 @@ def test_ring_no_answer_moves_the_call_on_and_repeated_misses_make_the_agent_not
     start_cms: StartCms, tmp_path: Path, sipp_phones: list[SippProcess],
 ) -> None:
     cms = start_cms(users=5, ring_timeout=1.5, max_no_answer=2, wrap_up=0)
-    silent = start_sipp(cms.sip_target, tmp_path, scenario="uas_ring_no_answer.xml", calls=2,
-                        timeout=20)
-    sipp_phones.append(silent)
-    register_sipp_agent(cms, tmp_path, "agent0001", silent.port)
+    silent = sipp_agent(cms, tmp_path, sipp_phones, "agent0001", "uas_ring_no_answer.xml", calls=2)
 
     async def scenario() -> None:
         await wait_event(cms, "agent.state_changed", user="agent0001", state="ready")
@@ -444,10 +451,7 @@ def test_cancel_of_a_ringing_direct_call_is_answered_487_and_cancels_the_callee(
     start_cms: StartCms, tmp_path: Path, sipp_phones: list[SippProcess],
 ) -> None:
     cms = start_cms(users=5)
-    callee = start_sipp(cms.sip_target, tmp_path, scenario="uas_ring_no_answer.xml", calls=1,
-                        timeout=20)
-    sipp_phones.append(callee)
-    register_sipp_agent(cms, tmp_path, "agent0003", callee.port)
+    callee = sipp_agent(cms, tmp_path, sipp_phones, "agent0003", "uas_ring_no_answer.xml")
 
     async def scenario() -> None:
         async with phone(cms) as caller:
@@ -468,10 +472,7 @@ def test_a_direct_call_nobody_answers_is_cancelled_after_the_ring_timeout(
     start_cms: StartCms, tmp_path: Path, sipp_phones: list[SippProcess],
 ) -> None:
     cms = start_cms(users=5, cms_keys={"ring_timeout": 1.5})
-    callee = start_sipp(cms.sip_target, tmp_path, scenario="uas_ring_no_answer.xml", calls=1,
-                        timeout=20)
-    sipp_phones.append(callee)
-    register_sipp_agent(cms, tmp_path, "agent0003", callee.port)
+    callee = sipp_agent(cms, tmp_path, sipp_phones, "agent0003", "uas_ring_no_answer.xml")
 
     async def scenario() -> None:
         async with phone(cms) as caller:
@@ -528,10 +529,8 @@ def test_a_sipp_caller_reaches_a_sipp_agent_through_the_queue_and_the_call_is_re
     start_cms: StartCms, tmp_path: Path, sipp_phones: list[SippProcess],
 ) -> None:
     cms = start_cms(users=5)
-    agent = start_sipp(cms.sip_target, tmp_path, scenario="uas_answer.xml", calls=1, timeout=20,
+    agent = sipp_agent(cms, tmp_path, sipp_phones, "agent0001", "uas_answer.xml",
                        extra=["-rtp_echo", "-mp", str(free_media_port())])
-    sipp_phones.append(agent)
-    register_sipp_agent(cms, tmp_path, "agent0001", agent.port)
     run(wait_event(cms, "agent.state_changed", user="agent0001", state="ready"))
 
     caller = start_sipp(cms.sip_target, tmp_path, builtin="uac", calls=1, timeout=20,
@@ -552,10 +551,8 @@ def test_a_sipp_agent_echoing_rtp_returns_the_callers_tone_through_the_cms(
     start_cms: StartCms, tmp_path: Path, sipp_phones: list[SippProcess],
 ) -> None:
     cms = start_cms(users=5)
-    agent = start_sipp(cms.sip_target, tmp_path, scenario="uas_answer.xml", calls=1, timeout=20,
+    agent = sipp_agent(cms, tmp_path, sipp_phones, "agent0001", "uas_answer.xml",
                        extra=["-rtp_echo", "-mp", str(free_media_port())])
-    sipp_phones.append(agent)
-    register_sipp_agent(cms, tmp_path, "agent0001", agent.port)
 
     async def scenario() -> None:
         await wait_event(cms, "agent.state_changed", user="agent0001", state="ready")

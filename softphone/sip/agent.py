@@ -310,6 +310,18 @@ class UserAgent:
             raise NotFound(f"no call {call_id!r}")
         return call
 
+    def _established(self, call_id: str) -> PhoneCall:
+        call = self._call(call_id)
+        if call.state is not CallState.ESTABLISHED:
+            raise Conflict(f"call {call_id} is {call.state.value}, not established")
+        return call
+
+    def _unhold(self, call: PhoneCall) -> None:
+        """Re-INVITE with our media active again."""
+        prm = pj.CallOpParam(True)
+        prm.opt.flag = pj.PJSUA_CALL_UNHOLD
+        self._pj(call.reinvite, prm)
+
     def _hold_others(self, keep: PhoneCall) -> None:
         """Put other established calls on hold: one conversation (or conference) at a time."""
         for other in self.calls.values():
@@ -367,9 +379,7 @@ class UserAgent:
         return call.snapshot()
 
     def _hold(self, call_id: str) -> CallSnapshot:
-        call = self._call(call_id)
-        if call.state is not CallState.ESTABLISHED:
-            raise Conflict(f"call {call_id} is {call.state.value}, not established")
+        call = self._established(call_id)
         if call.held:
             raise Conflict(f"call {call_id} is already on hold")
         self._pj(call.setHold, pj.CallOpParam(True))
@@ -380,17 +390,13 @@ class UserAgent:
         if call.state is not CallState.ESTABLISHED or not call.held:
             raise Conflict(f"call {call_id} is not on hold")
         self._hold_others(call)
-        prm = pj.CallOpParam(True)
-        prm.opt.flag = pj.PJSUA_CALL_UNHOLD
-        self._pj(call.reinvite, prm)
+        self._unhold(call)
         return call.snapshot()
 
     def _dtmf(self, call_id: str, digits: str) -> CallSnapshot:
         if not isinstance(digits, str) or not DTMF_DIGITS.match(digits):
             raise BadRequest("digits: 1 to 32 of 0-9 * # A-D", code="bad_digits")
-        call = self._call(call_id)
-        if call.state is not CallState.ESTABLISHED:
-            raise Conflict(f"call {call_id} is {call.state.value}, not established")
+        call = self._established(call_id)
         prm = pj.CallSendDtmfParam()
         prm.digits = digits.upper()
         prm.method = pj.PJSUA_DTMF_METHOD_RFC2833
@@ -398,9 +404,7 @@ class UserAgent:
         return call.snapshot()
 
     def _transfer(self, call_id: str, to: str | None, consult_id: str | None) -> CallSnapshot:
-        call = self._call(call_id)
-        if call.state is not CallState.ESTABLISHED:
-            raise Conflict(f"call {call_id} is {call.state.value}, not established")
+        call = self._established(call_id)
         if consult_id is not None:  # attended: REFER with Replaces to the consulted party
             other = self._call(consult_id)
             if other is call or other.state is not CallState.ESTABLISHED:
@@ -428,9 +432,7 @@ class UserAgent:
         other.conference.add(call.id)
         for party in (call, other):
             if party.held:
-                prm = pj.CallOpParam(True)
-                prm.opt.flag = pj.PJSUA_CALL_UNHOLD
-                self._pj(party.reinvite, prm)  # media comes back: link_conference joins it
+                self._unhold(party)  # media comes back: link_conference joins it
         self.link_conference(call)
         for party in (call, other):
             self.emit(CallConferenced(call=party.snapshot()))

@@ -96,9 +96,14 @@ class PhoneFactory:
             phone.check_clean_exit()
 
 
-def hears(phone: SoftphoneProcess, frequency: float) -> float:
+def output_of(phone: SoftphoneProcess) -> Path:
+    """The output file of a "wav" phone (what it played)."""
+    return Path(phone.audio.split(":")[2])
+
+
+def heard_level(phone: SoftphoneProcess, frequency: float) -> float:
     """The level (dBFS) of `frequency` in the last 0.3 s a "wav" phone played; -120 if none."""
-    samples, rate = tail(Path(phone.audio.split(":")[2]), 0.3)
+    samples, rate = tail(output_of(phone), 0.3)
     return tone_dbfs(samples, rate, frequency) if samples.size >= 0.3 * rate else -120.0
 
 

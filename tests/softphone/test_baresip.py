@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from audio_analysis import TONE_A, tail, tone_dbfs
 from baresip_peer import AVAILABLE, BaresipPeer
+from phone_factory import output_of
 from softphone_process import StartSoftphone, wait_until
 
 pytestmark = [
@@ -38,7 +39,7 @@ def test_softphone_calls_baresip_and_audio_flows_both_ways(
     start_softphone: StartSoftphone, tone_files: dict[str, Path], baresip: BaresipPeer
 ) -> None:
     phone = start_softphone("a", audio="wav")
-    out = Path(phone.audio.split(":")[2])
+    out = output_of(phone)
 
     call = phone.post("/calls", {"to": baresip.uri})
 
@@ -54,7 +55,7 @@ def test_baresip_calls_the_softphone_which_answers(
     start_softphone: StartSoftphone, tone_files: dict[str, Path], baresip: BaresipPeer
 ) -> None:
     phone = start_softphone("a", audio="wav")
-    out = Path(phone.audio.split(":")[2])
+    out = output_of(phone)
 
     baresip.command("dial", f"sip:a@{phone.sip_uri_host}")
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from audio_analysis import TONE_A, TONE_B, TONE_LEVEL, dominant_frequency, rms_dbfs, tail, tone_dbfs
-from phone_factory import PhoneFactory
+from phone_factory import PhoneFactory, output_of
 from softphone_process import (
     ApiError,
     EventRecorder,
@@ -38,10 +38,6 @@ class Pair:
     b_call: dict[str, Any]
     a_out: Path
     b_out: Path
-
-
-def output_of(phone: SoftphoneProcess) -> Path:
-    return Path(phone.audio.split(":")[2])
 
 
 def wait_for_tone(path: Path, frequency: float, above: float = -20.0,

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from audio_analysis import TONE_A, TONE_B, TONE_LEVEL
 from cms_process import DESK
-from phone_factory import hears, registered_pair
+from phone_factory import heard_level, registered_pair
 from softphone_process import StartSoftphone, wait_until
 
 pytestmark = pytest.mark.integration
@@ -29,9 +29,10 @@ def test_two_soft_phones_call_each_other_through_the_cms_and_hear_each_other(
     assert "agent0001@" in ringing["remote"]
     b.post(f"/calls/{ringing['id']}/answer")
     a.wait_for_call(lambda c: c["id"] == call["id"] and c["state"] == "established")
-    assert wait_until(lambda: hears(a, TONE_B) > TONE_LEVEL - 1.5
-                      and hears(b, TONE_A) > TONE_LEVEL - 1.5, 5.0, 0.1), (
-        f"A hears B at {hears(a, TONE_B):.1f} dBFS, B hears A at {hears(b, TONE_A):.1f}")
+    assert wait_until(lambda: heard_level(a, TONE_B) > TONE_LEVEL - 1.5
+                      and heard_level(b, TONE_A) > TONE_LEVEL - 1.5, 5.0, 0.1), (
+        f"A hears B at {heard_level(a, TONE_B):.1f} dBFS, "
+        f"B hears A at {heard_level(b, TONE_A):.1f}")
 
     a.post(f"/calls/{call['id']}/hangup")
     assert wait_until(lambda: not a.calls() and not b.calls(), 5.0)
@@ -49,7 +50,7 @@ def test_a_call_to_the_sales_queue_rings_the_ready_agent_soft_phone(
     b.post(f"/calls/{ringing['id']}/answer")
 
     b.wait_for_call(lambda c: c["state"] == "established")
-    assert wait_until(lambda: hears(a, TONE_B) > TONE_LEVEL - 1.5, 5.0, 0.1), (
-        f"the caller hears the agent at {hears(a, TONE_B):.1f} dBFS")
+    assert wait_until(lambda: heard_level(a, TONE_B) > TONE_LEVEL - 1.5, 5.0, 0.1), (
+        f"the caller hears the agent at {heard_level(a, TONE_B):.1f} dBFS")
     a.post(f"/calls/{call['id']}/hangup")
     assert wait_until(lambda: not b.calls(), 5.0)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from audio_analysis import TONE_B, TONE_LEVEL
 from cms_process import DESK, user_password
-from phone_factory import hears, registered_pair
+from phone_factory import heard_level, registered_pair
 from softphone_process import StartSoftphone, wait_until
 
 pytestmark = pytest.mark.integration
@@ -61,7 +61,7 @@ def test_the_cti_answers_a_queue_call_ringing_at_the_soft_phone(
 
     assert status == 200, body
     agent.wait_for_call(lambda c: c["state"] == "established", timeout=5)
-    assert wait_until(lambda: hears(caller, TONE_B) > TONE_LEVEL - 1.5, 5.0, 0.1), (
-        f"the caller hears the agent at {hears(caller, TONE_B):.1f} dBFS")
+    assert wait_until(lambda: heard_level(caller, TONE_B) > TONE_LEVEL - 1.5, 5.0, 0.1), (
+        f"the caller hears the agent at {heard_level(caller, TONE_B):.1f} dBFS")
     caller.post(f"/calls/{dialled['id']}/hangup")
     assert wait_until(lambda: not agent.calls(), 5.0)

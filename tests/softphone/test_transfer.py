@@ -11,20 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from audio_analysis import TONE_A, TONE_B, TONE_C, tail, tone_dbfs
+from audio_analysis import TONE_A, TONE_B, TONE_C
 from baresip_peer import AVAILABLE, BaresipPeer
+from phone_factory import heard_level
 from softphone_process import EventRecorder, SoftphoneProcess, StartSoftphone, wait_until
 
 pytestmark = pytest.mark.integration
 
 
-def output_of(phone: SoftphoneProcess) -> Path:
-    return Path(phone.audio.split(":")[2])
-
-
 def hears(phone: SoftphoneProcess, frequency: float) -> bool:
-    samples, rate = tail(output_of(phone), 0.3)
-    return samples.size >= 0.3 * rate and tone_dbfs(samples, rate, frequency) > -20.0
+    return heard_level(phone, frequency) > -20.0
 
 
 def connect(caller: SoftphoneProcess, callee: SoftphoneProcess,

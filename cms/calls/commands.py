@@ -73,7 +73,7 @@ def update_attached_data(m: CallManager, call_id: str, user: str | None,
         raise command_error(400, "attached_data_too_large",
                      f"attached data is limited to {MAX_ATTACHED_BYTES} bytes of JSON")
     call.attached_data = data
-    m._emit("call.attached_data_changed", call, user=user or "", agent=call.agent,
+    m.emit("call.attached_data_changed", call, user=user or "", agent=call.agent,
             attached_data=dict(data), changes=dict(changes))
     return dict(data)
 
@@ -103,21 +103,21 @@ async def make_call(m: CallManager, user: str, to: str,
     call = Call(id=secrets.token_hex(8), caller=cast(SipLeg, None),
                 caller_number=account.extension or account.name, target=to,
                 kind="click_to_dial", attached_data=data, direction="internal",
-                agent=m._agent_of(account.name))
+                agent=m.agent_of(account.name))
     call.queue = name if kind != "user" else ""
     m.calls[call.id] = call
     m.counters["calls"] += 1
-    m._started(call)
+    m.started(call)
     extra = Headers()
     extra["call-info"] = [f"<sip:{m.registrar.realm}>;answer-after=0"]
     extra["alert-info"] = ["<http://127.0.0.1>;info=alert-autoanswer"]
-    leg = m._invite_device(call, account.name, device, role="agent", from_number=to,
+    leg = m.invite_device(call, account.name, device, role="agent", from_number=to,
                            extra=extra)
     if leg is None:
         m.calls.pop(call.id, None)
         raise command_error(409, "device_not_reachable", f"{device!r} cannot be reached")
     call.caller = leg
-    m._acd_busy(call, account.name)
+    m.acd_busy(call, account.name)
     return call_view(call)
 
 
@@ -126,7 +126,7 @@ def dial_target(m: CallManager, call: Call) -> None:
     try:
         kind, name = resolve(m, call.target)
     except CallCommandError:
-        m._end(call, "unknown_destination")
+        m.end(call, "unknown_destination")
         return
     route_to(m, call, kind, name)
 
@@ -137,9 +137,9 @@ def route_to(m: CallManager, call: Call, kind: str, name: str) -> None:
     if kind == "user":
         call.state = CallState.RINGING
         call.offered_at = now
-        leg = m._invite_device(call, name, name, role="callee")
+        leg = m.invite_device(call, name, name, role="callee")
         if leg is None:
-            m._end(call, "unreachable")
+            m.end(call, "unreachable")
             return
         call.other = leg
         return
@@ -153,7 +153,7 @@ def route_to(m: CallManager, call: Call, kind: str, name: str) -> None:
     except AcdError as exc:
         # Only if the ACD still knows this call id (a bug): end it rather than strand it.
         log.error("call %s cannot be queued at %s: %s", call.id, name, exc)
-        m._end(call, "routing_failed")
+        m.end(call, "routing_failed")
         return
     m.run_acd(outputs)
 
@@ -201,14 +201,14 @@ async def reject(m: CallManager, call_id: str, user: str | None) -> CallView:
     now = time.time()
     if call.offers.get(leg.user) is leg:
         del call.offers[leg.user]
-        m._abandon_outgoing(leg)
+        m.abandon_outgoing(leg)
         m.run_acd(m.acd.offer_failed(call.id, leg.user, OfferFailure.REJECTED, now))
     else:
-        m._abandon_outgoing(leg)
+        m.abandon_outgoing(leg)
         if leg is call.other:
             call.other = None
-            m._reply_caller(call, 603, "Decline")
-        m._end(call, "rejected", by=leg)
+            m.reply_caller(call, 603, "Decline")
+        m.end(call, "rejected", by=leg)
     return call_view(call)
 
 
@@ -239,7 +239,7 @@ async def _send_out_of_dialog(m: CallManager, leg: SipLeg, method: str,
     headers["to"] = [leg.invite.headers.first("to") or f"<{leg.invite.uri}>"]
     headers["call-id"] = [f"{secrets.token_hex(10)}@cms"]
     headers["cseq"] = [f"1 {method}"]
-    headers["contact"] = [f"<{m._contact(leg.peer)}>"]
+    headers["contact"] = [f"<{m.contact(leg.peer)}>"]
     if method == "NOTIFY":
         headers["event"] = ["talk"]
         headers["subscription-state"] = ["terminated;reason=noresource"]
@@ -274,10 +274,10 @@ async def hangup(m: CallManager, call_id: str, user: str | None) -> CallView:
     if call.conference is not None and user is not None:
         leg = _leg_of(m, call, user)
         if leg is not None:
-            m._bye(leg)
+            m.bye(leg)
             if left_conference(m, call, leg):
                 return call_view(call)
-    m._end(call, "hangup")
+    m.end(call, "hangup")
     return view
 
 
@@ -305,7 +305,7 @@ async def retrieve(m: CallManager, call_id: str, user: str | None) -> CallView:
     other.cms_held = False
     mine.media.stop_audio()
     bridge(mine.media, other.media)
-    m._emit("call.retrieved", call, user=mine.user, agent=call.agent, party=other.role,
+    m.emit("call.retrieved", call, user=mine.user, agent=call.agent, party=other.role,
             by="cti")
     return call_view(call)
 
@@ -316,7 +316,7 @@ def hold_party(m: CallManager, call: Call, mine: SipLeg, other: SipLeg, by: str
     other.media.play(m.hold_audio(call))
     mine.media.stop_audio()
     other.cms_held = True
-    m._emit("call.held", call, user=mine.user, agent=call.agent, party=other.role, by=by)
+    m.emit("call.held", call, user=mine.user, agent=call.agent, party=other.role, by=by)
 
 
 async def send_dtmf(m: CallManager, call_id: str, user: str | None, digits: str
@@ -352,8 +352,8 @@ def left_conference(m: CallManager, call: Call, leg: SipLeg) -> bool:
         call.conference = None
         bridge(staying[0].media, staying[1].media)
     if leg.user == call.agent:
-        call.agent = next((m._agent_of(p.user) for p in staying
-                           if m._agent_of(p.user)), "")
+        call.agent = next((m.agent_of(p.user) for p in staying
+                           if m.agent_of(p.user)), "")
     return True
 
 
@@ -400,16 +400,16 @@ def sides(m: CallManager, call: Call, user: str | None) -> tuple[SipLeg, SipLeg]
 
 def release_leg(m: CallManager, call: Call, leg: SipLeg) -> None:
     """Hang up one leg (BYE) and forget it (see `forget_leg`)."""
-    m._bye(leg)
+    m.bye(leg)
     forget_leg(m, call, leg)
 
 
 def forget_leg(m: CallManager, call: Call, leg: SipLeg) -> None:
     """Close an ended leg's media and forget its dialog; the ACD frees its user."""
-    m._close_media(leg)
+    m.close_media(leg)
     if leg.dialog is not None:
         m.endpoint.dialog_handlers.pop(leg.dialog.key, None)
-    m._acd_free(call, leg.user)
+    m.acd_free(call, leg.user)
 
 
 def resolve(m: CallManager, to: str) -> tuple[str, str]:

@@ -199,16 +199,16 @@ class CallManager:
 
     # -- call events (the journal's call.* types)
 
-    def _emit(self, kind: str, call: Call, **data: Any) -> None:
+    def emit(self, kind: str, call: Call, **data: Any) -> None:
         if self.on_call_event is not None:
             self.on_call_event(kind, {"call_id": call.id, **data}, time.time())
 
-    def _started(self, call: Call) -> None:
+    def started(self, call: Call) -> None:
         """The call exists: its interaction.created, with what is known of it."""
         if self.on_call_started is not None:
             self.on_call_started(call.id, call.created, call_info(call))
 
-    def _agent_of(self, user: str) -> str:
+    def agent_of(self, user: str) -> str:
         """`user` when it is an agent (for the CTI's "agent sees its own events" rule)."""
         return user if user and self.acd.agent(user) is not None else ""
 
@@ -217,7 +217,7 @@ class CallManager:
         call = self.calls.get(call_id)
         return call_info(call) if call is not None else None
 
-    def _acd_busy(self, call: Call, user: str) -> None:
+    def acd_busy(self, call: Call, user: str) -> None:
         """Tell the ACD `user` is on this call (not from a queue), so it is offered nothing."""
         if not user or user in call.acd_keys or self.acd.agent(user) is None:
             return
@@ -227,7 +227,7 @@ class CallManager:
         call.acd_keys[user] = key
         self.run_acd(self.acd.direct_call_started(key, user, time.time()))
 
-    def _acd_free(self, call: Call, user: str) -> None:
+    def acd_free(self, call: Call, user: str) -> None:
         """`user` left the call: the ACD ends its part (wrap-up, ready again)."""
         key = call.acd_keys.pop(user, None)
         if key is not None:
@@ -281,7 +281,7 @@ class CallManager:
             call.queue = destination.name if destination.kind == "queue" else ""
         else:
             call.direction = "internal" if self._trusted_user(caller_number) else "inbound"
-        self._started(call)
+        self.started(call)
         if destination is not None:
             self._answer_caller(call)
             call.state = CallState.QUEUED
@@ -321,7 +321,7 @@ class CallManager:
         leg = call.caller
         assert leg.invite is not None and leg.server_tx is not None
         tag = new_tag()
-        contact = self._contact(leg.peer)
+        contact = self.contact(leg.peer)
         host, port = self._media_address(leg)
         if leg.negotiated is None:  # late offer: the ACK will carry the caller's answer
             answer = make_offer(host, port)
@@ -329,7 +329,7 @@ class CallManager:
             answer = make_answer(parse_sdp(leg.invite.body), leg.negotiated, host, port)
         leg.local_sdp = answer
         leg.dialog = Dialog.from_uas(leg.invite, tag, contact)
-        self.endpoint.dialog_handlers[leg.dialog.key] = self._dialog_handler(call, leg)
+        self.endpoint.dialog_handlers[leg.dialog.key] = self.dialog_handler(call, leg)
         self.endpoint.cancel_handlers.pop(leg.server_tx, None)
         extra = Headers()
         extra["contact"] = [f"<{contact}>"]
@@ -342,18 +342,18 @@ class CallManager:
     def _ring_direct(self, call: Call, user: str) -> None:
         """A call to a user's or desk's extension: ring its phone, answer the caller on answer."""
         call.state = CallState.RINGING
-        leg = self._invite_device(call, user, user, role="callee")
+        leg = self.invite_device(call, user, user, role="callee")
         if leg is None:
-            self._reply_caller(call, 480, "Temporarily Unavailable")
-            self._finish(call, "unreachable")
+            self.reply_caller(call, 480, "Temporarily Unavailable")
+            self.finish(call, "unreachable")
             return
         call.other = leg
         call.offered_at = time.time()
-        self._acd_busy(call, user)
+        self.acd_busy(call, user)
 
     # -- outgoing INVITEs (to agents and callees)
 
-    def _invite_device(self, call: Call, user: str, device: str, role: str, *,
+    def invite_device(self, call: Call, user: str, device: str, role: str, *,
                        from_number: str | None = None, extra: Headers | None = None,
                        timed: bool = True) -> SipLeg | None:
         """INVITE a registered device with the CMS's own offer (media anchored here).
@@ -373,7 +373,7 @@ class CallManager:
         offer = make_offer(host_media, port_media)
         leg.local_sdp = offer
         sent_by = self.endpoint.sent_by(peer)
-        contact = self._contact(peer)
+        contact = self.contact(peer)
         caller_from = parse_name_addr(call.caller.invite.headers.first("from") or "") \
             if getattr(call.caller, "server_tx", None) is not None and call.caller.invite \
             else None  # (no caller leg yet while click-to-dial rings the agent's own phone)
@@ -400,7 +400,7 @@ class CallManager:
         leg.client_tx = self.endpoint.send_request(
             request, peer, lambda event: self._on_outgoing_event(call, leg, event)
         )
-        self._emit("call.dialing", call, user=user, agent=self._agent_of(user), device=device,
+        self.emit("call.dialing", call, user=user, agent=self.agent_of(user), device=device,
                    role=role)
         if timed and self.ring_timeout > 0:
             asyncio.get_running_loop().call_later(self.ring_timeout, self._ring_timed_out,
@@ -411,7 +411,7 @@ class CallManager:
         """Nobody answered in `ring_timeout`: CANCEL and treat it as a 408."""
         if leg.state not in (LegState.CALLING, LegState.RINGING):
             return
-        self._abandon_outgoing(leg)
+        self.abandon_outgoing(leg)
         self._outgoing_failed(call, leg, 408, time.time())
 
     def peer_of(self, binding: Binding) -> Peer | None:
@@ -460,15 +460,15 @@ class CallManager:
     def _outgoing_answered(self, call: Call, leg: SipLeg, response: Response, now: float) -> None:
         assert leg.invite is not None
         if leg.dialog is None:
-            leg.dialog = Dialog.from_uac(leg.invite, response, self._contact(leg.peer))
-            self.endpoint.dialog_handlers[leg.dialog.key] = self._dialog_handler(call, leg)
+            leg.dialog = Dialog.from_uac(leg.invite, response, self.contact(leg.peer))
+            self.endpoint.dialog_handlers[leg.dialog.key] = self.dialog_handler(call, leg)
         # ACK every 2xx (retransmissions included): the callee retransmits until it gets one.
         self.endpoint.send_stateless(leg.dialog.ack(1, self.endpoint.sent_by(leg.peer),
                                                     leg.peer.transport), leg.peer)
         if leg.state is LegState.UP:
             return
         if leg.state is LegState.ENDED or call.state is CallState.ENDED:
-            self._bye(leg)
+            self.bye(leg)
             return
         leg.state = LegState.UP
         if response.body:
@@ -478,7 +478,7 @@ class CallManager:
                 leg.negotiated = None
         if leg.negotiated is None:
             log.warning("call %s: %s answered without usable SDP", call.id, leg.user)
-            self._bye(leg)
+            self.bye(leg)
             self._outgoing_failed(call, leg, 488, now)
             return
         self._configure_media(leg)
@@ -493,9 +493,9 @@ class CallManager:
 
     def _outgoing_failed(self, call: Call, leg: SipLeg, status: int, now: float) -> None:
         leg.state = LegState.ENDED
-        self._close_media(leg)
+        self.close_media(leg)
         if leg is call.caller:  # click-to-dial: the agent's own phone did not pick up
-            self._end(call, "originator_unreachable", by=leg)
+            self.end(call, "originator_unreachable", by=leg)
         elif leg.role == "agent" and leg in call.offers.values():
             call.offers.pop(leg.user, None)
             reason = ACD_FAILURES.get(status, OfferFailure.ERROR)
@@ -506,10 +506,10 @@ class CallManager:
             outcome = "busy" if status in (486, 600) else "failed"
             if call.caller.state is LegState.UP:
                 # Click-to-dial, transfer or consult target: release what is left of it.
-                self._end(call, outcome)
+                self.end(call, outcome)
             else:
-                self._reply_caller(call, status if 400 <= status < 700 else 480)
-                self._finish(call, outcome)
+                self.reply_caller(call, status if 400 <= status < 700 else 480)
+                self.finish(call, outcome)
 
     # -- ACD actions
 
@@ -565,7 +565,7 @@ class CallManager:
             elif isinstance(output, CancelOffer):
                 leg = call.offers.pop(output.agent, None)
                 if leg is not None:
-                    self._abandon_outgoing(leg)
+                    self.abandon_outgoing(leg)
             elif isinstance(output, ConnectAgent):
                 leg = call.offers.pop(output.agent, None)
                 if leg is not None:
@@ -583,17 +583,17 @@ class CallManager:
             elif isinstance(output, SendToOverflow):
                 account = self.registrar.directory.lookup(output.target)
                 if account is None:
-                    self._end(call, "overflow_unreachable")
+                    self.end(call, "overflow_unreachable")
                 else:
                     self._ring_direct(call, account.name)
             elif isinstance(output, EndCall):
-                self._end(call, "reclaimed")
+                self.end(call, "reclaimed")
 
     def _offer(self, call: Call, action: OfferCall) -> None:
         call.state = CallState.RINGING if call.state is CallState.QUEUED else call.state
         call.offered_at = call.offered_at or time.time()
         call.attached_data["queue"] = action.queue
-        leg = self._invite_device(call, action.agent, action.device, role="agent", timed=False)
+        leg = self.invite_device(call, action.agent, action.device, role="agent", timed=False)
         if leg is None:
             self.run_acd(self.acd.offer_failed(call.id, action.agent, OfferFailure.ERROR,
                                             time.time()))
@@ -604,20 +604,20 @@ class CallManager:
         call.other = leg
         call.state = CallState.CONNECTED
         call.answered_at = call.answered_at or now
-        call.agent = call.agent or self._agent_of(leg.user)
+        call.agent = call.agent or self.agent_of(leg.user)
         self.counters["answered"] += 1
         call.caller.media.stop_audio()
         if call.caller.media.format is not None:  # else: bridged when the late answer comes
             bridge(call.caller.media, leg.media)
-        self._acd_busy(call, leg.user)
-        self._emit("call.established", call, user=leg.user, agent=call.agent or leg.user,
+        self.acd_busy(call, leg.user)
+        self.emit("call.established", call, user=leg.user, agent=call.agent or leg.user,
                    role=leg.role, parties=[party_view(call, p).to_json()
                                            for p in (call.caller, leg)])
 
     def _originator_answered(self, call: Call, leg: SipLeg, now: float) -> None:
         """Click-to-dial: the agent's phone answered; it hears ringback while `to` is called."""
         leg.media.play(ToneSource(commands.RINGBACK_HZ, level_dbfs=-20.0))
-        self._emit("call.established", call, user=leg.user, agent=self._agent_of(leg.user),
+        self.emit("call.established", call, user=leg.user, agent=self.agent_of(leg.user),
                    role=leg.role, parties=[party_view(call, leg).to_json()])
         commands.dial_target(self, call)
 
@@ -625,7 +625,7 @@ class CallManager:
         """Play the goodbye announcement to its end (a tone for a second), then hang up."""
         reason = action.reason.value
         if not action.announcement or call.caller.state is not LegState.UP:
-            self._end(call, reason)
+            self.end(call, reason)
             return
         source = self._announcement(action.announcement)
         seconds = float(getattr(source, "duration", 1.0))
@@ -633,7 +633,7 @@ class CallManager:
             seconds = 0.0
         call.caller.media.play(source)
         # One extra frame time so the last packet leaves before the BYE.
-        asyncio.get_running_loop().call_later(seconds + 0.1, self._end, call, reason)
+        asyncio.get_running_loop().call_later(seconds + 0.1, self.end, call, reason)
 
     def hold_audio(self, call: Call) -> AudioSource:
         """What a queued or held caller hears: the queue's WAV if configured, else music."""
@@ -674,7 +674,7 @@ class CallManager:
 
     # -- in-dialog requests
 
-    def _dialog_handler(self, call: Call, leg: SipLeg
+    def dialog_handler(self, call: Call, leg: SipLeg
                         ) -> Callable[[ServerTransaction | None, Request, Peer | None], None]:
         def handle(tx: ServerTransaction | None, request: Request, peer: Peer | None) -> None:
             self._in_dialog(call, leg, tx, request)
@@ -695,7 +695,7 @@ class CallManager:
             self.endpoint.respond(tx, make_response(request, 200))
             leg.state = LegState.ENDED
             if not commands.left_conference(self, call, leg):
-                self._end(call, f"{leg.role}_hangup", by=leg)
+                self.end(call, f"{leg.role}_hangup", by=leg)
         elif method == "INVITE":
             self._reinvite(call, leg, tx, request)
         elif method == "REFER":
@@ -714,7 +714,7 @@ class CallManager:
         leg.negotiated = negotiate(answer) if answer is not None else None
         if leg.negotiated is None:
             log.info("call %s: the ACK has no usable SDP answer; hanging up", call.id)
-            self._end(call, "no_media")
+            self.end(call, "no_media")
             return
         self._configure_media(leg)
         other = call.other
@@ -746,12 +746,12 @@ class CallManager:
                              version=leg.local_sdp.origin.session_version + 1)
         leg.local_sdp = answer
         extra = Headers()
-        extra["contact"] = [f"<{self._contact(leg.peer)}>"]
+        extra["contact"] = [f"<{self.contact(leg.peer)}>"]
         extra["content-type"] = ["application/sdp"]
         self.endpoint.respond(tx, make_response(request, 200, headers=extra,
                                                 body=answer.encode()))
         if leg.held != was_held:
-            self._emit("call.held" if leg.held else "call.retrieved", call, user=leg.user,
+            self.emit("call.held" if leg.held else "call.retrieved", call, user=leg.user,
                        agent=call.agent, by=leg.role, party=leg.role)
         other = call.other if leg is call.caller else call.caller
         if (other is not None and other.state is LegState.UP and other.dialog is not None
@@ -782,10 +782,10 @@ class CallManager:
 
     def _caller_cancelled(self, call: Call) -> None:
         """CANCEL of a caller's INVITE not yet answered (direct calls ringing)."""
-        self._reply_caller(call, 487)
-        self._end(call, "abandoned", by=call.caller)
+        self.reply_caller(call, 487)
+        self.end(call, "abandoned", by=call.caller)
 
-    def _end(self, call: Call, outcome: str, by: SipLeg | None = None) -> None:
+    def end(self, call: Call, outcome: str, by: SipLeg | None = None) -> None:
         """End the call on every leg still up, tell the ACD, write the record."""
         if call.state is CallState.ENDED:
             return
@@ -795,26 +795,26 @@ class CallManager:
             call.conference = None
         consult = self.calls.get(call.related) if call.related else None
         if consult is not None and consult.shares_caller:
-            self._end(consult, outcome)  # the agent's leg goes: its consult goes with it
+            self.end(consult, outcome)  # the agent's leg goes: its consult goes with it
         for leg in call.legs():
             if leg is by or leg.state is LegState.ENDED:
                 continue
             if leg.state is LegState.UP:
-                self._bye(leg)
+                self.bye(leg)
             elif leg.role != "caller":
-                self._abandon_outgoing(leg)
+                self.abandon_outgoing(leg)
             else:
-                self._reply_caller(call, 480)
+                self.reply_caller(call, 480)
         call.offers.clear()
         if self.acd.caller(call.id) is not None:
             self.counters["abandoned"] += 1
             self.run_acd(self.acd.caller_abandoned(call.id, now))
             outcome = "abandoned" if by is call.caller else outcome
         for user in list(call.acd_keys):
-            self._acd_free(call, user)
-        self._finish(call, outcome, by)
+            self.acd_free(call, user)
+        self.finish(call, outcome, by)
 
-    def _finish(self, call: Call, outcome: str, by: SipLeg | None = None) -> None:
+    def finish(self, call: Call, outcome: str, by: SipLeg | None = None) -> None:
         call.state = CallState.ENDED
         call.ended_at = time.time()
         call.outcome = call.outcome or outcome
@@ -826,7 +826,7 @@ class CallManager:
                 original.related = ""
                 call.caller.media.stop_audio()  # no more ringback from a failed consult
         for leg in call.legs():
-            self._close_media(leg)
+            self.close_media(leg)
             if leg.dialog is not None:
                 self.endpoint.dialog_handlers.pop(leg.dialog.key, None)
         if call.caller.server_tx is not None:
@@ -837,19 +837,19 @@ class CallManager:
         if self.on_record is not None:
             self.on_record(record)
 
-    def _bye(self, leg: SipLeg) -> None:
+    def bye(self, leg: SipLeg) -> None:
         if leg.dialog is None or leg.state is LegState.ENDED:
             return
         leg.state = LegState.ENDED
         request = leg.dialog.new_request("BYE", self.endpoint.sent_by(leg.peer),
                                          leg.peer.transport)
         self.endpoint.send_request(request, leg.peer, lambda event: None)
-        self._close_media(leg)
+        self.close_media(leg)
 
-    def _abandon_outgoing(self, leg: SipLeg) -> None:
+    def abandon_outgoing(self, leg: SipLeg) -> None:
         """Stop ringing a leg: CANCEL before a final answer, BYE after a 2xx."""
         if leg.state is LegState.UP:
-            self._bye(leg)
+            self.bye(leg)
             return
         if leg.state is LegState.ENDED or leg.invite is None:
             return
@@ -862,9 +862,9 @@ class CallManager:
         headers["cseq"] = ["1 CANCEL"]
         cancel = Request("CANCEL", invite.uri, headers)
         self.endpoint.send_request(cancel, leg.peer, lambda event: None)
-        self._close_media(leg)
+        self.close_media(leg)
 
-    def _reply_caller(self, call: Call, status: int, reason: str = "") -> None:
+    def reply_caller(self, call: Call, status: int, reason: str = "") -> None:
         leg = call.caller
         if leg.state is LegState.UP or leg.server_tx is None or leg.invite is None:
             return
@@ -906,12 +906,12 @@ class CallManager:
             host = self.endpoint.sent_by(leg.peer).rpartition(":")[0] or self.media_host
         return host, port
 
-    def _close_media(self, leg: SipLeg) -> None:
+    def close_media(self, leg: SipLeg) -> None:
         if not leg.media.endpoint.closed:
             disconnect(leg.media)
             self.media.close_leg(leg.media)
 
-    def _contact(self, peer: Peer) -> str:
+    def contact(self, peer: Peer) -> str:
         transport = "" if isinstance(peer, UdpPeer) else ";transport=tcp"
         return f"sip:cms@{self.endpoint.sent_by(peer)}{transport}"
 

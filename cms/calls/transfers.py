@@ -68,7 +68,7 @@ def _blind_transfer(m: CallManager, call: Call, mine: SipLeg, other: SipLeg, to:
     call.agent = ""
     other.cms_held = False
     other.media.play(m.hold_audio(call))
-    m._emit("call.transferred", call, user=mine.user, agent=m._agent_of(mine.user),
+    m.emit("call.transferred", call, user=mine.user, agent=m.agent_of(mine.user),
             to=to, mode="blind")
     route_to(m, call, kind, name)
 
@@ -91,7 +91,7 @@ async def consult(m: CallManager, call_id: str, user: str | None, to: str) -> Ca
                    related=call.id, shares_caller=True, agent=call.agent)
     call.related = consult.id
     m.calls[consult.id] = consult
-    m._started(consult)
+    m.started(consult)
     route_to(m, consult, kind, name)
     return call_view(consult)
 
@@ -116,29 +116,29 @@ async def complete(m: CallManager, call_id: str, user: str | None, consult_id: s
     # The consulted leg moves over to the original call.
     consult.other = None
     call.related = ""
-    m._acd_free(consult, target.user)
+    m.acd_free(consult, target.user)
     if target.dialog is not None:
-        m.endpoint.dialog_handlers[target.dialog.key] = m._dialog_handler(call, target)
+        m.endpoint.dialog_handlers[target.dialog.key] = m.dialog_handler(call, target)
     held.cms_held = target.cms_held = False
     if as_ == "transfer":
         release_leg(m, call, agent_leg)
         call.caller, call.other = held, target
         call.caller_number = held.device or held.user or call.caller_number
-        call.agent = m._agent_of(target.user)
+        call.agent = m.agent_of(target.user)
         bridge(held.media, target.media)
-        m._emit("call.transferred", call, user=agent_leg.user,
-                agent=m._agent_of(agent_leg.user), to=consult.target, mode="consult",
+        m.emit("call.transferred", call, user=agent_leg.user,
+                agent=m.agent_of(agent_leg.user), to=consult.target, mode="consult",
                 consult_id=consult.id)
     else:
         call.members.append(target)
         call.conference = Conference(m.media.clock,
                                      [held.media, agent_leg.media, target.media])
-        m._emit("call.conferenced", call, user=agent_leg.user, agent=call.agent,
+        m.emit("call.conferenced", call, user=agent_leg.user, agent=call.agent,
                 users=sorted(call_view(call).users), consult_id=consult.id,
                 parties=[party_view(call, leg).to_json()
                          for leg in (held, agent_leg, target)])
-    m._acd_busy(call, target.user)
-    m._finish(consult, "completed")
+    m.acd_busy(call, target.user)
+    m.finish(consult, "completed")
     return call_view(call)
 
 

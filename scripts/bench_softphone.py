@@ -40,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from softphone.audio.wav import write_wav
+
 from .bench import BenchError, Processes, load_average, log_tail, say, tree_cpu_seconds
 from .bench_common import conditions
 
@@ -67,17 +69,6 @@ _SIP_LINE = re.compile(r"listening for SIP udp=(\S+):(\d+)")
 
 
 # ---------------------------------------------------------------- signals and WAV files
-
-
-def write_pcm16_wav(path: Path, samples: np.ndarray) -> None:
-    import wave
-
-    pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
-    with wave.open(str(path), "wb") as writer:
-        writer.setnchannels(1)
-        writer.setsampwidth(2)
-        writer.setframerate(RATE)
-        writer.writeframes(pcm)
 
 
 def sine(frequency: float, samples: int, amplitude: float) -> np.ndarray:
@@ -386,8 +377,8 @@ def run_softphone_bench(quick: bool, workdir: Path) -> dict[str, Any]:
     plan = QUICK if quick else FULL
     load_before = load_average()
     a_mic, b_mic = workdir / "a-mic.wav", workdir / "b-mic.wav"
-    write_pcm16_wav(a_mic, burst_loop())
-    write_pcm16_wav(b_mic, sine(TONE_B_HZ, RATE, 0.5))
+    write_wav(a_mic, burst_loop(), RATE)
+    write_wav(b_mic, sine(TONE_B_HZ, RATE, 0.5), RATE)
     procs = Processes()
     try:
         a = start_phone("a", a_mic, workdir, procs)

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from softphone.audio.dsp import rms_dbfs
 from softphone.audio.wav import write_wav
 
 from .bench import BenchError, Processes, load_average, log_tail, say, tree_cpu_seconds
@@ -99,9 +100,7 @@ def onsets(samples: np.ndarray) -> list[int]:
 
 
 def block_dbfs(samples: np.ndarray, block: int) -> float:
-    chunk = samples[block * BLOCK:(block + 1) * BLOCK]
-    rms = float(np.sqrt(np.mean(chunk * chunk))) if chunk.size else 0.0
-    return 20.0 * math.log10(rms) if rms > 0 else -120.0
+    return rms_dbfs(samples[block * BLOCK:(block + 1) * BLOCK])
 
 
 # ---------------------------------------------------------------- watching the output files

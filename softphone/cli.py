@@ -16,16 +16,17 @@ from dataclasses import replace
 from pathlib import Path
 
 from softphone.audio.spec import AUDIO_HELP, parse_spec
-from softphone.profile import PhoneProfile
+from softphone.profile import PhoneProfile, ProfileError, split_host_port
 
 log = logging.getLogger("softphone")
 
 
 def host_port(value: str) -> str:
-    """Check a HOST:PORT argument and return it unchanged."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    """Check a HOST:PORT argument (as the profile's http and sip) and return it unchanged."""
+    try:
+        split_host_port(value)
+    except ProfileError:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}") from None
     return value
 
 
@@ -87,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """`softphone run`: until SIGTERM or Ctrl-C; 0 on a clean stop."""
-    from softphone.profile import ProfileError, load_profile
+    from softphone.profile import load_profile
 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -122,7 +123,7 @@ async def serve(profile: PhoneProfile) -> int:
     from softphone.errors import PhoneError
     from softphone.history import CallHistory
     from softphone.phone import SoftPhone
-    from softphone.profile import is_loopback, split_host_port
+    from softphone.profile import is_loopback
 
     # Signals first: a SIGTERM during start-up must still end in a clean stop.
     stop = asyncio.Event()

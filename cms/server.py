@@ -73,7 +73,7 @@ class CmsServer:
                                  hold_music={q.name: q.hold_music for q in config.queues
                                              if q.hold_music},
                                  ring_timeout=settings.ring_timeout)
-        self.cti = Cti(config, self.acd, self.journal, self._execute_acd, health=self._health_doc,
+        self.cti = Cti(config, self.acd, self.journal, self.calls.run_acd, health=self._health_doc,
                        messenger=SipMessenger(self.endpoint, self.registrar, self.calls.peer_of),
                        calls=self.calls, data_dir=self.data_dir)
         self._registered: set[str] = set()
@@ -118,10 +118,6 @@ class CmsServer:
     def _call_info(self, call_id: str) -> dict[str, object] | None:
         """What the journal's interaction.created tells about a live call."""
         return self.calls.call_info(call_id)
-
-    def _execute_acd(self, outputs: list[object]) -> None:
-        """Run the outputs of an ACD command from the CTI."""
-        self.calls.run_acd(outputs)
     # --- end CTI hooks ---
 
     async def start(self, sip: tuple[str, int], http: tuple[str, int]) -> None:

@@ -111,7 +111,8 @@ class CmsServer:
                 self._device_check(aor)
 
     def _on_acd_event(self, event: AcdEvent) -> None:
-        log.info("acd %s %s", event.TYPE, json.dumps(event.payload(), default=str))
+        if log.isEnabledFor(logging.INFO):  # build the JSON only when it is logged
+            log.info("acd %s %s", event.TYPE, json.dumps(event.payload(), default=str))
         self.feed.acd_event(event)
 
     # --- CTI hooks ---

@@ -35,12 +35,13 @@ from cms.acd.events import (
 )
 from cms.media.dtmf import DigitPressed
 from cms.media.formats import CODECS, MediaFormat
-from cms.media.prompts import SequenceSource, position_prompt
+from cms.media.prompts import SequenceSource, cached_wav, position_prompt
 from cms.media.relay import bridge, disconnect
 from cms.media.service import MediaService
 from cms.media.sources import (
     AudioSource,
     HoldMusicSource,
+    LoopSource,
     SilenceSource,
     ToneSource,
     WavSource,
@@ -642,7 +643,8 @@ class CallManager:
             path = self._sound_path(name)
             try:
                 if path is not None:
-                    return WavSource(path, loop=True)
+                    # Read from disk once, not for every queued or held call.
+                    return LoopSource(cached_wav(path), loop=True)
             except (ValueError, OSError, wave.Error) as exc:
                 log.warning("hold music %r cannot be played: %s", name, exc)
             else:

@@ -20,7 +20,7 @@ from .formats import CLOCK_RATE, FRAME_SAMPLES
 from .g711 import Samples
 from .sources import AudioSource, LoopSource, dbfs_to_amplitude, read_wav
 
-__all__ = ["MAX_BEEPS", "BEEP_HZ", "SequenceSource", "position_prompt"]
+__all__ = ["MAX_BEEPS", "BEEP_HZ", "SequenceSource", "cached_wav", "position_prompt"]
 
 log = logging.getLogger("cms.media.prompts")
 
@@ -68,9 +68,9 @@ def position_prompt(position: int, sounds: Path | None) -> list[Samples]:
 def _spoken(position: int, sounds: Path) -> list[Samples]:
     words = [str(position)] if position <= LARGEST_SPOKEN_NUMBER else list(str(position))
     gap = _silence(GAP_SECONDS)
-    pieces = [_cached(sounds / "position.wav"), gap]
+    pieces = [cached_wav(sounds / "position.wav"), gap]
     for word in words:
-        pieces.append(_cached(sounds / f"number-{word}.wav"))
+        pieces.append(cached_wav(sounds / f"number-{word}.wav"))
     pieces.append(_silence(0.5))
     return pieces
 
@@ -78,8 +78,8 @@ def _spoken(position: int, sounds: Path) -> list[Samples]:
 _cache: dict[Path, Samples] = {}
 
 
-def _cached(path: Path) -> Samples:
-    """Read a prompt once; callers in every queue share the same read-only samples."""
+def cached_wav(path: Path) -> Samples:
+    """Read a WAV once (see `read_wav`); every caller shares the same read-only samples."""
     samples = _cache.get(path)
     if samples is None:
         samples = read_wav(path)

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+import wave
+from pathlib import Path
 
 import numpy as np
+import pytest
 from cms_process import REPO, StartCms
 from test_calls import phone, run, wait_event, wait_records
 
 from cms.media.formats import PCMU
 from cms.media.sources import ToneSource, read_wav
+from scripts.ua_media import dominant_frequency
 
 SOUNDS = REPO / "sip_profiles" / "sounds"
 MATCH = 0.9  # a prompt played through G.711 correlates above this with its WAV
@@ -93,5 +97,30 @@ def test_overflow_plays_the_goodbye_announcement_to_its_end_before_hanging_up(
             assert best_match(call.media.samples(since=started), goodbye) > MATCH
         (record,) = await wait_records(cms, 1)
         assert record["outcome"] == "overflow"
+
+    run(scenario(), cms)
+
+
+def test_a_queue_with_hold_music_plays_its_wav_to_a_waiting_caller(
+    start_cms: StartCms, tmp_path: Path,
+) -> None:
+    music = tmp_path / "music.wav"
+    tone = ToneSource(600.0)
+    with wave.open(str(music), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(np.concatenate([tone.next_frame() for _ in range(50)]).tobytes())
+    cms = start_cms(users=1, queue_keys={"hold_music": str(music)})
+
+    async def scenario() -> None:
+        async with phone(cms) as caller:
+            call = await caller.call("600", ToneSource(440.0))
+            assert call.status == 200, call.reason
+            joined = time.monotonic()
+            await asyncio.sleep(1.5)  # longer than one pass: the WAV loops
+            heard = call.media.samples(since=joined + 0.2)
+            assert dominant_frequency(heard) == pytest.approx(600.0, abs=20)
+            assert await call.hang_up() == 200
 
     run(scenario(), cms)

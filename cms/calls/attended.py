@@ -1,0 +1,256 @@
+"""Attended transfer asked by phones: REFER with Replaces (RFC 5589) and INVITE with Replaces.
+
+A desk phone does an attended transfer on its own: it holds caller X, calls B through the
+CMS (a second call here), then REFERs X to B with `Refer-To: <B?Replaces=its dialog with
+the CMS toward B>`. X's phone never sees that dialog (the CMS is a B2BUA), so the CMS does
+what X would: it takes the named dialog's far end (B) and joins it to X, exactly as a CTI
+consult completes as a transfer (`transfers.complete`), then reports 100 and 200 as
+sipfrag NOTIFYs and hangs up the transferor's two dialogs.
+
+An INVITE with Replaces (RFC 3891: a phone taking over an established call, e.g. a
+pick-up, or a transferee elsewhere) puts the new phone in the named leg's place.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from cms.media.relay import bridge
+from cms.net.peer import Peer
+from cms.sip.dialog import Dialog
+from cms.sip.errors import ParseError
+from cms.sip.headers import parse_name_addr
+from cms.sip.message import Headers, Request
+from cms.sip.replaces import Replaces, parse_replaces
+from cms.sip.responses import make_response, new_tag
+from cms.sip.sdp import make_answer, negotiate, parse_sdp
+from cms.sip.transaction import (
+    InviteServerTransaction,
+    ResponseReceived,
+    ServerTransaction,
+    TimedOut,
+)
+
+from .commands import forget_leg
+from .model import Call, LegState, SipLeg
+
+if TYPE_CHECKING:
+    from .manager import CallManager
+
+log = logging.getLogger("cms.calls")
+
+TRYING = "SIP/2.0 100 Trying"
+DONE = "SIP/2.0 200 OK"
+NO_DIALOG = "SIP/2.0 481 Call/Transaction Does Not Exist"
+FORBIDDEN = "SIP/2.0 403 Forbidden"
+
+
+# -- finding legs
+
+def find_leg(m: CallManager, replaces: Replaces) -> tuple[Call, SipLeg] | None:
+    """The live call and leg whose dialog with the CMS `replaces` names."""
+    keys = replaces.keys()
+    for call in m.calls.values():
+        # A CTI consult's caller is the agent leg of another call: that call owns it.
+        own = () if call.shares_caller else (call.caller,)
+        for leg in (*own, call.other, *call.members):
+            if (leg is not None and leg.dialog is not None and leg.state is LegState.UP
+                    and leg.dialog.key in keys):
+                return call, leg
+    return None
+
+
+def other_side(call: Call, leg: SipLeg) -> SipLeg | None:
+    """The party `leg` talks to in a two-party call."""
+    if leg is call.caller:
+        return call.other
+    return call.caller if leg is call.other else None
+
+
+def same_phone(a: Peer, b: Peer) -> bool:
+    """Whether two legs reach the same phone (transport and source address)."""
+    return a.transport == b.transport and tuple(a.addr) == tuple(b.addr)
+
+
+# -- REFER with Replaces
+
+def on_refer_with_replaces(m: CallManager, call: Call, leg: SipLeg, tx: ServerTransaction,
+                           request: Request, replaces: Replaces) -> None:
+    """`leg`'s phone asks to join its party here with the far end of the dialog named."""
+    transferee = other_side(call, leg)
+    if (transferee is None or transferee.state is not LegState.UP
+            or call.conference is not None or call.related in m.calls or call.shares_caller):
+        m.endpoint.respond(tx, make_response(request, 403, "Cannot Transfer Now"))
+        return
+    # RFC 3515: accept, then report the (here: instant) outcome of the triggered "INVITE".
+    m.endpoint.respond(tx, make_response(request, 202))
+    notify_sipfrag(m, leg, TRYING, final=False)
+    found = find_leg(m, replaces)
+    failure = _refusal(call, leg, found)
+    if failure or found is None:
+        log.info("call %s: REFER with Replaces of %s refused (%s)", call.id,
+                 replaces.call_id, failure)
+        notify_sipfrag(m, leg, failure or NO_DIALOG)  # the call stays as it was
+        return
+    consult, replaced = found
+    target = other_side(consult, replaced)
+    assert target is not None
+    _join(m, call, leg, transferee, consult, replaced, target)
+
+    def hang_up_transferor() -> None:
+        # After the final NOTIFY's answer, so the phone learns the outcome before the BYEs.
+        m.bye(leg)
+        m.bye(replaced)
+
+    notify_sipfrag(m, leg, DONE, then=hang_up_transferor)
+
+
+def _refusal(call: Call, leg: SipLeg, found: tuple[Call, SipLeg] | None) -> str:
+    """Why the dialog named cannot be joined (a sipfrag status line), or "" when it can."""
+    if found is None:
+        return NO_DIALOG
+    consult, replaced = found
+    if consult is call or replaced is leg:
+        return FORBIDDEN
+    # A phone may only hand over its own calls, not take over someone else's.
+    if not same_phone(replaced.peer, leg.peer):
+        return FORBIDDEN
+    target = other_side(consult, replaced)
+    if (target is None or target.state is not LegState.UP or consult.conference is not None
+            or consult.shares_caller or consult.related):
+        return NO_DIALOG
+    return ""
+
+
+def _join(m: CallManager, call: Call, leg: SipLeg, transferee: SipLeg, consult: Call,
+          replaced: SipLeg, target: SipLeg) -> None:
+    """Move `target` from `consult` into `call` in place of `leg`; `consult` ends."""
+    # The transferor's two legs leave (their BYEs follow the NOTIFY); the ACD frees its user.
+    forget_leg(m, call, leg)
+    forget_leg(m, consult, replaced)
+    for user in list(consult.acd_keys):
+        m.acd_free(consult, user)
+    consult.caller, consult.other = replaced, None  # what the consult still owns
+    if target.dialog is not None:
+        m.endpoint.dialog_handlers[target.dialog.key] = m.dialog_handler(call, target)
+    if transferee is not call.caller:
+        call.caller_number = transferee.device or transferee.user or call.caller_number
+    call.caller, call.other = transferee, target
+    call.agent = m.agent_of(target.user)
+    transferee.cms_held = target.cms_held = False
+    bridge(transferee.media, target.media)
+    for party in (transferee, target):
+        resume(m, call, party)  # the transferor's phone hold was passed on to them
+    m.acd_busy(call, target.user)
+    user = leg.user or replaced.user
+    m.emit("call.transferred", call, user=user, agent=m.agent_of(user),
+           to=target.device or target.user or consult.target, mode="consult",
+           consult_id=consult.id, via="refer")
+    m.finish(consult, "completed")
+
+
+def resume(m: CallManager, call: Call, party: SipLeg) -> None:
+    """Re-INVITE `party` to sendrecv if the CMS last offered it hold (sendonly/inactive)."""
+    sdp = party.local_sdp
+    audio = sdp.audio if sdp is not None else None
+    if audio is not None and audio.direction != "sendrecv" and party.dialog is not None:
+        m.offer_direction(call, party, "sendrecv")
+
+
+# -- NOTIFY of a REFER's progress (RFC 3515 §2.4.5)
+
+def notify_sipfrag(m: CallManager, leg: SipLeg, status_line: str, *, final: bool = True,
+                   then: Callable[[], None] | None = None) -> None:
+    """A NOTIFY (Event: refer) carrying `status_line`; `then` runs once it is answered."""
+    assert leg.dialog is not None
+    extra = Headers()
+    extra["event"] = ["refer"]
+    extra["subscription-state"] = ["terminated;reason=noresource" if final
+                                   else "active;expires=60"]
+    extra["content-type"] = ["message/sipfrag;version=2.0"]
+    request = leg.dialog.new_request("NOTIFY", m.endpoint.sent_by(leg.peer),
+                                     leg.peer.transport, extra,
+                                     f"{status_line}\r\n".encode())
+
+    def on_event(event: ResponseReceived | TimedOut) -> None:
+        if then is not None and (isinstance(event, TimedOut) or event.response.status >= 200):
+            then()
+
+    m.endpoint.send_request(request, leg.peer, on_event)
+
+
+# -- INVITE with Replaces
+
+def on_invite_with_replaces(m: CallManager, tx: ServerTransaction, request: Request,
+                            peer: Peer) -> None:
+    """A phone takes over the leg the Replaces header names (RFC 3891 §3)."""
+    assert isinstance(tx, InviteServerTransaction)
+    try:
+        replaces = parse_replaces(request.headers.first("replaces") or "")
+        offer = parse_sdp(request.body) if request.body else None
+    except ParseError as exc:
+        m.endpoint.respond(tx, make_response(request, 400, f"Bad Request ({exc})"))
+        return
+    found = find_leg(m, replaces)
+    if found is None:
+        m.endpoint.respond(tx, make_response(request, 481))
+        return
+    call, old = found
+    if replaces.early_only:  # only early dialogs may go, and the found one is confirmed
+        m.endpoint.respond(tx, make_response(request, 486))
+        return
+    other = other_side(call, old)
+    if other is None or other.state is not LegState.UP or call.conference is not None:
+        m.endpoint.respond(tx, make_response(request, 603, "Cannot Replace Now"))
+        return
+    negotiated = negotiate(offer) if offer is not None else None
+    if offer is None or negotiated is None:
+        # A late offer would need the ACK's answer before media: not worth it here.
+        m.endpoint.respond(tx, make_response(request, 488))
+        return
+    from_uri = parse_name_addr(request.headers.first("from") or "").uri
+    account = m.registrar.directory.lookup(from_uri.user_unescaped or "")
+    user = account.name if account is not None else ""
+    new = SipLeg(old.role, peer, m.media.open_leg(name=f"{old.role} {user or 'replacing'}"),
+                 invite=request, server_tx=tx, negotiated=negotiated, user=user, device=user)
+    m.configure_media(new)
+    _answer(m, call, new)
+    forget_leg(m, call, old)
+    m.bye(old)
+    if old is call.caller:
+        call.caller = new
+        call.caller_number = user or call.caller_number
+    else:
+        call.other = new
+    if not other.cms_held:
+        bridge(new.media, other.media)
+    resume(m, call, other)
+    if old.user and old.user == call.agent:
+        call.agent = m.agent_of(user)
+    m.acd_busy(call, user)
+    m.emit("call.transferred", call, user=old.user, agent=m.agent_of(old.user),
+           to=user or (from_uri.user_unescaped or ""), mode="replaces", via="invite")
+    log.info("call %s: %s replaced by %s", call.id, old.user or old.role, user or peer.addr)
+
+
+def _answer(m: CallManager, call: Call, leg: SipLeg) -> None:
+    """200 with the CMS's answer to a new incoming leg; it is UP from now on."""
+    assert leg.invite is not None and leg.server_tx is not None and leg.negotiated is not None
+    tag = new_tag()
+    contact = m.contact(leg.peer)
+    host, port = m.media_address(leg)
+    answer = make_answer(parse_sdp(leg.invite.body), leg.negotiated, host, port)
+    leg.local_sdp = answer
+    leg.dialog = Dialog.from_uas(leg.invite, tag, contact)
+    m.endpoint.dialog_handlers[leg.dialog.key] = m.dialog_handler(call, leg)
+    extra = Headers()
+    extra["contact"] = [f"<{contact}>"]
+    extra["content-type"] = ["application/sdp"]
+    extra["allow"] = ["INVITE, ACK, CANCEL, BYE, OPTIONS, REFER, NOTIFY"]
+    m.endpoint.respond(leg.server_tx, make_response(leg.invite, 200, to_tag=tag, headers=extra,
+                                                    body=answer.encode()))
+    leg.state = LegState.UP
+    call.answered_at = call.answered_at or time.time()

@@ -700,7 +700,7 @@ class CallManager:
             self.endpoint.respond(tx, make_response(request, 200))
             leg.state = LegState.ENDED
             if not (commands.left_conference(self, call, leg)
-                    or transfers.agent_left_consult(self, call, leg)):
+                    or transfers.left_during_consult(self, call, leg)):
                 self.end(call, f"{leg.role}_hangup", by=leg)
         elif method == "INVITE":
             self._reinvite(call, leg, tx, request)

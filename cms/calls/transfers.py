@@ -149,6 +149,34 @@ def _join_consult(m: CallManager, call: Call, consult: Call, agent_leg: SipLeg, 
     m.finish(consult, "completed")
 
 
+def left_during_consult(m: CallManager, call: Call, leg: SipLeg) -> bool:
+    """`leg` hung up (BYE) while the call has a CTI consult: True when handled here.
+
+    The agent's leg: see `agent_left_consult`. The held party's: the call ends, but the
+    agent and the consulted party keep talking (the consult becomes a call of its own).
+    """
+    consult = m.calls.get(call.related) if call.related else None
+    if consult is None or not consult.shares_caller or call.conference is not None:
+        return False
+    if leg is consult.caller:
+        return agent_left_consult(m, call, leg)
+    if leg not in (call.caller, call.other):
+        return False
+    agent_leg = consult.caller
+    # The consult takes the agent's leg over: the call's end must not hang it up.
+    call.related = consult.related = ""
+    consult.shares_caller = False
+    call.caller, call.other = leg, None
+    if agent_leg.dialog is not None:
+        m.endpoint.dialog_handlers[agent_leg.dialog.key] = m.dialog_handler(consult, agent_leg)
+    # The agent stays busy in the ACD (its key moves along) rather than going to wrap-up.
+    key = call.acd_keys.pop(agent_leg.user, None)
+    if key is not None:
+        consult.acd_keys[agent_leg.user] = key
+    m.end(call, f"{leg.role}_hangup", by=leg)
+    return True
+
+
 def agent_left_consult(m: CallManager, call: Call, leg: SipLeg) -> bool:
     """The agent hung up (BYE on `leg`) while consulting: hand the held party on.
 
@@ -161,11 +189,9 @@ def agent_left_consult(m: CallManager, call: Call, leg: SipLeg) -> bool:
     (When the consulted party hangs up instead, the caller stays held for the agent to
     retrieve or consult again: see `CallManager.finish`.)
     """
-    consult = m.calls.get(call.related) if call.related else None
-    if consult is None or not consult.shares_caller or consult.caller is not leg:
-        return False
+    consult = m.calls[call.related]
     held = call.caller if call.other is leg else call.other
-    if held is None or held.state is not LegState.UP or call.conference is not None:
+    if held is None or held.state is not LegState.UP:
         return False
     target = consult.other
     if (consult.state is CallState.CONNECTED and target is not None

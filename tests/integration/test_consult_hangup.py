@@ -3,7 +3,8 @@
 What a contact-centre user expects: the agent putting the receiver down hands the held
 caller on (to the consulted party if it answered, else to where the consult was going:
 "hang up to transfer"); the consulted party hanging up leaves the caller held for the
-agent, who retrieves it (or consults again). Who hears whom is judged by FFT.
+agent, who retrieves it (or consults again); the held caller hanging up ends its call but
+not the agent's conversation with the consulted party. Who hears whom is judged by FFT.
 """
 
 from __future__ import annotations
@@ -124,5 +125,34 @@ def test_consulted_party_hanging_up_leaves_the_caller_held_for_the_agent(
                 await assert_hears(agent_side.media, CALLER_HZ)
                 await call.hang_up()
                 await asyncio.wait_for(agent_side.ended.wait(), 5)
+
+    run(cms, scenario)
+
+
+def test_held_caller_hanging_up_leaves_agent_and_consulted_party_talking(
+        cms: CmsProcess) -> None:
+    async def scenario() -> None:
+        async with setup(cms, (1, answering(AGENT1_HZ)), (2, answering(AGENT2_HZ))) as (
+                session, (phone1, phone2)):
+            async with customer(cms) as caller:
+                api, call_id, consult_id, call, agent_side, target = await consulted(
+                    cms, session, phone1, phone2, caller)
+
+                assert await call.hang_up() == 200
+
+                await api.wait_event("call.ended", call_id=call_id, outcome="caller_hangup")
+                await assert_hears(agent_side.media, AGENT2_HZ)
+                await assert_hears(target.media, AGENT1_HZ)
+                assert not agent_side.ended.is_set() and not target.ended.is_set()
+                view = await api.ok("GET", f"/calls/{consult_id}")
+                assert view["state"] == "connected" and not view["related"]
+                states = [e["state"] for e in await api.all_events()
+                          if e["type"] == "agent.state_changed" and e["user"] == user_name(1)]
+                assert states[-1] == "on_call"  # still busy: no wrap-up yet
+                assert await agent_side.hang_up() == 200
+                await asyncio.wait_for(target.ended.wait(), 5)
+                await api.wait_event("call.ended", call_id=consult_id)
+                await api.wait_event("agent.state_changed", user=user_name(1),
+                                     state="wrap_up")
 
     run(cms, scenario)

@@ -98,7 +98,12 @@ def on_refer_with_replaces(m: CallManager, call: Call, leg: SipLeg, tx: ServerTr
     consult, replaced = found
     target = other_side(consult, replaced)
     assert target is not None
-    _join(m, call, leg, transferee, consult, replaced, target)
+    if consult.created < call.created:
+        # REFERred in the consult call itself: the older call (the caller's interaction)
+        # still survives, so the roles swap.
+        _join(m, consult, replaced, target, call, leg, transferee)
+    else:
+        _join(m, call, leg, transferee, consult, replaced, target)
 
     def hang_up_transferor() -> None:
         # After the final NOTIFY's answer, so the phone learns the outcome before the BYEs.

@@ -88,8 +88,9 @@ async def until_true(predicate: Callable[[], bool], timeout: float = 5.0) -> Non
         await asyncio.sleep(0.02)
 
 
+@pytest.mark.parametrize("refer_in", ["held call", "consult call"])
 def test_refer_with_replaces_joins_the_held_caller_with_the_consulted_phone(
-        cms: CmsProcess) -> None:
+        cms: CmsProcess, refer_in: str) -> None:
     async def scenario() -> None:
         async with setup(cms, (1, answering(AGENT1_HZ)), (2, answering(AGENT2_HZ))) as (
                 session, (phone1, phone2)):
@@ -107,10 +108,13 @@ def test_refer_with_replaces_joins_the_held_caller_with_the_consulted_phone(
                 await assert_hears(second.media, AGENT2_HZ)
                 (consult,) = [c for c in (await boss.ok("GET", "/calls"))["calls"]
                               if c["id"] != original["id"]]
-                notifies = record_notifies(first)
+                # Phones REFER the held party (most do), or the consulted one: same outcome.
+                refer_dialog, replaced = (first, second) if refer_in == "held call" else (
+                    second, first)
+                notifies = record_notifies(refer_dialog)
 
-                status = await refer(phone1, first, f"<sip:{user_extension(2)}@cms.test"
-                                     f"?Replaces={quote(replaces_of(second), safe='')}>")
+                status = await refer(phone1, refer_dialog, f"<sip:{user_extension(2)}@cms.test"
+                                     f"?Replaces={quote(replaces_of(replaced), safe='')}>")
 
                 assert status == 202
                 await asyncio.wait_for(first.ended.wait(), 5)  # the CMS hangs up both

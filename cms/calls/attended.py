@@ -34,7 +34,9 @@ from cms.sip.transaction import (
     TimedOut,
 )
 
-from .commands import forget_leg
+from . import transfers
+from .commands import forget_leg, resolve
+from .control import CallCommandError
 from .model import Call, LegState, SipLeg
 
 if TYPE_CHECKING:
@@ -89,6 +91,8 @@ def on_refer_with_replaces(m: CallManager, call: Call, leg: SipLeg, tx: ServerTr
     m.endpoint.respond(tx, make_response(request, 202))
     notify_sipfrag(m, leg, TRYING, final=False)
     found = find_leg(m, replaces)
+    if found is None and _semi_attended(m, call, leg, transferee, replaces):
+        return
     failure = _refusal(call, leg, found)
     if failure or found is None:
         log.info("call %s: REFER with Replaces of %s refused (%s)", call.id,
@@ -111,6 +115,50 @@ def on_refer_with_replaces(m: CallManager, call: Call, leg: SipLeg, tx: ServerTr
         m.bye(replaced)
 
     notify_sipfrag(m, leg, DONE, then=hang_up_transferor)
+
+
+def find_ringing(m: CallManager, replaces: Replaces) -> Call | None:
+    """The call whose caller leg, still unanswered by the CMS, the Replaces names.
+
+    Matched on Call-ID and the phone's own From tag: the To tag of the CMS's 180 is
+    not kept (an early dialog of this kind ends at the CMS's 200 anyway).
+    """
+    for call in m.calls.values():
+        leg = call.caller
+        if (call.shares_caller or leg.invite is None or leg.server_tx is None
+                or leg.state not in (LegState.CALLING, LegState.RINGING)
+                or leg.invite.headers.first("call-id") != replaces.call_id):
+            continue
+        try:
+            tag = parse_name_addr(leg.invite.headers.first("from") or "").tag
+        except ParseError:
+            continue
+        if tag in (replaces.from_tag, replaces.to_tag):
+            return call
+    return None
+
+
+def _semi_attended(m: CallManager, call: Call, leg: SipLeg, transferee: SipLeg,
+                   replaces: Replaces) -> bool:
+    """Replaces of the phone's own call still ringing through the CMS (transfer before
+    the consulted party answers): becomes a blind transfer to that call's destination.
+
+    The consult call ends (its ringing phone is cancelled) and the destination is rung
+    again for the transferee, so it shows the transferee's number. False when the
+    Replaces names no such call of this phone.
+    """
+    ringing = find_ringing(m, replaces)
+    if ringing is None or not same_phone(ringing.caller.peer, leg.peer):
+        return False
+    try:
+        kind, name = resolve(m, ringing.target)
+    except CallCommandError:
+        return False
+    m.end(ringing, "transferred")
+    notify_sipfrag(m, leg, DONE)
+    transfers.blind_transfer(m, call, leg, transferee, ringing.target, kind, name,
+                             via="refer", reason="semi_attended")
+    return True
 
 
 def _refusal(call: Call, leg: SipLeg, found: tuple[Call, SipLeg] | None) -> str:

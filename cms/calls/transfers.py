@@ -56,12 +56,13 @@ async def transfer(m: CallManager, call_id: str, user: str | None, to: str,
         raise command_error(409, "consult_in_progress", "complete or hang up the consult first")
     if kind == "user" and name == other.user:
         raise command_error(409, "same_party", "the other party is already that user")
-    _blind_transfer(m, call, mine, other, to, kind, name)
+    blind_transfer(m, call, mine, other, to, kind, name)
     return call_view(call)
 
 
-def _blind_transfer(m: CallManager, call: Call, mine: SipLeg, other: SipLeg, to: str,
-                    kind: str, name: str, **extra: str) -> None:
+def blind_transfer(m: CallManager, call: Call, mine: SipLeg, other: SipLeg, to: str,
+                   kind: str, name: str, **extra: str) -> None:
+    """Release `mine` and route `other` (the call's party that stays) to `to`."""
     release_leg(m, call, mine)
     if other is not call.caller:
         # The party that stays becomes the call's caller: it is what gets routed on.
@@ -70,6 +71,7 @@ def _blind_transfer(m: CallManager, call: Call, mine: SipLeg, other: SipLeg, to:
     call.agent = ""
     other.cms_held = False
     other.media.play(m.hold_audio(call))
+    attended.resume(m, call, other)  # a phone often holds its party before REFERring it
     m.emit("call.transferred", call, user=mine.user, agent=m.agent_of(mine.user),
             to=to, mode="blind", **extra)
     route_to(m, call, kind, name)
@@ -128,6 +130,7 @@ def _join_consult(m: CallManager, call: Call, consult: Call, agent_leg: SipLeg, 
     if target.dialog is not None:
         m.endpoint.dialog_handlers[target.dialog.key] = m.dialog_handler(call, target)
     held.cms_held = target.cms_held = False
+    attended.resume(m, call, held)  # held by the agent's phone too: it must talk again
     if as_ == "transfer":
         release_leg(m, call, agent_leg)
         call.caller, call.other = held, target
@@ -204,7 +207,7 @@ def agent_left_consult(m: CallManager, call: Call, leg: SipLeg) -> bool:
         return False
     call.related = ""  # unlink first: the consult's end must not touch the agent's leg
     m.end(consult, "agent_hangup")
-    _blind_transfer(m, call, leg, held, consult.target, kind, name, reason="agent_hangup")
+    blind_transfer(m, call, leg, held, consult.target, kind, name, reason="agent_hangup")
     return True
 
 
@@ -238,4 +241,4 @@ def on_refer(m: CallManager, call: Call, leg: SipLeg, tx: ServerTransaction,
         return
     m.endpoint.respond(tx, make_response(request, 202))
     attended.notify_sipfrag(m, leg, "SIP/2.0 200 OK")
-    _blind_transfer(m, call, leg, other, target, kind, name)
+    blind_transfer(m, call, leg, other, target, kind, name)

@@ -144,6 +144,47 @@ def test_refer_with_replaces_joins_the_held_caller_with_the_consulted_phone(
     run(cms, scenario)
 
 
+def test_refer_with_replaces_of_a_call_still_ringing_sends_the_caller_there(
+        cms: CmsProcess) -> None:
+    async def scenario() -> None:
+        async with setup(cms, (1, answering(AGENT1_HZ)),
+                         (2, answering(AGENT2_HZ, ring_for=1.5))) as (session, (phone1, phone2)):
+            boss = await Api(cms, session).login(*SUPERVISOR)
+            async with customer(cms) as caller:
+                call, first = await queue_call(caller, phone1)
+                (original,) = (await boss.ok("GET", "/calls"))["calls"]
+                await first.reinvite("sendonly")
+                second = await phone1.call(user_extension(2), wait=False)
+                ringing = await phone2.next_incoming(5)
+                await asyncio.wait_for(second.ringing.wait(), 5)
+                notifies = record_notifies(first)
+                # The CMS's early To tag is not known to match; Call-ID and From tag are.
+                early = f"{second.call_id};to-tag=early;from-tag={second.local_tag}"
+
+                status = await refer(phone1, first, f"<sip:{user_extension(2)}@cms.test"
+                                     f"?Replaces={quote(early, safe='')}>")
+
+                assert status == 202
+                await asyncio.wait_for(first.ended.wait(), 5)
+                await asyncio.wait_for(second.ended.wait(), 5)
+                assert second.status == 480
+                await asyncio.wait_for(ringing.ended.wait(), 5)
+                assert ringing.status == 487  # cancelled, and rung again for the caller
+                target = await phone2.next_incoming(5)
+                await asyncio.wait_for(target.answered.wait(), 5)
+                assert notifies == ["SIP/2.0 100 Trying", "SIP/2.0 200 OK"]
+                assert call.reinvites == ["sendonly", "sendrecv"]  # held, then resumed
+                await assert_hears(call.media, AGENT2_HZ)
+                await assert_hears(target.media, CALLER_HZ)
+                moved = await boss.wait_event("call.transferred", call_id=original["id"])
+                assert (moved["mode"], moved["reason"], moved["to"]) == (
+                    "blind", "semi_attended", user_extension(2))
+                await call.hang_up()
+                await asyncio.wait_for(target.ended.wait(), 5)
+
+    run(cms, scenario)
+
+
 def test_refer_with_replaces_of_an_unknown_dialog_fails_and_keeps_the_call(
         cms: CmsProcess) -> None:
     async def scenario() -> None:

@@ -206,10 +206,14 @@ def _join(m: CallManager, call: Call, leg: SipLeg, transferee: SipLeg, consult: 
 
 
 def resume(m: CallManager, call: Call, party: SipLeg) -> None:
-    """Re-INVITE `party` to sendrecv if the CMS last offered it hold (sendonly/inactive)."""
+    """Re-INVITE `party` to sendrecv if the CMS passed another phone's hold on to it.
+
+    Not when the party holds the call itself (`held`): then its own resume comes later.
+    """
     sdp = party.local_sdp
     audio = sdp.audio if sdp is not None else None
-    if audio is not None and audio.direction != "sendrecv" and party.dialog is not None:
+    if (audio is not None and audio.direction in ("sendonly", "inactive") and not party.held
+            and party.dialog is not None and party.state is LegState.UP):
         m.offer_direction(call, party, "sendrecv")
 
 

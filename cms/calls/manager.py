@@ -71,7 +71,7 @@ from cms.sip.transaction import (
     new_branch,
 )
 
-from . import attended, commands, transfers
+from . import commands, takeover, transfers
 from .control import CallView, CompleteAs, TransferMode
 from .model import Call, CallState, LegState, SipLeg
 from .records import CallRecordStore
@@ -242,7 +242,7 @@ class CallManager:
         if not self._trusted(peer) and not self._authenticated(tx, request, now):
             return
         if request.headers.first("replaces") is not None:  # RFC 3891: take over a leg
-            attended.on_invite_with_replaces(self, tx, request, peer)
+            takeover.on_invite_with_replaces(self, tx, request, peer)
             return
         try:
             offer = parse_sdp(request.body) if request.body else None

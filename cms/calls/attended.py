@@ -17,7 +17,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from cms.media.relay import bridge
-from cms.net.peer import Peer
 from cms.sip.errors import ParseError
 from cms.sip.headers import parse_name_addr
 from cms.sip.message import Headers, Request
@@ -63,9 +62,26 @@ def other_side(call: Call, leg: SipLeg) -> SipLeg | None:
     return call.caller if leg is call.other else None
 
 
-def same_phone(a: Peer, b: Peer) -> bool:
-    """Whether two legs reach the same phone (transport and source address)."""
-    return a.transport == b.transport and tuple(a.addr) == tuple(b.addr)
+def same_phone(m: CallManager, a: tuple[Call, SipLeg], b: tuple[Call, SipLeg]) -> bool:
+    """Whether two legs (each with its call) reach the same phone.
+
+    Same transport and host, and the same port or the same account: a phone may listen on
+    one port (its Contact, where the CMS calls it) and send its own INVITEs from another.
+    """
+    (call_a, leg_a), (call_b, leg_b) = a, b
+    if leg_a.peer.transport != leg_b.peer.transport or leg_a.peer.addr[0] != leg_b.peer.addr[0]:
+        return False
+    if tuple(leg_a.peer.addr) == tuple(leg_b.peer.addr):
+        return True
+    account_a, account_b = _account(m, call_a, leg_a), _account(m, call_b, leg_b)
+    return bool(account_a) and account_a == account_b
+
+
+def _account(m: CallManager, call: Call, leg: SipLeg) -> str:
+    """The account behind a leg: its user, or for a caller leg the From's number."""
+    number = leg.user or (call.caller_number if leg is call.caller else "")
+    account = m.registrar.directory.lookup(number) if number else None
+    return account.name if account is not None else ""
 
 
 # -- REFER with Replaces
@@ -84,7 +100,7 @@ def on_refer_with_replaces(m: CallManager, call: Call, leg: SipLeg, tx: ServerTr
     found = find_leg(m, replaces)
     if found is None and _semi_attended(m, call, leg, transferee, replaces):
         return
-    failure = _refusal(call, leg, found)
+    failure = _refusal(m, call, leg, found)
     if failure or found is None:
         log.info("call %s: REFER with Replaces of %s refused (%s)", call.id,
                  replaces.call_id, failure)
@@ -139,7 +155,7 @@ def _semi_attended(m: CallManager, call: Call, leg: SipLeg, transferee: SipLeg,
     Replaces names no such call of this phone.
     """
     ringing = find_ringing(m, replaces)
-    if ringing is None or not same_phone(ringing.caller.peer, leg.peer):
+    if ringing is None or not same_phone(m, (ringing, ringing.caller), (call, leg)):
         return False
     try:
         kind, name = resolve(m, ringing.target)
@@ -152,7 +168,8 @@ def _semi_attended(m: CallManager, call: Call, leg: SipLeg, transferee: SipLeg,
     return True
 
 
-def _refusal(call: Call, leg: SipLeg, found: tuple[Call, SipLeg] | None) -> str:
+def _refusal(m: CallManager, call: Call, leg: SipLeg, found: tuple[Call, SipLeg] | None
+             ) -> str:
     """Why the dialog named cannot be joined (a sipfrag status line), or "" when it can."""
     if found is None:
         return NO_DIALOG
@@ -160,7 +177,7 @@ def _refusal(call: Call, leg: SipLeg, found: tuple[Call, SipLeg] | None) -> str:
     if consult is call or replaced is leg:
         return FORBIDDEN
     # A phone may only hand over its own calls, not take over someone else's.
-    if not same_phone(replaced.peer, leg.peer):
+    if not same_phone(m, found, (call, leg)):
         return FORBIDDEN
     target = other_side(consult, replaced)
     if (target is None or target.state is not LegState.UP or consult.conference is not None

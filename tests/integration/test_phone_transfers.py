@@ -29,6 +29,7 @@ from test_call_control import (
     setup,
 )
 
+from cms.media.sources import ToneSource
 from cms.sip.message import Headers, Request
 from cms.sip.responses import make_response
 from cms.sip.transaction import ServerTransaction
@@ -210,6 +211,34 @@ def test_refer_with_replaces_of_an_unknown_dialog_fails_and_keeps_the_call(
                 await assert_hears(first.media, CALLER_HZ)
                 await call.hang_up()
                 await asyncio.wait_for(first.ended.wait(), 5)
+
+    run(cms, scenario)
+
+
+def test_refer_with_replaces_of_another_phones_call_is_forbidden(cms: CmsProcess) -> None:
+    async def scenario() -> None:
+        async with setup(cms, (1, answering(AGENT1_HZ)), (2, answering(AGENT2_HZ))) as (
+                _session, (phone1, phone2)):
+            async with customer(cms) as caller, customer(cms) as other_caller:
+                call, first = await queue_call(caller, phone1)
+                theirs = await other_caller.call(user_extension(2), ToneSource(CALLER_HZ))
+                assert theirs.status == 200
+                their_side = await phone2.next_incoming(5)
+                notifies = record_notifies(first)
+                named = quote(replaces_of(their_side), safe="")
+
+                status = await refer(phone1, first,
+                                     f"<sip:{user_extension(2)}@cms.test?Replaces={named}>")
+
+                assert status == 202
+                await until_true(lambda: len(notifies) == 2)
+                assert notifies == ["SIP/2.0 100 Trying", "SIP/2.0 403 Forbidden"]
+                await asyncio.sleep(0.3)
+                assert not any(c.ended.is_set() for c in (call, first, theirs, their_side))
+                await assert_hears(call.media, AGENT1_HZ)
+                await assert_hears(their_side.media, CALLER_HZ)
+                await call.hang_up()
+                await theirs.hang_up()
 
     run(cms, scenario)
 

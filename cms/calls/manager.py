@@ -71,7 +71,7 @@ from cms.sip.transaction import (
     new_branch,
 )
 
-from . import commands, transfers
+from . import commands, takeover, transfers
 from .control import CallView, CompleteAs, TransferMode
 from .model import Call, CallState, LegState, SipLeg
 from .records import CallRecordStore
@@ -240,6 +240,9 @@ class CallManager:
         assert isinstance(tx, InviteServerTransaction)
         now = time.time()
         if not self._trusted(peer) and not self._authenticated(tx, request, now):
+            return
+        if request.headers.first("replaces") is not None:  # RFC 3891: take over a leg
+            takeover.on_invite_with_replaces(self, tx, request, peer)
             return
         try:
             offer = parse_sdp(request.body) if request.body else None
@@ -696,7 +699,8 @@ class CallManager:
         if method == "BYE":
             self.endpoint.respond(tx, make_response(request, 200))
             leg.state = LegState.ENDED
-            if not commands.left_conference(self, call, leg):
+            if not (commands.left_conference(self, call, leg)
+                    or transfers.left_during_consult(self, call, leg)):
                 self.end(call, f"{leg.role}_hangup", by=leg)
         elif method == "INVITE":
             self._reinvite(call, leg, tx, request)
@@ -759,6 +763,10 @@ class CallManager:
         if (other is not None and other.state is LegState.UP and other.dialog is not None
                 and call.conference is None and leg.held != was_held):
             self._send_reinvite(call, other, "sendonly" if leg.held else "sendrecv")
+
+    def offer_direction(self, call: Call, leg: SipLeg, direction: str) -> None:
+        """Re-INVITE `leg` with the CMS's SDP in `direction` (sendonly: hold, sendrecv: resume)."""
+        self._send_reinvite(call, leg, direction)
 
     def _send_reinvite(self, call: Call, leg: SipLeg, direction: str) -> None:
         assert leg.dialog is not None and leg.local_sdp is not None
@@ -887,6 +895,14 @@ class CallManager:
         self.endpoint.respond(tx, make_response(request, status, reason))
 
     # -- media helpers
+
+    def configure_media(self, leg: SipLeg) -> None:
+        """Set a leg's RTP format and destination from its negotiated SDP."""
+        self._configure_media(leg)
+
+    def media_address(self, leg: SipLeg) -> tuple[str, int]:
+        """Where the leg's phone sends RTP (what the CMS's SDP names)."""
+        return self._media_address(leg)
 
     def _configure_media(self, leg: SipLeg) -> None:
         negotiated = leg.negotiated

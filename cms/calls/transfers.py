@@ -15,10 +15,12 @@ from cms.media.relay import bridge
 from cms.media.sources import ToneSource
 from cms.sip.errors import ParseError
 from cms.sip.headers import parse_name_addr
-from cms.sip.message import Headers, Request
+from cms.sip.message import Request
+from cms.sip.replaces import replaces_in_refer_to
 from cms.sip.responses import make_response
 from cms.sip.transaction import ServerTransaction
 
+from . import attended
 from .commands import (
     RINGBACK_HZ,
     check_party,
@@ -54,12 +56,13 @@ async def transfer(m: CallManager, call_id: str, user: str | None, to: str,
         raise command_error(409, "consult_in_progress", "complete or hang up the consult first")
     if kind == "user" and name == other.user:
         raise command_error(409, "same_party", "the other party is already that user")
-    _blind_transfer(m, call, mine, other, to, kind, name)
+    blind_transfer(m, call, mine, other, to, kind, name)
     return call_view(call)
 
 
-def _blind_transfer(m: CallManager, call: Call, mine: SipLeg, other: SipLeg, to: str,
-                    kind: str, name: str) -> None:
+def blind_transfer(m: CallManager, call: Call, mine: SipLeg, other: SipLeg, to: str,
+                   kind: str, name: str, **extra: str) -> None:
+    """Release `mine` and route `other` (the call's party that stays) to `to`."""
     release_leg(m, call, mine)
     if other is not call.caller:
         # The party that stays becomes the call's caller: it is what gets routed on.
@@ -68,8 +71,9 @@ def _blind_transfer(m: CallManager, call: Call, mine: SipLeg, other: SipLeg, to:
     call.agent = ""
     other.cms_held = False
     other.media.play(m.hold_audio(call))
+    attended.resume(m, call, other)  # a phone often holds its party before REFERring it
     m.emit("call.transferred", call, user=mine.user, agent=m.agent_of(mine.user),
-            to=to, mode="blind")
+            to=to, mode="blind", **extra)
     route_to(m, call, kind, name)
 
 
@@ -113,13 +117,20 @@ async def complete(m: CallManager, call_id: str, user: str | None, consult_id: s
     agent_leg = consult.caller
     held = call.caller if call.other is agent_leg else call.other
     assert held is not None
-    # The consulted leg moves over to the original call.
+    _join_consult(m, call, consult, agent_leg, held, target, as_)
+    return call_view(call)
+
+
+def _join_consult(m: CallManager, call: Call, consult: Call, agent_leg: SipLeg, held: SipLeg,
+                  target: SipLeg, as_: CompleteAs, **extra: str) -> None:
+    """The consulted leg moves over to the original call: transfer, or a 3-party mix."""
     consult.other = None
     call.related = ""
     m.acd_free(consult, target.user)
     if target.dialog is not None:
         m.endpoint.dialog_handlers[target.dialog.key] = m.dialog_handler(call, target)
     held.cms_held = target.cms_held = False
+    attended.resume(m, call, held)  # held by the agent's phone too: it must talk again
     if as_ == "transfer":
         release_leg(m, call, agent_leg)
         call.caller, call.other = held, target
@@ -128,7 +139,7 @@ async def complete(m: CallManager, call_id: str, user: str | None, consult_id: s
         bridge(held.media, target.media)
         m.emit("call.transferred", call, user=agent_leg.user,
                 agent=m.agent_of(agent_leg.user), to=consult.target, mode="consult",
-                consult_id=consult.id)
+                consult_id=consult.id, **extra)
     else:
         call.members.append(target)
         call.conference = Conference(m.media.clock,
@@ -139,22 +150,84 @@ async def complete(m: CallManager, call_id: str, user: str | None, consult_id: s
                          for leg in (held, agent_leg, target)])
     m.acd_busy(call, target.user)
     m.finish(consult, "completed")
-    return call_view(call)
+
+
+def left_during_consult(m: CallManager, call: Call, leg: SipLeg) -> bool:
+    """`leg` hung up (BYE) while the call has a CTI consult: True when handled here.
+
+    The agent's leg: see `agent_left_consult`. The held party's: the call ends, but the
+    agent and the consulted party keep talking (the consult becomes a call of its own).
+    """
+    consult = m.calls.get(call.related) if call.related else None
+    if consult is None or not consult.shares_caller or call.conference is not None:
+        return False
+    if leg is consult.caller:
+        return agent_left_consult(m, call, leg)
+    if leg not in (call.caller, call.other):
+        return False
+    agent_leg = consult.caller
+    # The consult takes the agent's leg over: the call's end must not hang it up.
+    call.related = consult.related = ""
+    consult.shares_caller = False
+    call.caller, call.other = leg, None
+    if agent_leg.dialog is not None:
+        m.endpoint.dialog_handlers[agent_leg.dialog.key] = m.dialog_handler(consult, agent_leg)
+    # The agent stays busy in the ACD (its key moves along) rather than going to wrap-up.
+    key = call.acd_keys.pop(agent_leg.user, None)
+    if key is not None:
+        consult.acd_keys[agent_leg.user] = key
+    m.end(call, f"{leg.role}_hangup", by=leg)
+    return True
+
+
+def agent_left_consult(m: CallManager, call: Call, leg: SipLeg) -> bool:
+    """The agent hung up (BYE on `leg`) while consulting: hand the held party on.
+
+    What a contact-centre user expects, and what PBXs do on "hang up to transfer": the
+    caller is not dropped because the agent put the receiver down. With the consulted
+    party answered, the consult completes as a transfer (caller joined to it); while it
+    still rings or queues, the caller is blind-transferred to the consult's destination
+    (the ringing phone is cancelled and rung again for the caller, so it shows the
+    caller's number). True when handled; False leaves the call to end as usual.
+    (When the consulted party hangs up instead, the caller stays held for the agent to
+    retrieve or consult again: see `CallManager.finish`.)
+    """
+    consult = m.calls[call.related]
+    held = call.caller if call.other is leg else call.other
+    if held is None or held.state is not LegState.UP:
+        return False
+    target = consult.other
+    if (consult.state is CallState.CONNECTED and target is not None
+            and target.state is LegState.UP):
+        _join_consult(m, call, consult, leg, held, target, "transfer", reason="agent_hangup")
+        return True
+    try:
+        kind, name = resolve(m, consult.target)
+    except CallCommandError:
+        return False
+    call.related = ""  # unlink first: the consult's end must not touch the agent's leg
+    m.end(consult, "agent_hangup")
+    blind_transfer(m, call, leg, held, consult.target, kind, name, reason="agent_hangup")
+    return True
 
 
 # -- phone-initiated transfer (RFC 3515 REFER)
 
 def on_refer(m: CallManager, call: Call, leg: SipLeg, tx: ServerTransaction,
               request: Request) -> None:
-    """Blind transfer asked by a phone: 202, a sipfrag NOTIFY, then the same machinery."""
+    """Blind transfer asked by a phone: 202, a sipfrag NOTIFY, then the same machinery.
+
+    With Replaces in the Refer-To it is an attended transfer (see `attended`).
+    """
     try:
         refer_to = parse_name_addr(request.headers.first("refer-to") or "")
         target = refer_to.uri.user_unescaped or ""
+        replaces = replaces_in_refer_to(refer_to.uri)
     except ParseError:
         m.endpoint.respond(tx, make_response(request, 400, "Bad Refer-To"))
         return
-    if "replaces" in (request.headers.first("refer-to") or "").lower():
-        m.endpoint.respond(tx, make_response(request, 501, "Replaces Not Supported"))
+    if replaces is not None:
+        attended.on_refer_with_replaces(m, call, leg, tx, request, replaces)
         return
     other = call.caller if leg is call.other else call.other if leg is call.caller else None
     if (other is None or other.state is not LegState.UP or call.conference is not None
@@ -167,17 +240,5 @@ def on_refer(m: CallManager, call: Call, leg: SipLeg, tx: ServerTransaction,
         m.endpoint.respond(tx, make_response(request, 404, "No Such Number"))
         return
     m.endpoint.respond(tx, make_response(request, 202))
-    _notify_sipfrag(m, leg, "SIP/2.0 200 OK")
-    _blind_transfer(m, call, leg, other, target, kind, name)
-
-
-def _notify_sipfrag(m: CallManager, leg: SipLeg, status_line: str) -> None:
-    assert leg.dialog is not None
-    extra = Headers()
-    extra["event"] = ["refer"]
-    extra["subscription-state"] = ["terminated;reason=noresource"]
-    extra["content-type"] = ["message/sipfrag;version=2.0"]
-    request = leg.dialog.new_request("NOTIFY", m.endpoint.sent_by(leg.peer),
-                                     leg.peer.transport, extra,
-                                     f"{status_line}\r\n".encode())
-    m.endpoint.send_request(request, leg.peer, lambda event: None)
+    attended.notify_sipfrag(m, leg, "SIP/2.0 200 OK")
+    blind_transfer(m, call, leg, other, target, kind, name)

@@ -44,7 +44,7 @@ from .udp import Address, UdpTransport
 log = logging.getLogger("cms.sip")
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER"
-SUPPORTED: frozenset[str] = frozenset()
+SUPPORTED: frozenset[str] = frozenset({"replaces"})  # RFC 3891: cms.calls.attended
 URI_SCHEMES = frozenset({"sip", "sips", "tel"})
 
 Handler = Callable[[ServerTransaction, Request, Peer], None]

@@ -1,5 +1,6 @@
 """Blind and attended transfer (REFER, REFER with Replaces) between real phones, peer to
-peer on loopback (the CMS does not honour REFER yet): soft phones A, B, C and baresip.
+peer on loopback: soft phones A, B, C and baresip (through the CMS, see
+test_attended_transfer_via_cms.py and tests/integration/test_phone_transfers.py).
 
 B is the agent who transfers; A is the caller who ends up talking to C.
 """

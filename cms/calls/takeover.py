@@ -1,0 +1,105 @@
+"""INVITE with Replaces (RFC 3891): a phone takes over a leg of a call through the CMS.
+
+E.g. a pick-up of an answered call on another phone, or a transferee sent elsewhere by a
+phone's own attended transfer. The new phone is answered with the CMS's SDP and bridged
+to the named leg's party; the old leg gets a BYE. Only confirmed dialogs are replaced
+(an early one is 481, as RFC 3891 allows for dialogs the CMS did not initiate).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from cms.media.relay import bridge
+from cms.net.peer import Peer
+from cms.sip.dialog import Dialog
+from cms.sip.errors import ParseError
+from cms.sip.headers import parse_name_addr
+from cms.sip.message import Headers, Request
+from cms.sip.replaces import parse_replaces
+from cms.sip.responses import make_response, new_tag
+from cms.sip.sdp import make_answer, negotiate, parse_sdp
+from cms.sip.transaction import InviteServerTransaction, ServerTransaction
+
+from .attended import find_leg, other_side, resume
+from .commands import forget_leg
+from .model import Call, LegState, SipLeg
+
+if TYPE_CHECKING:
+    from .manager import CallManager
+
+log = logging.getLogger("cms.calls")
+
+
+def on_invite_with_replaces(m: CallManager, tx: ServerTransaction, request: Request,
+                            peer: Peer) -> None:
+    """A phone takes over the leg the Replaces header names (RFC 3891 §3)."""
+    assert isinstance(tx, InviteServerTransaction)
+    try:
+        replaces = parse_replaces(request.headers.first("replaces") or "")
+        offer = parse_sdp(request.body) if request.body else None
+    except ParseError as exc:
+        m.endpoint.respond(tx, make_response(request, 400, f"Bad Request ({exc})"))
+        return
+    found = find_leg(m, replaces)
+    if found is None:
+        m.endpoint.respond(tx, make_response(request, 481))
+        return
+    call, old = found
+    if replaces.early_only:  # only early dialogs may go, and the found one is confirmed
+        m.endpoint.respond(tx, make_response(request, 486))
+        return
+    other = other_side(call, old)
+    if other is None or other.state is not LegState.UP or call.conference is not None:
+        m.endpoint.respond(tx, make_response(request, 603, "Cannot Replace Now"))
+        return
+    negotiated = negotiate(offer) if offer is not None else None
+    if offer is None or negotiated is None:
+        # A late offer would need the ACK's answer before media: not worth it here.
+        m.endpoint.respond(tx, make_response(request, 488))
+        return
+    from_uri = parse_name_addr(request.headers.first("from") or "").uri
+    account = m.registrar.directory.lookup(from_uri.user_unescaped or "")
+    user = account.name if account is not None else ""
+    new = SipLeg(old.role, peer, m.media.open_leg(name=f"{old.role} {user or 'replacing'}"),
+                 invite=request, server_tx=tx, negotiated=negotiated, user=user, device=user)
+    m.configure_media(new)
+    _answer(m, call, new)
+    forget_leg(m, call, old)
+    m.bye(old)
+    if old is call.caller:
+        call.caller = new
+        call.caller_number = user or call.caller_number
+    else:
+        call.other = new
+    if not other.cms_held:
+        bridge(new.media, other.media)
+    resume(m, call, other)
+    if old.user and old.user == call.agent:
+        call.agent = m.agent_of(user)
+    m.acd_busy(call, user)
+    m.emit("call.transferred", call, user=old.user, agent=m.agent_of(old.user),
+           to=user or (from_uri.user_unescaped or ""), mode="replaces", via="invite")
+    log.info("call %s: %s replaced by %s", call.id, old.user or old.role, user or peer.addr)
+
+
+def _answer(m: CallManager, call: Call, leg: SipLeg) -> None:
+    """200 with the CMS's answer to a new incoming leg; it is UP from now on."""
+    assert leg.invite is not None and leg.server_tx is not None and leg.negotiated is not None
+    tag = new_tag()
+    contact = m.contact(leg.peer)
+    host, port = m.media_address(leg)
+    answer = make_answer(parse_sdp(leg.invite.body), leg.negotiated, host, port)
+    leg.local_sdp = answer
+    leg.dialog = Dialog.from_uas(leg.invite, tag, contact)
+    m.endpoint.dialog_handlers[leg.dialog.key] = m.dialog_handler(call, leg)
+    extra = Headers()
+    extra["contact"] = [f"<{contact}>"]
+    extra["content-type"] = ["application/sdp"]
+    extra["allow"] = ["INVITE, ACK, CANCEL, BYE, OPTIONS, REFER, NOTIFY"]
+    m.endpoint.respond(leg.server_tx, make_response(leg.invite, 200, to_tag=tag, headers=extra,
+                                                    body=answer.encode()))
+    leg.state = LegState.UP
+    call.answered_at = call.answered_at or time.time()

@@ -1,0 +1,278 @@
+"""Transfers a desk phone does on its own, through a real `cms serve`: REFER with Replaces
+(attended transfer, RFC 5589) and INVITE with Replaces (RFC 3891).
+
+Phones are the project's own UA (`scripts.sip_ua`), each playing its own tone and recording
+what it hears, so who talks to whom afterwards is judged by FFT. The CMS is a B2BUA: the
+transferor's second call is a second call through the CMS, and its Replaces names the
+phone's dialog with the CMS, which the CMS must resolve itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from cms_process import CmsProcess, config_text, user_extension, user_name
+from cti_client import SUPERVISOR, Api, serve_with_supervisor
+from test_call_control import (
+    AGENT1_HZ,
+    AGENT2_HZ,
+    CALLER_HZ,
+    answering,
+    assert_hears,
+    customer,
+    queue_call,
+    run,
+    setup,
+)
+
+from cms.media.sources import ToneSource
+from cms.sip.message import Headers, Request
+from cms.sip.responses import make_response
+from cms.sip.transaction import ServerTransaction
+from scripts.sip_ua import Call, UserAgent
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def cms(tmp_path: Path) -> Iterator[CmsProcess]:
+    """A CMS with agent0001..agent0003 (auto_logon, queue sales = 600) and supervisor boss."""
+    with serve_with_supervisor(tmp_path, config_text(users=3, ring_timeout=20)) as server:
+        yield server
+
+
+def record_notifies(call: Call) -> list[str]:
+    """Answer NOTIFYs in `call`'s dialog with 200 (the UA says 501) and keep their sipfrags."""
+    bodies: list[str] = []
+    plain: Callable[[ServerTransaction | None, Request], None] = call._in_dialog
+
+    def handle(tx: ServerTransaction | None, request: Request) -> None:
+        if (tx is not None and request.method == "NOTIFY" and call.dialog is not None
+                and call.dialog.receive_request(request)):
+            assert request.headers.first("event") == "refer"
+            bodies.append(request.body.decode().strip())
+            call.ua.respond(tx, make_response(request, 200))
+            return
+        plain(tx, request)
+
+    call._in_dialog = handle  # type: ignore[method-assign]
+    return bodies
+
+
+def replaces_of(call: Call) -> str:
+    """The Replaces value naming `call`'s dialog as the CMS (its other end) sees it."""
+    assert call.dialog is not None
+    return (f"{call.dialog.call_id};to-tag={call.dialog.remote_tag}"
+            f";from-tag={call.dialog.local_tag}")
+
+
+async def refer(phone: UserAgent, call: Call, refer_to: str) -> int:
+    """REFER in `call`'s dialog; the final status."""
+    assert call.dialog is not None
+    extra = Headers()
+    extra["refer-to"] = [refer_to]
+    extra["referred-by"] = [f"<sip:{phone.user}@cms.test>"]
+    request = call.dialog.new_request("REFER", phone.sent_by, "UDP", extra)
+    response = await phone.request(request, call.remote)
+    assert response is not None
+    return response.status
+
+
+async def until_true(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("refer_in", ["held call", "consult call"])
+def test_refer_with_replaces_joins_the_held_caller_with_the_consulted_phone(
+        cms: CmsProcess, refer_in: str) -> None:
+    async def scenario() -> None:
+        async with setup(cms, (1, answering(AGENT1_HZ)), (2, answering(AGENT2_HZ))) as (
+                session, (phone1, phone2)):
+            boss = await Api(cms, session).login(*SUPERVISOR)
+            async with customer(cms) as caller:
+                call, first = await queue_call(caller, phone1)
+                (original,) = (await boss.ok("GET", "/calls"))["calls"]
+                # The agent's phone holds the caller and calls agent 2 through the CMS.
+                await first.reinvite("sendonly")
+                await boss.wait_event("call.held", call_id=original["id"], by="agent")
+                second = await phone1.call(user_extension(2), answering(AGENT1_HZ).source())
+                assert second.status == 200, second.reason
+                target = await phone2.next_incoming(5)
+                await asyncio.wait_for(target.answered.wait(), 5)
+                await assert_hears(second.media, AGENT2_HZ)
+                (consult,) = [c for c in (await boss.ok("GET", "/calls"))["calls"]
+                              if c["id"] != original["id"]]
+                # Phones REFER the held party (most do), or the consulted one: same outcome.
+                refer_dialog, replaced = (first, second) if refer_in == "held call" else (
+                    second, first)
+                notifies = record_notifies(refer_dialog)
+
+                status = await refer(phone1, refer_dialog, f"<sip:{user_extension(2)}@cms.test"
+                                     f"?Replaces={quote(replaces_of(replaced), safe='')}>")
+
+                assert status == 202
+                await asyncio.wait_for(first.ended.wait(), 5)  # the CMS hangs up both
+                await asyncio.wait_for(second.ended.wait(), 5)
+                assert first.ended_by == second.ended_by == "remote"
+                assert notifies == ["SIP/2.0 100 Trying", "SIP/2.0 200 OK"]
+                await assert_hears(call.media, AGENT2_HZ)
+                await assert_hears(target.media, CALLER_HZ)
+                assert call.reinvites == ["sendonly", "sendrecv"]  # held, then resumed
+                assert not target.ended.is_set()
+                moved = await boss.wait_event("call.transferred", call_id=original["id"])
+                assert (moved["mode"], moved["via"], moved["consult_id"], moved["user"]) == (
+                    "consult", "refer", consult["id"], user_name(1))
+                await boss.wait_event("call.ended", call_id=consult["id"], outcome="completed")
+                view = await boss.ok("GET", f"/calls/{original['id']}")
+                assert view["agent"] == user_name(2) and view["state"] == "connected"
+                assert {p["user"] for p in view["parties"]} == {"", user_name(2)}
+                await boss.wait_event("agent.state_changed", user=user_name(1),
+                                      state="wrap_up")
+                await call.hang_up()
+                await asyncio.wait_for(target.ended.wait(), 5)
+                await boss.wait_event("call.ended", call_id=original["id"],
+                                      agent=user_name(2))
+                record = await boss.ok("GET", f"/interactions/{original['id']}")
+                assert record["agent"] == user_name(2) and record["ended"]
+
+    run(cms, scenario)
+
+
+def test_refer_with_replaces_of_a_call_still_ringing_sends_the_caller_there(
+        cms: CmsProcess) -> None:
+    async def scenario() -> None:
+        async with setup(cms, (1, answering(AGENT1_HZ)),
+                         (2, answering(AGENT2_HZ, ring_for=1.5))) as (session, (phone1, phone2)):
+            boss = await Api(cms, session).login(*SUPERVISOR)
+            async with customer(cms) as caller:
+                call, first = await queue_call(caller, phone1)
+                (original,) = (await boss.ok("GET", "/calls"))["calls"]
+                await first.reinvite("sendonly")
+                second = await phone1.call(user_extension(2), wait=False)
+                ringing = await phone2.next_incoming(5)
+                await asyncio.wait_for(second.ringing.wait(), 5)
+                notifies = record_notifies(first)
+                # The CMS's early To tag is not known to match; Call-ID and From tag are.
+                early = f"{second.call_id};to-tag=early;from-tag={second.local_tag}"
+
+                status = await refer(phone1, first, f"<sip:{user_extension(2)}@cms.test"
+                                     f"?Replaces={quote(early, safe='')}>")
+
+                assert status == 202
+                await asyncio.wait_for(first.ended.wait(), 5)
+                await asyncio.wait_for(second.ended.wait(), 5)
+                assert second.status == 480
+                await asyncio.wait_for(ringing.ended.wait(), 5)
+                assert ringing.status == 487  # cancelled, and rung again for the caller
+                target = await phone2.next_incoming(5)
+                await asyncio.wait_for(target.answered.wait(), 5)
+                assert notifies == ["SIP/2.0 100 Trying", "SIP/2.0 200 OK"]
+                assert call.reinvites == ["sendonly", "sendrecv"]  # held, then resumed
+                await assert_hears(call.media, AGENT2_HZ)
+                await assert_hears(target.media, CALLER_HZ)
+                moved = await boss.wait_event("call.transferred", call_id=original["id"])
+                assert (moved["mode"], moved["reason"], moved["to"]) == (
+                    "blind", "semi_attended", user_extension(2))
+                await call.hang_up()
+                await asyncio.wait_for(target.ended.wait(), 5)
+
+    run(cms, scenario)
+
+
+def test_refer_with_replaces_of_an_unknown_dialog_fails_and_keeps_the_call(
+        cms: CmsProcess) -> None:
+    async def scenario() -> None:
+        async with setup(cms, (1, answering(AGENT1_HZ)), (2, answering(AGENT2_HZ))) as (
+                _session, (phone1, _phone2)):
+            async with customer(cms) as caller:
+                call, first = await queue_call(caller, phone1)
+                await first.reinvite("sendonly")
+                notifies = record_notifies(first)
+                bogus = quote("no-such-call@x;to-tag=a1;from-tag=b2", safe="")
+
+                status = await refer(phone1, first,
+                                     f"<sip:{user_extension(2)}@cms.test?Replaces={bogus}>")
+
+                assert status == 202
+                await until_true(lambda: len(notifies) == 2)
+                assert notifies == ["SIP/2.0 100 Trying",
+                                    "SIP/2.0 481 Call/Transaction Does Not Exist"]
+                await asyncio.sleep(0.3)
+                assert not first.ended.is_set() and not call.ended.is_set()
+                await first.reinvite("sendrecv")  # the agent takes the caller back
+                await assert_hears(call.media, AGENT1_HZ)
+                await assert_hears(first.media, CALLER_HZ)
+                await call.hang_up()
+                await asyncio.wait_for(first.ended.wait(), 5)
+
+    run(cms, scenario)
+
+
+def test_refer_with_replaces_of_another_phones_call_is_forbidden(cms: CmsProcess) -> None:
+    async def scenario() -> None:
+        async with setup(cms, (1, answering(AGENT1_HZ)), (2, answering(AGENT2_HZ))) as (
+                _session, (phone1, phone2)):
+            async with customer(cms) as caller, customer(cms) as other_caller:
+                call, first = await queue_call(caller, phone1)
+                theirs = await other_caller.call(user_extension(2), ToneSource(CALLER_HZ))
+                assert theirs.status == 200
+                their_side = await phone2.next_incoming(5)
+                notifies = record_notifies(first)
+                named = quote(replaces_of(their_side), safe="")
+
+                status = await refer(phone1, first,
+                                     f"<sip:{user_extension(2)}@cms.test?Replaces={named}>")
+
+                assert status == 202
+                await until_true(lambda: len(notifies) == 2)
+                assert notifies == ["SIP/2.0 100 Trying", "SIP/2.0 403 Forbidden"]
+                await asyncio.sleep(0.3)
+                assert not any(c.ended.is_set() for c in (call, first, theirs, their_side))
+                await assert_hears(call.media, AGENT1_HZ)
+                await assert_hears(their_side.media, CALLER_HZ)
+                await call.hang_up()
+                await theirs.hang_up()
+
+    run(cms, scenario)
+
+
+def test_invite_with_replaces_takes_over_an_agent_leg(cms: CmsProcess) -> None:
+    async def scenario() -> None:
+        async with setup(cms, (1, answering(AGENT1_HZ)), (2, answering(AGENT2_HZ))) as (
+                session, (phone1, phone2)):
+            boss = await Api(cms, session).login(*SUPERVISOR)
+            async with customer(cms) as caller:
+                call, first = await queue_call(caller, phone1)
+                (original,) = (await boss.ok("GET", "/calls"))["calls"]
+                extra = Headers()
+                extra["replaces"] = [replaces_of(first)]
+                extra["require"] = ["replaces"]
+
+                pickup = await phone2.call(user_extension(1), answering(AGENT2_HZ).source(),
+                                           headers=extra)
+
+                assert pickup.status == 200, pickup.reason
+                await asyncio.wait_for(first.ended.wait(), 5)
+                assert first.ended_by == "remote"
+                await assert_hears(call.media, AGENT2_HZ)
+                await assert_hears(pickup.media, CALLER_HZ)
+                moved = await boss.wait_event("call.transferred", call_id=original["id"])
+                assert (moved["mode"], moved["user"], moved["to"]) == (
+                    "replaces", user_name(1), user_name(2))
+                view = await boss.ok("GET", f"/calls/{original['id']}")
+                assert view["agent"] == user_name(2)
+                # A Replaces naming no dialog of the CMS is 481 (RFC 3891 §3).
+                extra["replaces"] = ["gone@x;to-tag=1;from-tag=2"]
+                stray = await phone2.call(user_extension(1), headers=extra)
+                assert stray.status == 481
+                await call.hang_up()
+                await asyncio.wait_for(pickup.ended.wait(), 5)
+
+    run(cms, scenario)

@@ -241,4 +241,4 @@ def on_refer(m: CallManager, call: Call, leg: SipLeg, tx: ServerTransaction,
         return
     m.endpoint.respond(tx, make_response(request, 202))
     attended.notify_sipfrag(m, leg, "SIP/2.0 200 OK")
-    blind_transfer(m, call, leg, other, target, kind, name)
+    blind_transfer(m, call, leg, other, target, kind, name, via="refer")

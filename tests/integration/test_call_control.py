@@ -306,6 +306,9 @@ def test_phone_initiated_refer_transfers_the_caller(cms: CmsProcess) -> None:
                 await asyncio.wait_for(target.answered.wait(), 5)
                 await assert_hears(target.media, CALLER_HZ)
                 await assert_hears(call.media, AGENT2_HZ)
+                api = await agent_api(cms, session, 1)
+                await api.wait_event("call.transferred", mode="blind", via="refer",
+                                     to=user_extension(2), user=user_name(1))
                 await call.hang_up()
 
     run(cms, scenario)

@@ -153,6 +153,27 @@ def fmt(value: float | None, spec: str = ".2f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+def paired_medians(steps: list[Step], names: list[str]) -> list[str]:
+    """Per call count, each relay's median CPU µs/packet over every step run (all rounds and
+    attempts) and its ratio to the first relay's: the A/B figure on a shared machine."""
+    if not names:
+        return []
+    lines = [f"median CPU us/packet per call count (ratio to {names[0]}):"]
+    for calls in sorted({step.calls for step in steps}):
+        values: dict[str, float | None] = {}
+        counts: dict[str, int] = {}
+        for name in names:
+            found = [s.cpu_us_per_packet for s in steps
+                     if s.target == name and s.calls == calls and s.cpu_us_per_packet]
+            values[name] = statistics.median(found) if found else None
+            counts[name] = len(found)
+        base = values[names[0]]
+        lines.append(f"  {calls:5d} calls: " + ", ".join(
+            f"{name} {fmt(values[name])} (n={counts[name]}, x{ratio(values[name], base)})"
+            for name in names))
+    return lines
+
+
 def median_of(documents: list[dict[str, Any]], name: str, key: str) -> float | None:
     """The median of one target figure over several runs' documents."""
     values = [d["targets"][name][key] for d in documents

@@ -21,6 +21,7 @@ log = logging.getLogger("cms.media.reactor")
 # Socket reads per wake-up (a few ms of work): then the loop runs its other callbacks (SIP,
 # the media clock) and, the set being level-triggered, calls again while sockets are ready.
 MAX_READS_PER_WAKEUP = 256
+BUFFER_SIZE = 2048  # Larger datagrams are truncated and then dropped as invalid.
 
 
 class Reactor(Protocol):
@@ -51,6 +52,9 @@ class EpollReactor:
         self._by_fd: list[Callable[[], None] | None] = []
         self._loop.add_reader(self._epoll.fileno(), self._ready)
         self.wakeups = 0
+        # The receive buffer every endpoint on this reactor shares (see RtpEndpoint).
+        self.buffer = bytearray(BUFFER_SIZE)
+        self.view = memoryview(self.buffer)
 
     def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
         """Call `callback()` while `fd` is readable (replacing any earlier callback)."""

@@ -10,7 +10,7 @@ import socket
 from collections.abc import Callable
 
 from .ports import bind_companion, bind_udp
-from .reactor import BUFFER_SIZE, Reactor
+from .reactor import BUFFER_SIZE, Packets, Reactor
 from .rtp import HEADER_SIZE
 
 log = logging.getLogger("cms.media.endpoint")
@@ -28,13 +28,14 @@ def _drop(buf: bytearray, length: int) -> None:
     pass
 
 
-def _receive_buffer(reactor: Reactor | None) -> tuple[bytearray, memoryview]:
+def _receive_buffer(reactor: Reactor | None) -> tuple[bytearray, Packets]:
     # A reactor's shared buffer (see EpollReactor.buffer), or one of our own.
     shared = getattr(reactor, "buffer", None)
-    if isinstance(shared, bytearray):
-        return shared, getattr(reactor, "view", None) or memoryview(shared)
+    packets = getattr(reactor, "packets", None)
+    if isinstance(shared, bytearray) and isinstance(packets, Packets):
+        return shared, packets
     buffer = bytearray(BUFFER_SIZE)
-    return buffer, memoryview(buffer)
+    return buffer, Packets(buffer)
 
 
 def _companion_budget() -> int:
@@ -137,7 +138,7 @@ class RtpEndpoint:
         self._connected = False
         # With a reactor, one receive buffer for all its sockets (each packet is done with
         # before the next read): it stays in cache, where 2 KiB per leg would not.
-        self.buffer, self.view = _receive_buffer(reactor)
+        self.buffer, self.packets = _receive_buffer(reactor)
         self._on_close = on_close
         self._loop = asyncio.get_running_loop()
         self._reactor: Reactor = reactor if reactor is not None else self._loop

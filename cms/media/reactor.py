@@ -24,6 +24,19 @@ MAX_READS_PER_WAKEUP = 256
 BUFFER_SIZE = 2048  # Larger datagrams are truncated and then dropped as invalid.
 
 
+class Packets(dict[int, memoryview]):
+    """`packets[n]`: the first n bytes of `buffer`, made once per length and then reused
+    (a memoryview slice made per relayed packet costs an allocation and a buffer export)."""
+
+    def __init__(self, buffer: bytearray) -> None:
+        super().__init__()
+        self._view = memoryview(buffer)
+
+    def __missing__(self, length: int) -> memoryview:
+        packet = self[length] = self._view[:length]
+        return packet
+
+
 class Reactor(Protocol):
     """What an endpoint needs to be told when its socket is readable."""
 
@@ -54,7 +67,7 @@ class EpollReactor:
         self.wakeups = 0
         # The receive buffer every endpoint on this reactor shares (see RtpEndpoint).
         self.buffer = bytearray(BUFFER_SIZE)
-        self.view = memoryview(self.buffer)
+        self.packets = Packets(self.buffer)
 
     def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
         """Call `callback()` while `fd` is readable (replacing any earlier callback)."""

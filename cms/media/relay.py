@@ -59,7 +59,7 @@ class LegStats:
 class _Route:
     """One direction of a bridge: packets received on `source` go out on `target`."""
 
-    __slots__ = ("target", "out", "endpoint", "view", "audio_pt", "dtmf_pt", "table")
+    __slots__ = ("target", "out", "endpoint", "packets", "audio_pt", "dtmf_pt", "table")
 
     def __init__(self, source: Leg, target: Leg) -> None:
         if source.format is None or target.format is None:
@@ -67,7 +67,7 @@ class _Route:
         self.target = target
         self.out = target.out
         self.endpoint = target.endpoint
-        self.view = source.endpoint.view
+        self.packets = source.endpoint.packets
         self.audio_pt = target.format.payload_type
         self.dtmf_pt = target.format.dtmf_payload_type
         self.table = transcode_table(source.format.codec, target.format.codec)
@@ -101,7 +101,7 @@ class _Route:
             else:
                 start, end = payload_bounds(buf, length)
                 buf[start:end] = buf[start:end].translate(table)
-        self.send(self.view[:length])
+        self.send(self.packets[length])
 
     def send(self, packet: memoryview) -> None:
         """Send to the target's phone, on its connected socket directly when it has one
@@ -131,7 +131,7 @@ class _Route:
         if (seq - out.seq) & SEQ_MASK < HALF_SEQ:
             out.seq = seq
         _REWRITE.pack_into(buf, 1, (buf[1] & 0x80) | self.dtmf_pt, seq, ts, out.ssrc)
-        self.send(self.view[:length])
+        self.send(self.packets[length])
 
 
 class Leg:
@@ -302,10 +302,10 @@ class Leg:
             endpoint = route.endpoint
             send = endpoint.connected_send
             if send is None:
-                endpoint.send(route.view[:length])
+                endpoint.send(route.packets[length])
                 return
             try:
-                send(route.view[:length])
+                send(route.packets[length])
             except OSError as exc:
                 endpoint.send_failed(exc)
                 return

@@ -21,7 +21,7 @@ from .clock import MediaClock
 from .dtmf import DigitPressed, DtmfDetector, DtmfNotice, DtmfSender
 from .endpoint import Address, RtpEndpoint
 from .formats import FRAME_MS, MediaFormat, transcode_table
-from .rtp import SEQ_TS_SSRC, RtpError, payload_bounds
+from .rtp import RtpError, payload_bounds
 from .sources import AudioSource
 from .stats import ReceiveStats, StreamStats
 from .stream import HALF_SEQ, HALF_TS, SEQ_MASK, TS_MASK, OutboundStream
@@ -32,7 +32,7 @@ _REWRITE = struct.Struct("!BHII")  # Marker/PT, sequence, timestamp, SSRC: bytes
 _HEADER = struct.Struct("!BBHII")
 _monotonic = time.monotonic
 _rewrite = _REWRITE.pack_into
-_unpack_header = SEQ_TS_SSRC.unpack_from
+_unpack_header = _REWRITE.unpack_from  # At offset 1: the same four fields.
 
 DtmfListener = Callable[["Leg", DtmfNotice], None]
 AudioTap = Callable[[bytearray, int], None]  # (packet buffer, length) of an unrelayed packet
@@ -275,8 +275,8 @@ class Leg:
     # -- what this leg receives
 
     def _on_packet(self, buf: bytearray, length: int) -> None:
-        pt = buf[1] & 0x7F
-        seq, ts, ssrc = _unpack_header(buf, 2)
+        marker_pt, seq, ts, ssrc = _unpack_header(buf, 1)
+        pt = marker_pt & 0x7F
         now = _monotonic()
         if pt == self._audio_pt:
             self.rx.update(seq, ts, ssrc, now)
@@ -298,7 +298,7 @@ class Leg:
             if (ts - out.ts) & TS_MASK < HALF_TS:
                 out.ts = ts
                 out.time = now
-            _rewrite(buf, 1, buf[1] & 0x80 | route.audio_pt, seq, ts, out.ssrc)
+            _rewrite(buf, 1, marker_pt & 0x80 | route.audio_pt, seq, ts, out.ssrc)
             endpoint = route.endpoint
             send = endpoint.connected_send
             if send is None:

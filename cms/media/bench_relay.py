@@ -200,7 +200,7 @@ def run(settings: Settings) -> dict[str, Any]:
         phones.close()
     conditions["load_average_after"] = load_average()
     summary = summarise(steps, [t.name for t in targets])
-    if settings.rounds > 1 or len(targets) > 1:
+    if settings.rounds > 1:
         summary += paired_medians(steps, [t.name for t in targets])
     for line in summary:
         print(line, flush=True)

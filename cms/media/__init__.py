@@ -6,5 +6,6 @@ Layers, each import pointing down:
   `ports` (even ports from a range), `clock` (the shared 20 ms tick), `stream` (outgoing
   SSRC/sequence/timestamp continuity);
 - `rtp`, `g711`, `formats`, `dtmf`, `stats`, `sources`: pure, no sockets or event loop.
-`bench_relay` measures the relay's CPU per packet on loopback.
+`bench_relay` measures the relay's CPU per packet on loopback; `bench_relay_ab` compares two
+checkouts' relay paths in one process (steadier on a shared machine).
 """

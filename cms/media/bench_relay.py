@@ -16,6 +16,12 @@ does not end the relay's escalation (it says nothing about the relay); when the 
 is behind with no relay at all ("direct"), the escalation ends.
 
     python -m cms.media.bench_relay --calls 400 600 800 1000 1200 --seconds 6
+
+A/B of two checkouts (this one as "cms", another worktree as "base"), each call count run
+five times with the order alternating, medians of CPU per packet and their ratio printed:
+
+    python -m cms.media.bench_relay --targets cms --variant base@../base: --calls 800 1000 \
+        --rounds 5 --no-direct --tries 1 --keep-going
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .bench_report import HEADER, Step, figures, medians, summarise
+from .bench_report import HEADER, Step, figures, medians, paired_medians, summarise
 from .bench_targets import (
     CmsRelay,
     Direct,
@@ -66,6 +72,9 @@ class Settings:
     # More CMS relays, "name[@checkout]:options", e.g. "kf:--kernel-filter", "old@/tmp/old:".
     variants: Sequence[str] = ()
     keep_going: bool = False  # Run every step for every relay, clean or not (for A/B runs).
+    # Each call count this many times in a row, the relays' order alternating (A/B medians).
+    rounds: int = 1
+    direct: bool = True  # Also run each step without a relay (the added-latency baseline).
 
 
 def load_average() -> str:
@@ -165,22 +174,19 @@ def run(settings: Settings) -> dict[str, Any]:
     try:
         for target in targets:
             target.start()
-        for index, calls in enumerate(settings.calls):
+        rounds = [calls for calls in settings.calls for _ in range(max(1, settings.rounds))]
+        for index, calls in enumerate(rounds):
             if targets and not active:
                 break  # (With no relay at all, the steps measure the generator alone.)
-            for attempt in range(1, settings.tries + 1):
-                baseline = measure(direct, phones, calls, settings, attempt, None)
-                steps.append(baseline)
-                print(baseline.row(), flush=True)
-                if baseline.clean:
-                    break
-            if baseline.verdict == "generator behind":
+            baseline = _direct_step(direct, phones, calls, settings, steps)
+            if baseline is not None and baseline.verdict == "generator behind":
                 print(f"generator behind at {calls} calls: stopping", flush=True)
                 break
             # Alternate which relay goes first, so that neither always follows the other.
             for target in list(active if index % 2 == 0 else reversed(active)):
                 for attempt in range(1, settings.tries + 1):
-                    step = measure(target, phones, calls, settings, attempt, baseline.load)
+                    step = measure(target, phones, calls, settings, attempt,
+                                   baseline.load if baseline is not None else None)
                     steps.append(step)
                     print(step.row(), flush=True)
                     if step.clean:
@@ -194,11 +200,27 @@ def run(settings: Settings) -> dict[str, Any]:
         phones.close()
     conditions["load_average_after"] = load_average()
     summary = summarise(steps, [t.name for t in targets])
+    if settings.rounds > 1:
+        summary += paired_medians(steps, [t.name for t in targets])
     for line in summary:
         print(line, flush=True)
     return {"benchmark": "relay", "conditions": conditions,
             "steps": [_step_json(step) for step in steps], "summary": summary,
             **figures(steps, [t.name for t in targets])}
+
+
+def _direct_step(direct: Direct, phones: Phones, calls: int, settings: Settings,
+                 steps: list[Step]) -> Step | None:
+    """The no-relay baseline at `calls` (retried if not clean), or None if not wanted."""
+    if not settings.direct:
+        return None
+    for attempt in range(1, settings.tries + 1):
+        baseline = measure(direct, phones, calls, settings, attempt, None)
+        steps.append(baseline)
+        print(baseline.row(), flush=True)
+        if baseline.clean:
+            break
+    return baseline
 
 
 def _step_json(step: Step) -> dict[str, Any]:
@@ -223,10 +245,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cms-option", action="append", default=[],
                         help="passed to cms.media.relay_server, e.g. --cms-option=--kernel-filter")
     parser.add_argument("--variant", action="append", default=[],
-                        help="another CMS relay to compare, NAME:OPTIONS (e.g. "
-                        "'kf:--kernel-filter')")
+                        help="another CMS relay to compare, NAME[@CHECKOUT]:OPTIONS (e.g. "
+                        "'kf:--kernel-filter', or 'old@/path/to/other/worktree:' for A/B)")
     parser.add_argument("--keep-going", action="store_true",
                         help="run every step for every relay, clean or not")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run each call count this many times, alternating the relays' "
+                        "order, and print each relay's median CPU us/packet (A/B)")
+    parser.add_argument("--no-direct", action="store_true",
+                        help="skip the no-relay steps (no added latency; faster A/B runs)")
     parser.add_argument("--json", type=Path, help="also write every figure here")
     parser.add_argument("--medians", type=Path, nargs="+", metavar="JSON",
                         help="only print the medians of earlier runs' --json files")
@@ -243,7 +270,8 @@ def main(argv: list[str] | None = None) -> None:
                         max_loss=args.max_loss_pct / 100, tries=args.tries,
                         relay_core=args.relay_core, generator_core=args.generator_core,
                         cms_options=args.cms_option, variants=args.variant,
-                        keep_going=args.keep_going)
+                        keep_going=args.keep_going, rounds=args.rounds,
+                        direct=not args.no_direct)
     document = run(settings)
     if args.json is not None:
         args.json.write_text(json.dumps(document, indent=2) + "\n")

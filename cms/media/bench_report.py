@@ -116,9 +116,10 @@ def summarise(steps: list[Step], names: list[str]) -> list[str]:
         ran = max(final_steps(steps, name))
         bound = " (a lower bound: the last step run)" if ran == largest else ""
         lines.append(
-            f"{name}: largest clean step {largest} calls{bound}; there {at.cpu_us_per_packet:.2f}"
-            f" CPU us/packet, {100 * at.relay_cpu:.0f}% of its core, added latency p50 "
-            f"{at.added_p50_us:.0f} us p99 {at.added_p99_us:.0f} us (steal {at.steal_pct:.1f}%)")
+            f"{name}: largest clean step {largest} calls{bound}; there "
+            f"{fmt(at.cpu_us_per_packet)} CPU us/packet, {100 * at.relay_cpu:.0f}% of its core, "
+            f"added latency p50 {fmt(at.added_p50_us, '.0f')} us p99 "
+            f"{fmt(at.added_p99_us, '.0f')} us (steal {at.steal_pct:.1f}%)")
     if "cms" in names and "rtpengine" in names:
         ours, theirs = final_steps(steps, "cms"), final_steps(steps, "rtpengine")
         lines.append(f"cms/rtpengine: largest clean calls {largest_clean(steps, 'cms')} / "
@@ -151,6 +152,38 @@ def summarise(steps: list[Step], names: list[str]) -> list[str]:
 
 def fmt(value: float | None, spec: str = ".2f") -> str:
     return "-" if value is None else format(value, spec)
+
+
+def paired_medians(steps: list[Step], names: list[str]) -> list[str]:
+    """Per call count, each relay's median CPU µs/packet over every step run (all rounds and
+    attempts) and its ratio to the first relay's: the A/B figure on a shared machine."""
+    if not names:
+        return []
+    lines = [f"median CPU us/packet per call count (ratio to {names[0]}):"]
+    for calls in sorted({step.calls for step in steps}):
+        values: dict[str, float | None] = {}
+        counts: dict[str, int] = {}
+        for name in names:
+            found = [s.cpu_us_per_packet for s in steps
+                     if s.target == name and s.calls == calls and s.cpu_us_per_packet]
+            values[name] = statistics.median(found) if found else None
+            counts[name] = len(found)
+        base = values[names[0]]
+        lines.append(f"  {calls:5d} calls: " + ", ".join(
+            f"{name} {fmt(values[name])} (n={counts[name]}, x{ratio(values[name], base)}"
+            f"{_paired(steps, calls, name, names[0])})" for name in names))
+    return lines
+
+
+def _paired(steps: list[Step], calls: int, name: str, first: str) -> str:
+    # The k-th step of `name` against the k-th of `first` (run back to back in one round):
+    # the median of those ratios is steadier than the ratio of medians on a busy machine.
+    if name == first:
+        return ""
+    ours = [s.cpu_us_per_packet for s in steps if s.target == name and s.calls == calls]
+    theirs = [s.cpu_us_per_packet for s in steps if s.target == first and s.calls == calls]
+    ratios = [a / b for a, b in zip(ours, theirs, strict=False) if a and b]
+    return f", paired x{statistics.median(ratios):.3f}" if ratios else ""
 
 
 def median_of(documents: list[dict[str, Any]], name: str, key: str) -> float | None:

@@ -21,6 +21,20 @@ log = logging.getLogger("cms.media.reactor")
 # Socket reads per wake-up (a few ms of work): then the loop runs its other callbacks (SIP,
 # the media clock) and, the set being level-triggered, calls again while sockets are ready.
 MAX_READS_PER_WAKEUP = 256
+BUFFER_SIZE = 2048  # Larger datagrams are truncated and then dropped as invalid.
+
+
+class Packets(dict[int, memoryview]):
+    """`packets[n]`: the first n bytes of `buffer`, made once per length and then reused
+    (a memoryview slice made per relayed packet costs an allocation and a buffer export)."""
+
+    def __init__(self, buffer: bytearray) -> None:
+        super().__init__()
+        self._view = memoryview(buffer)
+
+    def __missing__(self, length: int) -> memoryview:
+        packet = self[length] = self._view[:length]
+        return packet
 
 
 class Reactor(Protocol):
@@ -51,6 +65,10 @@ class EpollReactor:
         self._by_fd: list[Callable[[], None] | None] = []
         self._loop.add_reader(self._epoll.fileno(), self._ready)
         self.wakeups = 0
+        self.polls = 0  # epoll_wait calls of ours (rounds, including each wake-up's last).
+        # The receive buffer every endpoint on this reactor shares (see RtpEndpoint).
+        self.buffer = bytearray(BUFFER_SIZE)
+        self.packets = Packets(self.buffer)
 
     def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
         """Call `callback()` while `fd` is readable (replacing any earlier callback)."""
@@ -88,6 +106,7 @@ class EpollReactor:
         budget = MAX_READS_PER_WAKEUP
         while budget > 0:
             events = poll(0, budget)
+            self.polls += 1
             if not events:
                 return
             budget -= len(events)

@@ -21,7 +21,7 @@ from .clock import MediaClock
 from .dtmf import DigitPressed, DtmfDetector, DtmfNotice, DtmfSender
 from .endpoint import Address, RtpEndpoint
 from .formats import FRAME_MS, MediaFormat, transcode_table
-from .rtp import SEQ_TS_SSRC, RtpError, payload_bounds
+from .rtp import RtpError, payload_bounds
 from .sources import AudioSource
 from .stats import ReceiveStats, StreamStats
 from .stream import HALF_SEQ, HALF_TS, SEQ_MASK, TS_MASK, OutboundStream
@@ -31,6 +31,8 @@ log = logging.getLogger("cms.media.relay")
 _REWRITE = struct.Struct("!BHII")  # Marker/PT, sequence, timestamp, SSRC: bytes 1..11.
 _HEADER = struct.Struct("!BBHII")
 _monotonic = time.monotonic
+_rewrite = _REWRITE.pack_into
+_unpack_header = _REWRITE.unpack_from  # At offset 1: the same four fields.
 
 DtmfListener = Callable[["Leg", DtmfNotice], None]
 AudioTap = Callable[[bytearray, int], None]  # (packet buffer, length) of an unrelayed packet
@@ -57,22 +59,24 @@ class LegStats:
 class _Route:
     """One direction of a bridge: packets received on `source` go out on `target`."""
 
-    __slots__ = ("target", "out", "send", "view", "audio_pt", "dtmf_pt", "table")
+    __slots__ = ("target", "out", "endpoint", "packets", "audio_pt", "dtmf_pt", "table")
 
     def __init__(self, source: Leg, target: Leg) -> None:
         if source.format is None or target.format is None:
             raise ValueError("configure both legs (format and peer) before bridging them")
         self.target = target
         self.out = target.out
-        self.send = target.endpoint.send
-        self.view = memoryview(source.endpoint.buffer)
+        self.endpoint = target.endpoint
+        self.packets = source.endpoint.packets
         self.audio_pt = target.format.payload_type
         self.dtmf_pt = target.format.dtmf_payload_type
         self.table = transcode_table(source.format.codec, target.format.codec)
 
     def relay_audio(self, buf: bytearray, length: int, seq: int, ts: int, ssrc: int,
                     now: float) -> None:
-        """Rewrite the header in place (and transcode the payload), then send."""
+        """Rewrite the header in place (and transcode the payload), then send.
+
+        Leg._on_packet does the common case itself (same codec, same source)."""
         out = self.out
         if ssrc != out.feed:
             if out.held:
@@ -97,8 +101,22 @@ class _Route:
             else:
                 start, end = payload_bounds(buf, length)
                 buf[start:end] = buf[start:end].translate(table)
-        send = self.send  # (a local: see RtpEndpoint._read_one_connected)
-        send(self.view[:length])
+        self.send(self.packets[length])
+
+    def send(self, packet: memoryview) -> None:
+        """Send to the target's phone, on its connected socket directly when it has one
+        (counted as RtpEndpoint.send would), else through RtpEndpoint.send."""
+        endpoint = self.endpoint
+        send = endpoint.connected_send
+        if send is None:
+            endpoint.send(packet)
+            return
+        try:
+            send(packet)
+        except OSError as exc:
+            endpoint.send_failed(exc)
+            return
+        endpoint.sent += 1
 
     def relay_event(self, buf: bytearray, length: int, seq: int, ts: int, ssrc: int,
                     now: float) -> None:
@@ -113,12 +131,16 @@ class _Route:
         if (seq - out.seq) & SEQ_MASK < HALF_SEQ:
             out.seq = seq
         _REWRITE.pack_into(buf, 1, (buf[1] & 0x80) | self.dtmf_pt, seq, ts, out.ssrc)
-        send = self.send  # (a local: see RtpEndpoint._read_one_connected)
-        send(self.view[:length])
+        self.send(self.packets[length])
 
 
 class Leg:
     """One RTP session with a phone: receive, count, detect DTMF, relay or play to it."""
+
+    # Slots, those read per packet first: a compact object, its hot fields in one cache line.
+    __slots__ = ("_audio_pt", "rx", "_route", "_dtmf_pt", "tap", "endpoint", "clock", "name",
+                 "on_dtmf", "format", "out", "dropped_payload_type", "_digits", "_detector",
+                 "_fed_by", "_player", "_sender", "_ticking")
 
     def __init__(self, endpoint: RtpEndpoint, clock: MediaClock, *, name: str = "",
                  on_dtmf: DtmfListener | None = None) -> None:
@@ -258,16 +280,41 @@ class Leg:
     # -- what this leg receives
 
     def _on_packet(self, buf: bytearray, length: int) -> None:
-        pt = buf[1] & 0x7F
-        seq, ts, ssrc = SEQ_TS_SSRC.unpack_from(buf, 2)
+        marker_pt, seq, ts, ssrc = _unpack_header(buf, 1)
+        pt = marker_pt & 0x7F
         now = _monotonic()
         if pt == self._audio_pt:
             self.rx.update(seq, ts, ssrc, now)
             route = self._route
-            if route is not None:
+            if route is None:
+                if self.tap is not None:
+                    self.tap(buf, length)
+                return
+            out = route.out
+            if ssrc != out.feed or route.table is not None:
                 route.relay_audio(buf, length, seq, ts, ssrc, now)
-            elif self.tap is not None:
-                self.tap(buf, length)
+                return
+            # The common case, inlined from _Route.relay_audio (same codec, same source):
+            # this runs for every relayed packet.
+            seq = (seq + out.seq_offset) & SEQ_MASK
+            ts = (ts + out.ts_offset) & TS_MASK
+            if (seq - out.seq) & SEQ_MASK < HALF_SEQ:
+                out.seq = seq
+            if (ts - out.ts) & TS_MASK < HALF_TS:
+                out.ts = ts
+                out.time = now
+            _rewrite(buf, 1, marker_pt & 0x80 | route.audio_pt, seq, ts, out.ssrc)
+            endpoint = route.endpoint
+            send = endpoint.connected_send
+            if send is None:
+                endpoint.send(route.packets[length])
+                return
+            try:
+                send(route.packets[length])
+            except OSError as exc:
+                endpoint.send_failed(exc)
+                return
+            endpoint.sent += 1
         elif pt == self._dtmf_pt:
             if self.rx.update_sequence(seq, ssrc):
                 self._on_event(buf, length, seq, ts, ssrc, now)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .formats import CLOCK_RATE
@@ -13,6 +14,7 @@ MAX_MISORDER = 100  # ... and a packet this far behind the highest is late, not 
 # 30 bits keep the bit set a one-digit Python int, which is cheapest to shift.
 _WINDOW = 30
 _WINDOW_MASK = (1 << _WINDOW) - 1
+_NO_TRANSIT = math.nan  # No packet's transit time known yet (see ReceiveStats.update).
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -42,11 +44,12 @@ class ReceiveStats:
     """
 
     __slots__ = ("clock_rate", "ssrc", "jitter", "duplicates", "late", "restarts", "_base",
-                 "_max", "_cycles", "_received", "_seen", "_bad", "_transit",
+                 "_max", "_cycles", "_received", "_seen", "_bad", "_transit", "_rate",
                  "_done_expected", "_done_received", "_prior_expected", "_prior_received")
 
     def __init__(self, clock_rate: int = CLOCK_RATE) -> None:
         self.clock_rate = clock_rate
+        self._rate = float(clock_rate)  # float * float is CPython's fast path, float * int not.
         self.ssrc: int | None = None
         self.jitter = 0.0
         self.duplicates = 0
@@ -58,7 +61,7 @@ class ReceiveStats:
         self._received = 0
         self._seen = 0  # Bit k: sequence (max - k) arrived.
         self._bad = SEQ_MOD + 1
-        self._transit: float | None = None
+        self._transit = _NO_TRANSIT
         self._done_expected = 0  # Counts of earlier sources (before a restart).
         self._done_received = 0
         self._prior_expected = 0
@@ -66,10 +69,11 @@ class ReceiveStats:
 
     def update(self, sequence: int, timestamp: int, ssrc: int, arrival: float) -> None:
         """Account one audio packet arriving at `arrival` (seconds, monotonic)."""
-        step = (sequence - self._max) & 0xFFFF
+        highest = self._max
+        step = (sequence - highest) & 0xFFFF
         if ssrc == self.ssrc and 0 < step < MAX_DROPOUT:
             # The common case, inlined from update_sequence: this runs for every packet.
-            if sequence < self._max:
+            if sequence < highest:
                 self._cycles += SEQ_MOD
             self._max = sequence
             self._seen = ((self._seen << step) | 1) & _WINDOW_MASK
@@ -77,16 +81,15 @@ class ReceiveStats:
         elif not self.update_sequence(sequence, ssrc):
             return
         # Interarrival jitter (RFC 3550 A.8), in timestamp units; the transit time's constant
-        # offset cancels out in the difference.
-        transit = arrival * self.clock_rate - timestamp
-        last = self._transit
+        # offset cancels out in the difference. Before a first transit, _transit is NaN: then
+        # the comparisons below are false and the jitter is left alone.
+        transit = arrival * self._rate - timestamp
+        delta = transit - self._transit
         self._transit = transit
-        if last is not None:
-            delta = transit - last
-            if delta < 0:
-                delta = -delta
-            if delta < 2147483648.0:  # A timestamp wrap is not jitter.
-                self.jitter += (delta - self.jitter) * 0.0625
+        if delta < 0:
+            delta = -delta
+        if delta < 2147483648.0:  # A timestamp wrap is not jitter.
+            self.jitter += (delta - self.jitter) * 0.0625
 
     def update_sequence(self, sequence: int, ssrc: int) -> bool:
         """Account one packet's sequence number (non-audio payloads: no jitter); False if
@@ -129,7 +132,7 @@ class ReceiveStats:
         self._received = 1
         self._seen = 1
         self._bad = SEQ_MOD + 1
-        self._transit = None
+        self._transit = _NO_TRANSIT
 
     def _expected(self) -> int:
         return self._cycles + self._max - self._base + 1 if self.ssrc is not None else 0

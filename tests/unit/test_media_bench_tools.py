@@ -7,7 +7,8 @@ import threading
 
 import pytest
 
-from cms.media.loadgen import LoadGenerator, Phones
+from cms.media.bench_report import Step, paired_medians, summarise
+from cms.media.loadgen import LoadGenerator, LoadResult, Phones
 from cms.media.mmsg import TIMESTAMP_CONTROL_SIZE, MessageBatch, enable_receive_timestamps
 from cms.media.ng import NgClient, NgError, bdecode, bencode, sdp_address, sdp_audio
 
@@ -93,3 +94,22 @@ def test_load_generator_direct_counts_every_packet() -> None:
     assert result.sent == 10 * 2 * 50 * 0.4
     assert result.received == result.sent and result.lost == 0
     assert 0 < result.latency_p50_us < 50_000
+
+
+def test_ab_lines_give_medians_and_paired_ratios_per_call_count() -> None:
+    load = LoadResult(calls=1, seconds=1.0, sent=100, received=100, lost=0, late=0,
+                      latency_p50_us=1.0, latency_p99_us=2.0, generator_cpu=0.1,
+                      lag_p99_ms=0.0, unsent=0)
+
+    def step(target: str, cpu: float) -> Step:
+        return Step(target=target, calls=800, attempt=1, load=load, relay_cpu=0.5,
+                    cpu_us_per_packet=cpu, steal_pct=0.0, added_p50_us=None,
+                    added_p99_us=None, relay_drops=0, phone_drops=0, verdict="clean",
+                    load_average="")
+
+    steps = [step("cms", 9.0), step("base", 10.0), step("base", 12.0), step("cms", 10.0)]
+    lines = paired_medians(steps, ["cms", "base"])
+    assert lines[1] == ("    800 calls: cms 9.50 (n=2, x1.00), base 11.00 (n=2, x1.16, "
+                        "paired x1.156)")
+    # Without a direct baseline there is no added latency: the summary says "-".
+    assert "p99 - us" in summarise(steps, ["cms", "base"])[0]

@@ -10,7 +10,7 @@ import pytest
 
 from cms.media.endpoint import RtpEndpoint, _Companions
 from cms.media.ports import PortAllocator, bind_udp
-from cms.media.reactor import EpollReactor
+from cms.media.reactor import EpollReactor, Packets
 
 
 def rtp(seq: int = 1) -> bytes:
@@ -134,3 +134,11 @@ def test_past_the_budget_legs_do_without_a_companion(monkeypatch: pytest.MonkeyP
         phone.close()
 
     asyncio.run(scenario())
+
+
+def test_packet_views_are_the_buffers_first_bytes_and_reused() -> None:
+    buffer = bytearray(b"0123456789")
+    packets = Packets(buffer)
+    assert bytes(packets[4]) == b"0123" and packets[4] is packets[4]
+    buffer[0:2] = b"ab"
+    assert bytes(packets[4]) == b"ab23"  # A view, not a copy.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 from collections.abc import Awaitable, Callable
 
@@ -273,5 +274,55 @@ def test_bridging_requires_configured_legs() -> None:
         a, b = service.open_leg(), service.open_leg()
         with pytest.raises(ValueError):
             bridge(a, b)
+
+    run(scenario)
+
+
+def test_calls_on_one_reactor_share_a_receive_buffer_without_crosstalk() -> None:
+    async def scenario(service: MediaService) -> None:
+        calls = [call(service, MediaFormat(codec=PCMU), MediaFormat(codec=PCMU))
+                 for _ in range(3)]
+        buffers = {id(leg.endpoint.buffer) for a, b, _, _ in calls for leg in (a, b)}
+        assert len(buffers) == 1  # One buffer for every leg on the reactor.
+        for a, b, _, _ in calls:
+            bridge(a, b)
+        for _ in range(5):  # Interleaved: each read overwrites the one buffer.
+            for index, (a, b, phone_a, phone_b) in enumerate(calls):
+                phone_a.send(a, bytes([index]) * 160, ssrc=100 + index)
+                phone_b.send(b, bytes([0x80 | index]) * 160, ssrc=200 + index)
+        await asyncio.sleep(0.1)
+        for index, (a, b, phone_a, phone_b) in enumerate(calls):
+            to_b, to_a = phone_b.collect(), phone_a.collect()
+            assert [p.payload for p in to_b] == [bytes([index]) * 160] * 5
+            assert [p.payload for p in to_a] == [bytes([0x80 | index]) * 160] * 5
+            assert {p.ssrc for p in to_b} == {b.out.ssrc}
+            assert_continuous(to_b)
+            assert b.stats().packets_sent == 5 and a.stats().packets_sent == 5
+            phone_a.close()
+            phone_b.close()
+
+    run(scenario)
+
+
+def test_relayed_packets_the_kernel_refuses_are_counted_as_send_errors() -> None:
+    async def scenario(service: MediaService) -> None:
+        a, b, phone_a, phone_b = call(service, MediaFormat(codec=PCMU),
+                                      MediaFormat(codec=PCMU))
+        bridge(a, b)
+        phone_a.send(a)
+        await asyncio.sleep(0.05)
+
+        def refuse(data: object) -> int:
+            raise OSError(errno.ENOBUFS, "No buffer space available")
+
+        b.endpoint.connected_send = refuse  # The relay sends on it directly.
+        for _ in range(3):
+            phone_a.send(a)
+        await asyncio.sleep(0.05)
+        stats = b.stats()
+        assert (stats.packets_sent, stats.send_errors) == (1, 3)
+        assert len(phone_b.collect()) == 1
+        phone_a.close()
+        phone_b.close()
 
     run(scenario)

@@ -9,8 +9,9 @@ calls (--duration 0.2) for a few seconds. A step is clean when every call was
 answered; the escalation stops at the first step that is not. Each step shows
 the achieved answered calls/s, setup time INVITE->200 p50/p99, the CMS's CPU as
 a share of one core (utime+stime from /proc, over the caller process's whole run,
-its start-up included, so a little low) and the callers' own CPU share (a caller
-near 100% means the generator, not the CMS, was the limit).
+its start-up included, so a little low) and per answered call (milliseconds: the
+figure to compare versions by, see scripts/bench_calls_cpu.py), and the callers'
+own CPU share (a caller near 100% means the generator, not the CMS, was the limit).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class CallStep:
     setup_p50_ms: float | None = None
     setup_p99_ms: float | None = None
     cms_cpu_pct: float = 0.0
+    cms_cpu_ms_per_call: float | None = None  # CMS CPU time over the step / answered calls
     caller_cpu_pct: float = 0.0
     wall_s: float = 0.0
     load_average: str = ""
@@ -67,11 +69,13 @@ class CallStep:
             return "n/a" if value is None else f"{value:.1f}"
 
         fails = f" {self.failures}" if self.failures else ""
+        per_call = "n/a" if self.cms_cpu_ms_per_call is None else f"{self.cms_cpu_ms_per_call:.2f}"
         return (
             f"calls offered {self.rate:4d}/s  answered {self.answered:5d}/{self.calls:<5d} "
             f"failed {self.failed}{fails}  achieved {self.achieved:6.1f}/s  setup p50 "
             f"{ms(self.setup_p50_ms)} ms p99 {ms(self.setup_p99_ms)} ms  cms cpu "
-            f"{self.cms_cpu_pct:3.0f}% of a core  callers {self.caller_cpu_pct:3.0f}%  "
+            f"{self.cms_cpu_pct:3.0f}% of a core ({per_call} ms/call)  "
+            f"callers {self.caller_cpu_pct:3.0f}%  "
             f"load {self.load_average}  {'clean' if self.clean else 'NOT clean'}"
         )
 
@@ -96,7 +100,8 @@ def run_step(procs: Processes, workdir: Path, cms: Cms, rate: int, seconds: floa
     finally:
         procs.stop(caller)
     step.wall_s = time.monotonic() - began
-    step.cms_cpu_pct = 100.0 * (cms.cpu_seconds() - cpu0) / step.wall_s
+    cms_cpu = cms.cpu_seconds() - cpu0
+    step.cms_cpu_pct = 100.0 * cms_cpu / step.wall_s
     step.caller_cpu_pct = 100.0 * caller_cpu / step.wall_s
     step.load_average = conditions()["load_average"]
     try:
@@ -109,6 +114,8 @@ def run_step(procs: Processes, workdir: Path, cms: Cms, rate: int, seconds: floa
     step.failed = summary["failed"]
     step.failures = summary["failures_by_status"] or None
     step.achieved = float(summary.get("calls_per_s") or 0.0)
+    if step.answered:
+        step.cms_cpu_ms_per_call = 1000.0 * cms_cpu / step.answered
     step.setup_p50_ms = summary["setup_ms"]["p50"]
     step.setup_p99_ms = summary["setup_ms"]["p99"]
     return step

@@ -811,15 +811,19 @@ class Acd:
                 return
 
     def _candidates(self, queue: QueueRuntime) -> list[Candidate]:
+        # Runs over every member at each offer: names bound once, penalties read directly.
         found: list[Candidate] = []
+        ready, agents, registered = self._ready, self._agents, self._registered
+        penalties = queue.settings.penalties
+        name = queue.name
         for index, user in enumerate(queue.members):
-            if user not in self._ready:
+            if user not in ready:
                 continue
-            agent = self._agents[user]
-            if agent.device not in self._registered:
+            agent = agents[user]
+            if agent.device not in registered:
                 continue
-            found.append(Candidate(user, index, queue.penalty(user), agent.idle_since,
-                                   agent.calls_taken.get(queue.name, 0)))
+            found.append(Candidate(user, index, penalties.get(user, 0), agent.idle_since,
+                                   agent.calls_taken.get(name, 0)))
         return found
 
     def _offer(

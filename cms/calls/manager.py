@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import dataclasses
 import ipaddress
 import json
 import logging
@@ -56,6 +55,7 @@ from cms.sip.headers import parse_name_addr, parse_uri
 from cms.sip.message import Headers, Request, Response
 from cms.sip.responses import make_response, new_tag
 from cms.sip.sdp import (
+    SessionDescription,
     is_hold,
     make_answer,
     make_offer,
@@ -74,7 +74,7 @@ from cms.sip.transaction import (
 from . import commands, transfers
 from .control import CallView, CompleteAs, TransferMode
 from .model import Call, CallState, LegState, SipLeg
-from .records import CallRecordStore
+from .records import CallRecordStore, as_plain
 from .views import call_info, party_view
 
 log = logging.getLogger("cms.calls")
@@ -284,7 +284,7 @@ class CallManager:
             call.direction = "internal" if self._trusted_user(caller_number) else "inbound"
         self.started(call)
         if destination is not None:
-            self._answer_caller(call)
+            self._answer_caller(call, offer)
             call.state = CallState.QUEUED
             call.queued_at = now
             leg.media.play(self.hold_audio(call))
@@ -318,7 +318,8 @@ class CallManager:
             return False
         return True
 
-    def _answer_caller(self, call: Call) -> None:
+    def _answer_caller(self, call: Call, offer: SessionDescription | None = None) -> None:
+        """200 the caller's INVITE; `offer`: its SDP when parsed already (not parsed twice)."""
         leg = call.caller
         assert leg.invite is not None and leg.server_tx is not None
         tag = new_tag()
@@ -327,7 +328,7 @@ class CallManager:
         if leg.negotiated is None:  # late offer: the ACK will carry the caller's answer
             answer = make_offer(host, port)
         else:
-            answer = make_answer(parse_sdp(leg.invite.body), leg.negotiated, host, port)
+            answer = make_answer(offer or parse_sdp(leg.invite.body), leg.negotiated, host, port)
         leg.local_sdp = answer
         leg.dialog = Dialog.from_uas(leg.invite, tag, contact)
         self.endpoint.dialog_handlers[leg.dialog.key] = self.dialog_handler(call, leg)
@@ -924,7 +925,7 @@ class CallManager:
         quality = {}
         for leg in (call.caller, call.other):
             if leg is not None:
-                quality[leg.role] = dataclasses.asdict(leg.media.stats())
+                quality[leg.role] = as_plain(leg.media.stats())
         return {
             "id": call.id,
             "kind": call.kind,

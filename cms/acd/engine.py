@@ -455,6 +455,10 @@ class Acd:
         agent = self._agents.get(user)
         return None if agent is None else self._agent_view(agent)
 
+    def is_agent(self, user: str) -> bool:
+        """True when `user` is an agent (without building the snapshot `agent` returns)."""
+        return user in self._agents
+
     def agents(self) -> list[AgentView]:
         """Snapshots of all agents, in configuration order."""
         return [self._agent_view(a) for a in self._agents.values()]

@@ -130,6 +130,7 @@ class CallManager:
         self.hold_music = dict(hold_music or {})  # queue -> WAV; others get generated music
         self.ring_timeout = ring_timeout  # for legs the ACD does not time (not queue offers)
         self.trusted = [ipaddress.ip_network(net, strict=False) for net in trusted_sources]
+        self._trusted_hosts: dict[str, bool] = {}
         self.calls: dict[str, Call] = {}
         self.counters = {"calls": 0, "answered": 0, "abandoned": 0, "failed": 0}
         self._acd_timer: asyncio.TimerHandle | None = None
@@ -211,7 +212,7 @@ class CallManager:
 
     def agent_of(self, user: str) -> str:
         """`user` when it is an agent (for the CTI's "agent sees its own events" rule)."""
-        return user if user and self.acd.agent(user) is not None else ""
+        return user if user and self.acd.is_agent(user) else ""
 
     def call_info(self, call_id: str) -> dict[str, Any] | None:
         """What interaction.created tells about a live call (None when gone)."""
@@ -220,7 +221,7 @@ class CallManager:
 
     def acd_busy(self, call: Call, user: str) -> None:
         """Tell the ACD `user` is on this call (not from a queue), so it is offered nothing."""
-        if not user or user in call.acd_keys or self.acd.agent(user) is None:
+        if not user or user in call.acd_keys or not self.acd.is_agent(user):
             return
         # The call's own id is the ACD's for a queue caller and for the agent it connects.
         plain = call.kind == "direct" and not call.acd_keys
@@ -304,11 +305,19 @@ class CallManager:
             self.run_acd(self.acd.caller_digit(call.id, notice.digit, time.time()))
 
     def _trusted(self, peer: Peer) -> bool:
-        try:
-            address = ipaddress.ip_address(peer.addr[0])
-        except ValueError:
-            return False
-        return any(address in net for net in self.trusted)
+        host = peer.addr[0]
+        known = self._trusted_hosts.get(host)
+        if known is None:  # parsed once per source host, not for every INVITE
+            try:
+                address = ipaddress.ip_address(host)
+            except ValueError:
+                known = False
+            else:
+                known = any(address in net for net in self.trusted)
+            if len(self._trusted_hosts) >= 4096:
+                self._trusted_hosts.clear()
+            self._trusted_hosts[host] = known
+        return known
 
     def _authenticated(self, tx: ServerTransaction, request: Request, now: float) -> bool:
         """Digest-authenticate an INVITE from an untrusted source (407 challenge)."""

@@ -839,6 +839,7 @@ class CallManager:
                 call.caller.media.stop_audio()  # no more ringback from a failed consult
         for leg in call.legs():
             self.close_media(leg)
+            leg.media.on_dtmf = None  # its closure holds the call: a cycle only the GC frees
             if leg.dialog is not None:
                 self.endpoint.dialog_handlers.pop(leg.dialog.key, None)
         if call.caller.server_tx is not None:

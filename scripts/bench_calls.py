@@ -80,10 +80,24 @@ class CallStep:
         )
 
 
-def run_step(procs: Processes, workdir: Path, cms: Cms, rate: int, seconds: float,
-             core: int | None) -> CallStep:
+@dataclass
+class StepRun:
+    """A step whose callers are running (`start_step`), to be finished by `finish_step`."""
+
+    step: CallStep
+    caller: Any
+    report: Path
+    workdir: Path
+    cms: Cms
+    cpu0: float
+    began: float
+    seconds: float
+
+
+def start_step(procs: Processes, workdir: Path, cms: Cms, rate: int, seconds: float,
+               core: int | None) -> StepRun:
+    """Start a place_calls caller run against `cms` (the CMS's CPU counted from now)."""
     calls = max(1, round(rate * seconds))
-    step = CallStep(rate, calls)
     report = workdir / f"calls-{rate}.json"
     argv = place_calls_argv(
         core, "--target", cms.target, "--number", QUEUE_NUMBER, "--calls", str(calls),
@@ -91,23 +105,29 @@ def run_step(procs: Processes, workdir: Path, cms: Cms, rate: int, seconds: floa
     )
     cpu0, began = cms.cpu_seconds(), time.monotonic()
     caller = procs.start(argv, workdir / f"callers-{rate}.log", Path(__file__).parent.parent)
+    return StepRun(CallStep(rate, calls), caller, report, workdir, cms, cpu0, began, seconds)
+
+
+def finish_step(procs: Processes, run: StepRun) -> CallStep:
+    """Wait for the callers of a started step, then read its figures."""
+    step, caller, rate, calls = run.step, run.caller, run.step.rate, run.step.calls
     try:
-        if wait_unreaped(caller, seconds + 60):
+        if wait_unreaped(caller, run.seconds + 60):
             caller_cpu = process_cpu_seconds(caller.pid)
         else:
             say(f"  callers at {rate}/s did not finish in time; stopped")
             caller_cpu = 0.0
     finally:
         procs.stop(caller)
-    step.wall_s = time.monotonic() - began
-    cms_cpu = cms.cpu_seconds() - cpu0
+    step.wall_s = time.monotonic() - run.began
+    cms_cpu = run.cms.cpu_seconds() - run.cpu0
     step.cms_cpu_pct = 100.0 * cms_cpu / step.wall_s
     step.caller_cpu_pct = 100.0 * caller_cpu / step.wall_s
     step.load_average = conditions()["load_average"]
     try:
-        summary = json.loads(report.read_text())["summary"]
+        summary = json.loads(run.report.read_text())["summary"]
     except (OSError, ValueError, KeyError):
-        say(f"  no report from the callers at {rate}/s (see {workdir})")
+        say(f"  no report from the callers at {rate}/s (see {run.workdir})")
         step.failed = calls
         return step
     step.answered = summary["answered"]
@@ -119,6 +139,12 @@ def run_step(procs: Processes, workdir: Path, cms: Cms, rate: int, seconds: floa
     step.setup_p50_ms = summary["setup_ms"]["p50"]
     step.setup_p99_ms = summary["setup_ms"]["p99"]
     return step
+
+
+def run_step(procs: Processes, workdir: Path, cms: Cms, rate: int, seconds: float,
+             core: int | None) -> CallStep:
+    """One caller run at `rate` for `seconds` against `cms`, with its figures."""
+    return finish_step(procs, start_step(procs, workdir, cms, rate, seconds, core))
 
 
 def run_calls_bench(cms_path: str, quick: bool, workdir: Path, agents: int = 100,

@@ -8,7 +8,8 @@ answered call of each round (utime + stime from /proc over the caller run, divid
 by the answered calls), the medians, and with `--cms-b PATH` (another checkout's
 `.venv/bin/cms`) the median of the per-round ratios B/A. Both CMSes run side by
 side and take turns round by round, so that they meet the same moments of a
-shared, noisy machine.
+shared, noisy machine; with `--together` their callers run at the same time
+(each CMS at --rate), which cancels more of the noise of a busy machine.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .bench import Processes, default_cms, load_average, say
-from .bench_calls import run_step
+from .bench_calls import CallStep, finish_step, run_step, start_step
 from .bench_common import Cms, agent_name, cores, start_agents, start_cms
 from .bench_errors import BenchError
 
@@ -40,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cms-b", help="a second cms executable (B) to compare with A")
     parser.add_argument(
         "--cms-arg", action="append", default=[], metavar="ARG", help="extra `cms serve` argument"
+    )
+    parser.add_argument(
+        "--together", action="store_true",
+        help="run A's and B's callers at the same time, each CMS at --rate (both CMSes share "
+        "core 1 then, and meet exactly the same moments of a noisy machine)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     return parser
@@ -71,6 +77,22 @@ def report(cpu: dict[str, list[float]], args: argparse.Namespace) -> None:
             f"{statistics.median(cpu['B']) / statistics.median(cpu['A']):.3f}")
 
 
+def run_round(procs: Processes, workdir: Path, servers: dict[str, Cms],
+              args: argparse.Namespace, core: int | None) -> dict[str, CallStep]:
+    """One step per CMS: in turn, or (--together) at the same time."""
+    if not args.together:
+        steps = {}
+        for name, server in servers.items():
+            steps[name] = run_step(procs, workdir / name, server, args.rate, args.seconds, core)
+            time.sleep(0.5)
+        return steps
+    runs = {name: start_step(procs, workdir / name, server, args.rate, args.seconds, core)
+            for name, server in servers.items()}
+    steps = {name: finish_step(procs, run) for name, run in runs.items()}
+    time.sleep(0.5)
+    return steps
+
+
 def run(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="cms-bench-calls-cpu-"))
     procs = Processes()
@@ -85,8 +107,7 @@ def run(args: argparse.Namespace) -> int:
         time.sleep(1.0)
         _, gen_core = cores()
         for round_no in range(0, args.rounds + 1):  # round 0 warms up, unmeasured
-            for name, server in servers.items():
-                step = run_step(procs, workdir / name, server, args.rate, args.seconds, gen_core)
+            for name, step in run_round(procs, workdir, servers, args, gen_core).items():
                 per_call = step.cms_cpu_ms_per_call
                 label = "warm-up" if round_no == 0 else f"round {round_no}"
                 say(f"{label} {name} cpu/call "
@@ -94,7 +115,6 @@ def run(args: argparse.Namespace) -> int:
                 ok = ok and step.clean
                 if round_no and per_call is not None:
                     cpu[name].append(per_call)
-                time.sleep(0.5)
     finally:
         procs.stop_all()
         if args.keep:

@@ -953,3 +953,10 @@ def test_queue_view_lists_callers_and_member_states() -> None:
     assert [q.name for q in rig.acd.queues()] == ["sales"]
     assert rig.acd.queue("nope") is None
     assert rig.acd.is_registered("1001") and not rig.acd.is_registered("1002")
+
+
+def test_is_agent_answers_for_configured_agents_only() -> None:
+    rig = Rig()
+    assert rig.acd.is_agent("a1")
+    assert not rig.acd.is_agent("nobody")
+    assert rig.acd.is_agent("a2") == (rig.acd.agent("a2") is not None)

@@ -9,8 +9,9 @@ calls (--duration 0.2) for a few seconds. A step is clean when every call was
 answered; the escalation stops at the first step that is not. Each step shows
 the achieved answered calls/s, setup time INVITE->200 p50/p99, the CMS's CPU as
 a share of one core (utime+stime from /proc, over the caller process's whole run,
-its start-up included, so a little low) and the callers' own CPU share (a caller
-near 100% means the generator, not the CMS, was the limit).
+its start-up included, so a little low) and per answered call (milliseconds: the
+figure to compare versions by, see scripts/bench_calls_cpu.py), and the callers'
+own CPU share (a caller near 100% means the generator, not the CMS, was the limit).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class CallStep:
     setup_p50_ms: float | None = None
     setup_p99_ms: float | None = None
     cms_cpu_pct: float = 0.0
+    cms_cpu_ms_per_call: float | None = None  # CMS CPU time over the step / answered calls
     caller_cpu_pct: float = 0.0
     wall_s: float = 0.0
     load_average: str = ""
@@ -67,19 +69,35 @@ class CallStep:
             return "n/a" if value is None else f"{value:.1f}"
 
         fails = f" {self.failures}" if self.failures else ""
+        per_call = "n/a" if self.cms_cpu_ms_per_call is None else f"{self.cms_cpu_ms_per_call:.2f}"
         return (
             f"calls offered {self.rate:4d}/s  answered {self.answered:5d}/{self.calls:<5d} "
             f"failed {self.failed}{fails}  achieved {self.achieved:6.1f}/s  setup p50 "
             f"{ms(self.setup_p50_ms)} ms p99 {ms(self.setup_p99_ms)} ms  cms cpu "
-            f"{self.cms_cpu_pct:3.0f}% of a core  callers {self.caller_cpu_pct:3.0f}%  "
+            f"{self.cms_cpu_pct:3.0f}% of a core ({per_call} ms/call)  "
+            f"callers {self.caller_cpu_pct:3.0f}%  "
             f"load {self.load_average}  {'clean' if self.clean else 'NOT clean'}"
         )
 
 
-def run_step(procs: Processes, workdir: Path, cms: Cms, rate: int, seconds: float,
-             core: int | None) -> CallStep:
+@dataclass
+class StepRun:
+    """A step whose callers are running (`start_step`), to be finished by `finish_step`."""
+
+    step: CallStep
+    caller: Any
+    report: Path
+    workdir: Path
+    cms: Cms
+    cpu0: float
+    began: float
+    seconds: float
+
+
+def start_step(procs: Processes, workdir: Path, cms: Cms, rate: int, seconds: float,
+               core: int | None) -> StepRun:
+    """Start a place_calls caller run against `cms` (the CMS's CPU counted from now)."""
     calls = max(1, round(rate * seconds))
-    step = CallStep(rate, calls)
     report = workdir / f"calls-{rate}.json"
     argv = place_calls_argv(
         core, "--target", cms.target, "--number", QUEUE_NUMBER, "--calls", str(calls),
@@ -87,31 +105,46 @@ def run_step(procs: Processes, workdir: Path, cms: Cms, rate: int, seconds: floa
     )
     cpu0, began = cms.cpu_seconds(), time.monotonic()
     caller = procs.start(argv, workdir / f"callers-{rate}.log", Path(__file__).parent.parent)
+    return StepRun(CallStep(rate, calls), caller, report, workdir, cms, cpu0, began, seconds)
+
+
+def finish_step(procs: Processes, run: StepRun) -> CallStep:
+    """Wait for the callers of a started step, then read its figures."""
+    step, caller, rate, calls = run.step, run.caller, run.step.rate, run.step.calls
     try:
-        if wait_unreaped(caller, seconds + 60):
+        if wait_unreaped(caller, run.seconds + 60):
             caller_cpu = process_cpu_seconds(caller.pid)
         else:
             say(f"  callers at {rate}/s did not finish in time; stopped")
             caller_cpu = 0.0
     finally:
         procs.stop(caller)
-    step.wall_s = time.monotonic() - began
-    step.cms_cpu_pct = 100.0 * (cms.cpu_seconds() - cpu0) / step.wall_s
+    step.wall_s = time.monotonic() - run.began
+    cms_cpu = run.cms.cpu_seconds() - run.cpu0
+    step.cms_cpu_pct = 100.0 * cms_cpu / step.wall_s
     step.caller_cpu_pct = 100.0 * caller_cpu / step.wall_s
     step.load_average = conditions()["load_average"]
     try:
-        summary = json.loads(report.read_text())["summary"]
+        summary = json.loads(run.report.read_text())["summary"]
     except (OSError, ValueError, KeyError):
-        say(f"  no report from the callers at {rate}/s (see {workdir})")
+        say(f"  no report from the callers at {rate}/s (see {run.workdir})")
         step.failed = calls
         return step
     step.answered = summary["answered"]
     step.failed = summary["failed"]
     step.failures = summary["failures_by_status"] or None
     step.achieved = float(summary.get("calls_per_s") or 0.0)
+    if step.answered:
+        step.cms_cpu_ms_per_call = 1000.0 * cms_cpu / step.answered
     step.setup_p50_ms = summary["setup_ms"]["p50"]
     step.setup_p99_ms = summary["setup_ms"]["p99"]
     return step
+
+
+def run_step(procs: Processes, workdir: Path, cms: Cms, rate: int, seconds: float,
+             core: int | None) -> CallStep:
+    """One caller run at `rate` for `seconds` against `cms`, with its figures."""
+    return finish_step(procs, start_step(procs, workdir, cms, rate, seconds, core))
 
 
 def run_calls_bench(cms_path: str, quick: bool, workdir: Path, agents: int = 100,

@@ -64,7 +64,7 @@ from .events import (
     SendToOverflow,
 )
 from .queue import Caller, Candidate, QueueRuntime, choose
-from .settings import AcdSettings, EmptyRule, MenuSettings, build_settings
+from .settings import AcdSettings, EmptyRule, MenuSettings, Strategy, build_settings
 from .states import PRESENCE, AgentState, CallerState
 from .timers import Timers
 from .views import AgentView, CallerView, Destination, QueueView
@@ -455,6 +455,10 @@ class Acd:
         agent = self._agents.get(user)
         return None if agent is None else self._agent_view(agent)
 
+    def is_agent(self, user: str) -> bool:
+        """True when `user` is an agent (without building the snapshot `agent` returns)."""
+        return user in self._agents
+
     def agents(self) -> list[AgentView]:
         """Snapshots of all agents, in configuration order."""
         return [self._agent_view(a) for a in self._agents.values()]
@@ -796,6 +800,15 @@ class Acd:
                 continue
             assert caller.queue is not None
             queue = self._queues[caller.queue]
+            if queue.settings.strategy is Strategy.LONGEST_IDLE:
+                picked = self._longest_idle(queue, caller.tried)
+                if picked is None:
+                    blocked.add(queue.name)
+                    continue
+                self._offer(caller, queue, [picked], now, out)
+                if not self._ready:
+                    return
+                continue
             candidates = self._candidates(queue)
             if not candidates:
                 blocked.add(queue.name)
@@ -810,16 +823,53 @@ class Acd:
             if not self._ready:
                 return
 
-    def _candidates(self, queue: QueueRuntime) -> list[Candidate]:
-        found: list[Candidate] = []
+    def _longest_idle(self, queue: QueueRuntime, tried: set[str]) -> Candidate | None:
+        """What `choose(LONGEST_IDLE, ...)` would pick, in one pass over the members.
+
+        The default strategy, run at every offer: building every ready member's
+        Candidate only to keep one cost more than the rest of an offer. The pick is
+        the least (penalty, idle_since, member order) among the members not yet
+        tried by this caller, else (a new round: `tried` is cleared) among all.
+        """
+        ready, agents, registered = self._ready, self._agents, self._registered
+        penalties = queue.settings.penalties
+        best: tuple[int, float, int] | None = None  # among the fresh
+        best_any: tuple[int, float, int] | None = None  # among all eligible
         for index, user in enumerate(queue.members):
-            if user not in self._ready:
+            if user not in ready:
                 continue
-            agent = self._agents[user]
-            if agent.device not in self._registered:
+            agent = agents[user]
+            if agent.device not in registered:
                 continue
-            found.append(Candidate(user, index, queue.penalty(user), agent.idle_since,
-                                   agent.calls_taken.get(queue.name, 0)))
+            key = (penalties.get(user, 0), agent.idle_since, index)
+            if best_any is None or key < best_any:
+                best_any = key
+            if user not in tried and (best is None or key < best):
+                best = key
+        if best_any is None:
+            return None
+        if best is None:
+            tried.clear()  # everyone free has missed this caller: start a new round
+            best = best_any
+        penalty, idle_since, index = best
+        user = queue.members[index]
+        return Candidate(user, index, penalty, idle_since,
+                         agents[user].calls_taken.get(queue.name, 0))
+
+    def _candidates(self, queue: QueueRuntime) -> list[Candidate]:
+        # Runs over every member at each offer: names bound once, penalties read directly.
+        found: list[Candidate] = []
+        ready, agents, registered = self._ready, self._agents, self._registered
+        penalties = queue.settings.penalties
+        name = queue.name
+        for index, user in enumerate(queue.members):
+            if user not in ready:
+                continue
+            agent = agents[user]
+            if agent.device not in registered:
+                continue
+            found.append(Candidate(user, index, penalties.get(user, 0), agent.idle_since,
+                                   agent.calls_taken.get(name, 0)))
         return found
 
     def _offer(

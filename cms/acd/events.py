@@ -115,13 +115,18 @@ class AcdEvent:
 
     def payload(self) -> dict[str, object]:
         """The fields as JSON-ready values (enums as their value), without `time`."""
+        names = _PAYLOAD_FIELDS.get(type(self))
+        if names is None:  # once per event class: fields() is slow for every event
+            names = tuple(f.name for f in fields(self) if f.name != "time")
+            _PAYLOAD_FIELDS[type(self)] = names
         data: dict[str, object] = {}
-        for f in fields(self):
-            if f.name == "time":
-                continue
-            value = getattr(self, f.name)
-            data[f.name] = value.value if isinstance(value, Enum) else value
+        for name in names:
+            value = getattr(self, name)
+            data[name] = value.value if isinstance(value, Enum) else value
         return data
+
+
+_PAYLOAD_FIELDS: dict[type[AcdEvent], tuple[str, ...]] = {}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import dataclasses
 import ipaddress
 import json
 import logging
@@ -56,6 +55,7 @@ from cms.sip.headers import parse_name_addr, parse_uri
 from cms.sip.message import Headers, Request, Response
 from cms.sip.responses import make_response, new_tag
 from cms.sip.sdp import (
+    SessionDescription,
     is_hold,
     make_answer,
     make_offer,
@@ -74,7 +74,7 @@ from cms.sip.transaction import (
 from . import commands, takeover, transfers
 from .control import CallView, CompleteAs, TransferMode
 from .model import Call, CallState, LegState, SipLeg
-from .records import CallRecordStore
+from .records import CallRecordStore, as_plain
 from .views import call_info, party_view
 
 log = logging.getLogger("cms.calls")
@@ -130,6 +130,7 @@ class CallManager:
         self.hold_music = dict(hold_music or {})  # queue -> WAV; others get generated music
         self.ring_timeout = ring_timeout  # for legs the ACD does not time (not queue offers)
         self.trusted = [ipaddress.ip_network(net, strict=False) for net in trusted_sources]
+        self._trusted_hosts: dict[str, bool] = {}
         self.calls: dict[str, Call] = {}
         self.counters = {"calls": 0, "answered": 0, "abandoned": 0, "failed": 0}
         self._acd_timer: asyncio.TimerHandle | None = None
@@ -211,7 +212,7 @@ class CallManager:
 
     def agent_of(self, user: str) -> str:
         """`user` when it is an agent (for the CTI's "agent sees its own events" rule)."""
-        return user if user and self.acd.agent(user) is not None else ""
+        return user if user and self.acd.is_agent(user) else ""
 
     def call_info(self, call_id: str) -> dict[str, Any] | None:
         """What interaction.created tells about a live call (None when gone)."""
@@ -220,7 +221,7 @@ class CallManager:
 
     def acd_busy(self, call: Call, user: str) -> None:
         """Tell the ACD `user` is on this call (not from a queue), so it is offered nothing."""
-        if not user or user in call.acd_keys or self.acd.agent(user) is None:
+        if not user or user in call.acd_keys or not self.acd.is_agent(user):
             return
         # The call's own id is the ACD's for a queue caller and for the agent it connects.
         plain = call.kind == "direct" and not call.acd_keys
@@ -287,7 +288,7 @@ class CallManager:
             call.direction = "internal" if self._trusted_user(caller_number) else "inbound"
         self.started(call)
         if destination is not None:
-            self._answer_caller(call)
+            self._answer_caller(call, offer)
             call.state = CallState.QUEUED
             call.queued_at = now
             leg.media.play(self.hold_audio(call))
@@ -307,11 +308,19 @@ class CallManager:
             self.run_acd(self.acd.caller_digit(call.id, notice.digit, time.time()))
 
     def _trusted(self, peer: Peer) -> bool:
-        try:
-            address = ipaddress.ip_address(peer.addr[0])
-        except ValueError:
-            return False
-        return any(address in net for net in self.trusted)
+        host = peer.addr[0]
+        known = self._trusted_hosts.get(host)
+        if known is None:  # parsed once per source host, not for every INVITE
+            try:
+                address = ipaddress.ip_address(host)
+            except ValueError:
+                known = False
+            else:
+                known = any(address in net for net in self.trusted)
+            if len(self._trusted_hosts) >= 4096:
+                self._trusted_hosts.clear()
+            self._trusted_hosts[host] = known
+        return known
 
     def _authenticated(self, tx: ServerTransaction, request: Request, now: float) -> bool:
         """Digest-authenticate an INVITE from an untrusted source (407 challenge)."""
@@ -321,7 +330,8 @@ class CallManager:
             return False
         return True
 
-    def _answer_caller(self, call: Call) -> None:
+    def _answer_caller(self, call: Call, offer: SessionDescription | None = None) -> None:
+        """200 the caller's INVITE; `offer`: its SDP when parsed already (not parsed twice)."""
         leg = call.caller
         assert leg.invite is not None and leg.server_tx is not None
         tag = new_tag()
@@ -330,7 +340,7 @@ class CallManager:
         if leg.negotiated is None:  # late offer: the ACK will carry the caller's answer
             answer = make_offer(host, port)
         else:
-            answer = make_answer(parse_sdp(leg.invite.body), leg.negotiated, host, port)
+            answer = make_answer(offer or parse_sdp(leg.invite.body), leg.negotiated, host, port)
         leg.local_sdp = answer
         leg.dialog = Dialog.from_uas(leg.invite, tag, contact)
         self.endpoint.dialog_handlers[leg.dialog.key] = self.dialog_handler(call, leg)
@@ -837,6 +847,7 @@ class CallManager:
                 call.caller.media.stop_audio()  # no more ringback from a failed consult
         for leg in call.legs():
             self.close_media(leg)
+            leg.media.on_dtmf = None  # its closure holds the call: a cycle only the GC frees
             if leg.dialog is not None:
                 self.endpoint.dialog_handlers.pop(leg.dialog.key, None)
         if call.caller.server_tx is not None:
@@ -940,7 +951,7 @@ class CallManager:
         quality = {}
         for leg in (call.caller, call.other):
             if leg is not None:
-                quality[leg.role] = dataclasses.asdict(leg.media.stats())
+                quality[leg.role] = as_plain(leg.media.stats())
         return {
             "id": call.id,
             "kind": call.kind,

@@ -67,6 +67,15 @@ _RELEVANT = frozenset({"interaction.created", "call.offered", "queue.caller_left
                        "call.established", "call.attached_data_changed", "call.ended",
                        "agent.state_changed", "interaction.updated"})
 _SEPARATORS = re.compile(r"[\s().\-/]")
+_ENDED_SET = (
+    "ended = COALESCE(ended, ?), outcome = ?, answered = COALESCE(answered, ?),"
+    " agent = CASE WHEN ? != '' THEN ? ELSE agent END,"
+    " queue = CASE WHEN queue = '' THEN ? ELSE queue END, updated_seq = ? WHERE id = ?"
+)
+_ENDED = f"UPDATE interactions SET {_ENDED_SET}"
+_ENDED_WITH_ATTACHED = (
+    f"UPDATE interactions SET attached_data = ?, business_partner = ?, {_ENDED_SET}"
+)
 
 
 def to_e164(number: str, country_code: str = "") -> str | None:
@@ -203,19 +212,20 @@ class InteractionLog:
 
     def _ended(self, db: sqlite3.Connection, event: Event, call_id: str) -> None:
         data = event.data
-        self._attached(db, event, call_id, data.get("attached_data"))
         talk = data.get("talk")
         answered = None
         if isinstance(talk, (int, float)) and not isinstance(talk, bool):
             answered = iso_time(_seconds(event.time) - float(talk))
-        db.execute(
-            "UPDATE interactions SET ended = COALESCE(ended, ?), outcome = ?,"
-            " answered = COALESCE(answered, ?),"
-            " agent = CASE WHEN ? != '' THEN ? ELSE agent END,"
-            " queue = CASE WHEN queue = '' THEN ? ELSE queue END,"
-            " updated_seq = ? WHERE id = ?",
-            (event.time, str(data.get("outcome") or ""), answered, str(data.get("agent") or ""),
-             str(data.get("agent") or ""), str(data.get("queue") or ""), event.seq, call_id))
+        values = (event.time, str(data.get("outcome") or ""), answered,
+                  str(data.get("agent") or ""), str(data.get("agent") or ""),
+                  str(data.get("queue") or ""), event.seq, call_id)
+        attached = data.get("attached_data")
+        if isinstance(attached, Mapping):
+            # One UPDATE of the row, not two: the final attached data goes with the end.
+            db.execute(_ENDED_WITH_ATTACHED, (json.dumps(attached, separators=(",", ":")),
+                                              business_partner(attached), *values))
+        else:
+            db.execute(_ENDED, values)
 
     # -- the CTI's side (event loop)
 

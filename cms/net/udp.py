@@ -155,6 +155,7 @@ class UdpTransport:
         self._loop = asyncio.get_running_loop()
         self.received = 0
         self.send_errors = 0
+        self._local_address: Address | None = None
         sock.setblocking(False)
         # IPv4 only: recvfrom spells IPv6 sources (scope, mapped IPv4) in ways not worth
         # reproducing here.
@@ -182,8 +183,15 @@ class UdpTransport:
     @property
     def local_address(self) -> Address:
         """The bound (host, port)."""
-        host, port = self.sock.getsockname()[:2]
-        return host, port
+        # A bound socket's address never changes: ask the kernel once, not for every
+        # Via and Contact written (several per call).
+        address = self._local_address
+        if address is None:
+            host, port = self.sock.getsockname()[:2]
+            address = (host, port)
+            if port:
+                self._local_address = address
+        return address
 
     def _readable(self) -> None:
         recvfrom = self.sock.recvfrom

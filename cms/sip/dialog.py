@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .errors import LocalProtocolError, ParseError
-from .headers import header_values, parse_cseq, parse_name_addr
+from .headers import NameAddr, header_values, parse_cseq, parse_name_addr
 from .message import Headers, Request, Response
 from .transaction import new_branch
 
@@ -41,12 +41,12 @@ class Dialog:
     def from_uac(cls, request: Request, response: Response, local_contact: str) -> Dialog:
         """The caller's dialog, from the INVITE we sent and a 2xx or tagged 1xx."""
         headers = response.headers
-        to_value = headers.first("to") or ""
-        remote_tag = parse_name_addr(to_value).tag
+        to_address = parse_name_addr(headers.first("to") or "")
+        remote_tag = to_address.tag
         if not remote_tag:
             raise ParseError("response without a To tag cannot create a dialog")
-        from_value = request.headers.first("from") or ""
-        local_tag = parse_name_addr(from_value).tag or ""
+        from_address = parse_name_addr(request.headers.first("from") or "")
+        local_tag = from_address.tag or ""
         # The UAC's route set is the Record-Route of the response, reversed (§12.1.2).
         routes = header_values(headers.all("record-route"), "record-route")
         routes.reverse()
@@ -55,8 +55,8 @@ class Dialog:
             call_id=request.headers.first("call-id") or "",
             local_tag=local_tag,
             remote_tag=remote_tag,
-            local_address=_strip_tag(from_value),
-            remote_address=_strip_tag(to_value),
+            local_address=_without_tag(from_address),
+            remote_address=_without_tag(to_address),
             remote_target=_contact_uri(headers) or request.uri,
             local_contact=local_contact,
             route_set=routes,
@@ -68,8 +68,8 @@ class Dialog:
     def from_uas(cls, request: Request, local_tag: str, local_contact: str) -> Dialog:
         """The callee's dialog, from an INVITE we answer with `local_tag` in To."""
         headers = request.headers
-        from_value = headers.first("from") or ""
-        remote_tag = parse_name_addr(from_value).tag
+        from_address = parse_name_addr(headers.first("from") or "")
+        remote_tag = from_address.tag
         if not remote_tag:
             raise ParseError("request without a From tag cannot create a dialog")
         cseq, _ = parse_cseq(headers.first("cseq") or "")
@@ -78,7 +78,7 @@ class Dialog:
             local_tag=local_tag,
             remote_tag=remote_tag,
             local_address=_strip_tag(headers.first("to") or ""),
-            remote_address=_strip_tag(from_value),
+            remote_address=_without_tag(from_address),
             remote_target=_contact_uri(headers) or "",
             local_contact=local_contact,
             route_set=header_values(headers.all("record-route"), "record-route"),
@@ -173,6 +173,13 @@ def _contact_uri(headers: Headers) -> str | None:
 
 def _strip_tag(value: str) -> str:
     """The header value without its tag parameter (kept: display name, URI, other params)."""
-    address = parse_name_addr(value)
-    address.params.pop("tag", None)
-    return str(address)
+    return _without_tag(parse_name_addr(value))
+
+
+def _without_tag(address: NameAddr) -> str:
+    """An address as text without its tag parameter (parsed once, for its tag too)."""
+    if "tag" not in address.params:
+        return str(address)
+    params = dict(address.params)
+    del params["tag"]
+    return str(NameAddr(address.uri, address.display, params))

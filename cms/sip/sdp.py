@@ -331,20 +331,26 @@ class SessionDescription:
             append(f"i={self.info}")
         if self.uri is not None:
             append(f"u={self.uri}")
-        lines.extend(f"e={email}" for email in self.emails)
-        lines.extend(f"p={phone}" for phone in self.phones)
+        # The `if`s spare a generator per empty list: this runs for every offer and answer.
+        if self.emails:
+            lines.extend(f"e={email}" for email in self.emails)
+        if self.phones:
+            lines.extend(f"p={phone}" for phone in self.phones)
         if self.connection is not None:
             append(f"c={self.connection}")
-        lines.extend(f"b={b.type}:{b.value}" for b in self.bandwidths)
+        if self.bandwidths:
+            lines.extend(f"b={b.type}:{b.value}" for b in self.bandwidths)
         # t= is mandatory; an empty list still has to produce a valid body.
         for timing in self.times or [Timing()]:
             append(f"t={timing.start} {timing.stop}")
-            lines.extend(f"r={repeat}" for repeat in timing.repeats)
+            if timing.repeats:
+                lines.extend(f"r={repeat}" for repeat in timing.repeats)
         if self.time_zones is not None:
             append(f"z={self.time_zones}")
         if self.key is not None:
             append(f"k={self.key}")
-        lines.extend(f"a={attribute}" for attribute in self.attributes)
+        if self.attributes:
+            lines.extend(f"a={attribute}" for attribute in self.attributes)
         if self.direction is not None:
             append(f"a={self.direction}")
         inherited = self.direction or "sendrecv"
@@ -362,7 +368,8 @@ def _encode_media(media: MediaDescription, inherited: Direction, lines: list[str
         append(f"i={media.info}")
     if media.connection is not None:
         append(f"c={media.connection}")
-    lines.extend(f"b={b.type}:{b.value}" for b in media.bandwidths)
+    if media.bandwidths:
+        lines.extend(f"b={b.type}:{b.value}" for b in media.bandwidths)
     if media.key is not None:
         append(f"k={media.key}")
     # rtpmap and fmtp next to each other in format order, as peers write them.
@@ -379,7 +386,8 @@ def _encode_media(media: MediaDescription, inherited: Direction, lines: list[str
             append(f"a=fmtp:{payload_type} {fmtp}")
     if media.ptime is not None:
         append(f"a=ptime:{media.ptime}")
-    lines.extend(f"a={attribute}" for attribute in media.attributes)
+    if media.attributes:
+        lines.extend(f"a={attribute}" for attribute in media.attributes)
     # A rejected stream needs no direction; parsing restores the inherited one.
     if media.port != 0 or media.direction != inherited:
         append(f"a={media.direction}")

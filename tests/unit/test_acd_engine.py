@@ -953,3 +953,36 @@ def test_queue_view_lists_callers_and_member_states() -> None:
     assert [q.name for q in rig.acd.queues()] == ["sales"]
     assert rig.acd.queue("nope") is None
     assert rig.acd.is_registered("1001") and not rig.acd.is_registered("1002")
+
+
+def test_is_agent_answers_for_configured_agents_only() -> None:
+    rig = Rig()
+    assert rig.acd.is_agent("a1")
+    assert not rig.acd.is_agent("nobody")
+    assert rig.acd.is_agent("a2") == (rig.acd.agent("a2") is not None)
+
+
+def test_longest_idle_pick_is_what_the_generic_strategy_would_choose() -> None:
+    import random
+
+    from cms.acd.queue import choose
+
+    rng = random.Random(7)
+    agents = tuple(AgentSettings(name=f"a{i}", extension=f"10{i:02d}", queues=("sales",))
+                   for i in range(1, 9))
+    penalties = {"a2": 1, "a5": 1, "a7": 2}
+    for _ in range(300):
+        rig = Rig(QueueSettings(name="sales", number="600", penalties=penalties), agents=agents)
+        rig.online(*rng.sample([a.extension for a in agents], rng.randint(0, 8)))
+        acd = rig.acd
+        for user in acd._ready:
+            acd._agents[user].idle_since = float(rng.choice((1, 2, 3)))  # ties: member order
+        queue = acd._queues["sales"]
+        tried = set(rng.sample([a.name for a in agents], rng.randint(0, 8)))
+        candidates = acd._candidates(queue)
+        fresh = [c for c in candidates if c.user not in tried] or candidates
+        expected = choose(Strategy.LONGEST_IDLE, fresh, None)[0] if candidates else None
+        left = set(tried)
+        assert acd._longest_idle(queue, left) == expected
+        assert left == (tried if not candidates or any(c.user not in tried for c in candidates)
+                        else set())

@@ -61,3 +61,16 @@ def test_every_datagram_arrives_whole_with_its_source(
     payloads[40] = b""[:0] + b"y"
     got = asyncio.run(exchange(payloads, burst))
     assert got == [(payload, ("127.0.0.1", 0)) for payload in payloads]
+
+
+def test_local_address_is_the_bound_one_and_stays_so() -> None:
+    async def addresses() -> tuple[Address, Address, Address]:
+        transport = UdpTransport.bind("127.0.0.1", 0, lambda data, addr: None)
+        try:
+            first, second = transport.local_address, transport.local_address
+            return first, second, transport.sock.getsockname()[:2]
+        finally:
+            transport.close()
+
+    first, second, bound = asyncio.run(addresses())
+    assert first == second == bound and first[1] != 0

@@ -1,0 +1,169 @@
+"""How soon both parties hear each other after the CMS re-bridges a call, through a real
+`cms serve` with the project's own UA: CTI retrieve, consult completed as a transfer, a
+blind transfer to the queue of a caller on hold music, and a phone's semi-attended
+transfer of a caller its phone held (the CMS had offered the caller sendonly).
+
+Each phone plays its own tone and records what arrives with its arrival time; the gap is
+from the moment of the re-bridge (the CTI command sent, or the new party's 200) to the
+first 20 ms packet dominated by the new party's tone. Anchored media is relayed as it
+arrives, so this is a few ms; a party still offered sendonly would never be heard (it
+answered recvonly and sends nothing), which the semi-attended case guards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from cms_process import CmsProcess, config_text, user_extension
+from cti_client import serve_with_supervisor
+from test_call_control import (
+    AGENT1_HZ,
+    AGENT2_HZ,
+    CALLER_HZ,
+    agent_api,
+    answering,
+    consulted,
+    customer,
+    heard,
+    queue_call,
+    run,
+    setup,
+)
+from test_phone_transfers import record_notifies, refer
+
+from scripts.ua_media import CallMedia, dominant_frequency, level_dbfs
+
+pytestmark = pytest.mark.integration
+
+MAX_GAP = 0.3  # seconds; relaying starts with the next packet (~20 ms), 300 ms is a clear fault
+LISTEN = 1.0  # seconds of audio recorded after the re-bridge before judging
+
+
+@pytest.fixture
+def cms(tmp_path: Path) -> Iterator[CmsProcess]:
+    """A CMS with agent0001..agent0003 (auto_logon, queue sales = 600) and supervisor boss."""
+    with serve_with_supervisor(tmp_path, config_text(users=3, ring_timeout=20)) as server:
+        yield server
+
+
+def first_heard(media: CallMedia, frequency: float, since: float) -> float | None:
+    """Arrival of the first packet after `since` that carries `frequency` (per 20 ms packet:
+    FFT bins of 50 Hz, so the tones used here, 440/1000/1600 Hz, are told apart)."""
+    for packet in media.recording.audio_packets(media.payload_type, since):
+        samples = media.codec.decode(packet.payload)
+        if level_dbfs(samples) > -30 and abs(dominant_frequency(samples) - frequency) <= 60:
+            return packet.arrival
+    return None
+
+
+def assert_prompt(media: CallMedia, frequency: float, since: float, who: str) -> float:
+    """`media` heard `frequency` within MAX_GAP of `since`; returns the gap in seconds."""
+    arrival = first_heard(media, frequency, since)
+    assert arrival is not None, f"{who}: {frequency:.0f} Hz never heard after the re-bridge"
+    gap = arrival - since
+    assert gap <= MAX_GAP, f"{who}: first heard {gap * 1000:.0f} ms after the re-bridge"
+    return gap
+
+
+def test_cti_retrieve_rebridges_both_parties_at_once(cms: CmsProcess) -> None:
+    async def scenario() -> None:
+        async with setup(cms, (1, answering(AGENT1_HZ))) as (session, (phone1,)):
+            async with customer(cms) as caller:
+                call, agent_side = await queue_call(caller, phone1)
+                api = await agent_api(cms, session, 1)
+                (view,) = (await api.ok("GET", "/calls"))["calls"]
+                await api.ok("POST", f"/calls/{view['id']}/hold")
+                await heard(call.media, 1.0)  # hold music for a while
+
+                since = time.monotonic()
+                await api.ok("POST", f"/calls/{view['id']}/retrieve")
+                await asyncio.sleep(LISTEN)
+
+                assert_prompt(call.media, AGENT1_HZ, since, "caller")
+                assert_prompt(agent_side.media, CALLER_HZ, since, "agent")
+                await call.hang_up()
+
+    run(cms, scenario)
+
+
+def test_consult_completed_as_transfer_rebridges_both_parties_at_once(
+        cms: CmsProcess) -> None:
+    async def scenario() -> None:
+        async with setup(cms, (1, answering(AGENT1_HZ)), (2, answering(AGENT2_HZ))) as (
+                session, (phone1, phone2)):
+            async with customer(cms) as caller:
+                api, call_id, consult_id, call, _agent_side, target = await consulted(
+                    cms, session, phone1, phone2, caller)
+
+                since = time.monotonic()
+                await api.ok("POST", f"/calls/{call_id}/complete",
+                             {"consult_id": consult_id, "as": "transfer"})
+                await asyncio.sleep(LISTEN)
+
+                assert_prompt(call.media, AGENT2_HZ, since, "caller")
+                assert_prompt(target.media, CALLER_HZ, since, "consulted agent")
+                await call.hang_up()
+
+    run(cms, scenario)
+
+
+def test_blind_transfer_to_the_queue_after_hold_music_bridges_at_the_answer(
+        cms: CmsProcess) -> None:
+    async def scenario() -> None:
+        async with setup(cms, (1, answering(AGENT1_HZ)), (2, answering(AGENT2_HZ))) as (
+                session, (phone1, phone2)):
+            async with customer(cms) as caller:
+                call, _agent_side = await queue_call(caller, phone1)
+                api = await agent_api(cms, session, 1)
+                (view,) = (await api.ok("GET", "/calls"))["calls"]
+                await api.ok("POST", f"/calls/{view['id']}/hold")
+                await heard(call.media, 0.5)
+
+                await api.ok("POST", f"/calls/{view['id']}/transfer",
+                             {"to": "600", "mode": "blind"})
+                target = await phone2.next_incoming(8)
+                await asyncio.wait_for(target.answered.wait(), 5)
+                await asyncio.sleep(LISTEN)
+
+                assert target.answered_at is not None
+                assert_prompt(call.media, AGENT2_HZ, target.answered_at, "caller")
+                assert_prompt(target.media, CALLER_HZ, target.answered_at, "new agent")
+                await call.hang_up()
+
+    run(cms, scenario)
+
+
+def test_semi_attended_transfer_of_a_phone_held_caller_talks_both_ways_at_the_answer(
+        cms: CmsProcess) -> None:
+    async def scenario() -> None:
+        async with setup(cms, (1, answering(AGENT1_HZ)),
+                         (2, answering(AGENT2_HZ, ring_for=1.0))) as (_session,
+                                                                     (phone1, phone2)):
+            async with customer(cms) as caller:
+                call, first = await queue_call(caller, phone1)
+                await first.reinvite("sendonly")  # the CMS offers the caller sendonly too
+                second = await phone1.call(user_extension(2), wait=False)
+                await phone2.next_incoming(5)
+                await asyncio.wait_for(second.ringing.wait(), 5)
+                record_notifies(first)
+                early = f"{second.call_id};to-tag=early;from-tag={second.local_tag}"
+
+                assert await refer(phone1, first, f"<sip:{user_extension(2)}@cms.test"
+                                   f"?Replaces={quote(early, safe='')}>") == 202
+                target = await phone2.next_incoming(5)
+                await asyncio.wait_for(target.answered.wait(), 5)
+                await asyncio.sleep(LISTEN)
+
+                assert target.answered_at is not None
+                assert_prompt(call.media, AGENT2_HZ, target.answered_at, "caller")
+                # The caller answered the CMS's sendonly with recvonly and sends nothing
+                # until the CMS offers sendrecv again: the new agent would hear silence.
+                assert_prompt(target.media, CALLER_HZ, target.answered_at, "new agent")
+                await call.hang_up()
+
+    run(cms, scenario)

@@ -189,6 +189,9 @@ def _refusal(m: CallManager, call: Call, leg: SipLeg, found: tuple[Call, SipLeg]
 def _join(m: CallManager, call: Call, leg: SipLeg, transferee: SipLeg, consult: Call,
           replaced: SipLeg, target: SipLeg) -> None:
     """Move `target` from `consult` into `call` in place of `leg`; `consult` ends."""
+    # Busy on `call` before its consult key is freed: free in between, the ACD would offer
+    # the target a waiting caller.
+    m.acd_busy(call, target.user)
     # The transferor's two legs leave (their BYEs follow the NOTIFY); the ACD frees its user.
     forget_leg(m, call, leg)
     forget_leg(m, consult, replaced)
@@ -205,7 +208,6 @@ def _join(m: CallManager, call: Call, leg: SipLeg, transferee: SipLeg, consult: 
     bridge(transferee.media, target.media)
     for party in (transferee, target):
         resume(m, call, party)  # the transferor's phone hold was passed on to them
-    m.acd_busy(call, target.user)
     user = leg.user or replaced.user
     m.emit("call.transferred", call, user=user, agent=m.agent_of(user),
            to=target.device or target.user or consult.target, mode="consult",

@@ -126,6 +126,9 @@ def _join_consult(m: CallManager, call: Call, consult: Call, agent_leg: SipLeg, 
     """The consulted leg moves over to the original call: transfer, or a 3-party mix."""
     consult.other = None
     call.related = ""
+    # Busy on `call` before the consult's key is freed: free in between, the ACD would
+    # offer the target a waiting caller.
+    m.acd_busy(call, target.user)
     m.acd_free(consult, target.user)
     if target.dialog is not None:
         m.endpoint.dialog_handlers[target.dialog.key] = m.dialog_handler(call, target)
@@ -148,7 +151,6 @@ def _join_consult(m: CallManager, call: Call, consult: Call, agent_leg: SipLeg, 
                 users=sorted(call_view(call).users), consult_id=consult.id,
                 parties=[party_view(call, leg).to_json()
                          for leg in (held, agent_leg, target)])
-    m.acd_busy(call, target.user)
     m.finish(consult, "completed")
 
 

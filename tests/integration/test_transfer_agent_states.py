@@ -1,0 +1,120 @@
+"""The consulted agent stays busy through a transfer that joins it to the caller, through a
+real `cms serve` with the project's own UA.
+
+When a consult becomes the transfer (a phone's REFER with Replaces, or the agent hanging
+up during an answered CTI consult), the consulted agent moves from the consult call to the
+transferred one. It must never look free in between: with a caller waiting in the queue,
+the ACD would offer that caller to the agent's phone (an INVITE, cancelled at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from cms_process import CmsProcess, config_text, user_extension, user_name
+from cti_client import SUPERVISOR, Api, serve_with_supervisor
+from test_call_control import (
+    AGENT1_HZ,
+    AGENT2_HZ,
+    CALLER_HZ,
+    answering,
+    assert_hears,
+    consulted,
+    customer,
+    queue_call,
+    run,
+    setup,
+)
+from test_phone_transfers import record_notifies, refer, replaces_of
+
+from cms.media.sources import ToneSource
+from scripts.sip_ua import UserAgent
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def cms(tmp_path: Path) -> Iterator[CmsProcess]:
+    """A CMS with agent0001..agent0003 (auto_logon, queue sales = 600) and supervisor boss."""
+    with serve_with_supervisor(tmp_path, config_text(users=3, ring_timeout=20)) as server:
+        yield server
+
+
+async def waiting_caller(cms: CmsProcess, boss: Api, caller: UserAgent) -> None:
+    """`caller` calls the queue while every agent is busy: it waits there."""
+    call = await caller.call("600", ToneSource(CALLER_HZ))
+    assert call.status == 200, call.reason
+    await boss.wait_event("queue.caller_joined")
+
+
+async def assert_left_busy(boss: Api, phone: UserAgent, user: str, after: int) -> None:
+    """`user` was never ready (nor rung) since event `after`, and its phone got no INVITE."""
+    with suppress(TimeoutError):
+        stray = await phone.next_incoming(1.0)
+        raise AssertionError(f"{user}'s phone was rung for {stray.call_id} during the transfer")
+    states = [e["state"] for e in await boss.all_events(after)
+              if e["type"] == "agent.state_changed" and e["user"] == user]
+    assert not {"ready", "ringing"} & set(states), states
+    (agent,) = [a for a in (await boss.ok("GET", "/agents"))["agents"] if a["user"] == user]
+    assert agent["state"] == "on_call", agent
+
+
+async def last_seq(boss: Api) -> int:
+    events: list[dict[str, Any]] = await boss.all_events()
+    return int(events[-1]["seq"]) if events else 0
+
+
+def test_refer_with_replaces_keeps_the_consulted_agent_busy(cms: CmsProcess) -> None:
+    async def scenario() -> None:
+        async with setup(cms, (1, answering(AGENT1_HZ)), (2, answering(AGENT2_HZ))) as (
+                session, (phone1, phone2)):
+            boss = await Api(cms, session).login(*SUPERVISOR)
+            async with customer(cms) as caller, customer(cms) as other_caller:
+                call, first = await queue_call(caller, phone1)
+                await first.reinvite("sendonly")
+                second = await phone1.call(user_extension(2), answering(AGENT1_HZ).source())
+                assert second.status == 200, second.reason
+                target = await phone2.next_incoming(5)
+                await asyncio.wait_for(target.answered.wait(), 5)
+                await waiting_caller(cms, boss, other_caller)
+                record_notifies(first)
+                after = await last_seq(boss)
+
+                assert await refer(phone1, first, f"<sip:{user_extension(2)}@cms.test"
+                                   f"?Replaces={quote(replaces_of(second), safe='')}>") == 202
+
+                await asyncio.wait_for(first.ended.wait(), 5)
+                await assert_left_busy(boss, phone2, user_name(2), after)
+                await assert_hears(call.media, AGENT2_HZ)
+                await call.hang_up()
+                await asyncio.wait_for(target.ended.wait(), 5)
+
+    run(cms, scenario)
+
+
+def test_agent_hanging_up_an_answered_consult_keeps_the_consulted_agent_busy(
+        cms: CmsProcess) -> None:
+    async def scenario() -> None:
+        async with setup(cms, (1, answering(AGENT1_HZ)), (2, answering(AGENT2_HZ))) as (
+                session, (phone1, phone2)):
+            boss = await Api(cms, session).login(*SUPERVISOR)
+            async with customer(cms) as caller, customer(cms) as other_caller:
+                _api, _call_id, _consult_id, call, agent_side, target = await consulted(
+                    cms, session, phone1, phone2, caller)
+                await waiting_caller(cms, boss, other_caller)
+                after = await last_seq(boss)
+
+                assert await agent_side.hang_up() == 200
+
+                await assert_left_busy(boss, phone2, user_name(2), after)
+                await assert_hears(call.media, AGENT2_HZ)
+                await call.hang_up()
+                await asyncio.wait_for(target.ended.wait(), 5)
+
+    run(cms, scenario)

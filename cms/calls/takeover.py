@@ -52,7 +52,10 @@ def on_invite_with_replaces(m: CallManager, tx: ServerTransaction, request: Requ
         m.endpoint.respond(tx, make_response(request, 486))
         return
     other = other_side(call, old)
-    if other is None or other.state is not LegState.UP or call.conference is not None:
+    # During a CTI consult the agent's leg is the consult's too, and the held party's other
+    # side talks to the consulted one: either takeover would break the consult.
+    if (other is None or other.state is not LegState.UP or call.conference is not None
+            or call.related in m.calls):
         m.endpoint.respond(tx, make_response(request, 603, "Cannot Replace Now"))
         return
     negotiated = negotiate(offer) if offer is not None else None

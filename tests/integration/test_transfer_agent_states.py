@@ -34,6 +34,7 @@ from test_call_control import (
 from test_phone_transfers import record_notifies, refer, replaces_of
 
 from cms.media.sources import ToneSource
+from cms.sip.message import Headers
 from scripts.sip_ua import UserAgent
 
 pytestmark = pytest.mark.integration
@@ -113,6 +114,36 @@ def test_agent_hanging_up_an_answered_consult_keeps_the_consulted_agent_busy(
                 assert await agent_side.hang_up() == 200
 
                 await assert_left_busy(boss, phone2, user_name(2), after)
+                await assert_hears(call.media, AGENT2_HZ)
+                await call.hang_up()
+                await asyncio.wait_for(target.ended.wait(), 5)
+
+    run(cms, scenario)
+
+
+def test_invite_with_replaces_of_an_agent_leg_shared_by_a_consult_is_refused(
+        cms: CmsProcess) -> None:
+    async def scenario() -> None:
+        async with setup(cms, (1, answering(AGENT1_HZ)), (2, answering(AGENT2_HZ)),
+                         (3, answering(AGENT2_HZ))) as (session, (phone1, phone2, phone3)):
+            boss = await Api(cms, session).login(*SUPERVISOR)
+            async with customer(cms) as caller:
+                api, call_id, consult_id, call, agent_side, target = await consulted(
+                    cms, session, phone1, phone2, caller)
+                extra = Headers()
+                extra["replaces"] = [replaces_of(agent_side)]
+
+                # The agent's leg is the consult's too: taking it over would leave the
+                # consult with a dead leg (the consulted agent talking to no one).
+                pickup = await phone3.call(user_extension(1), headers=extra)
+
+                assert pickup.status == 603
+                assert not agent_side.ended.is_set()
+                await assert_hears(agent_side.media, AGENT2_HZ)
+                assert {c["id"] for c in (await boss.ok("GET", "/calls"))["calls"]} == {
+                    call_id, consult_id}
+                await api.ok("POST", f"/calls/{call_id}/complete",
+                             {"consult_id": consult_id, "as": "transfer"})
                 await assert_hears(call.media, AGENT2_HZ)
                 await call.hang_up()
                 await asyncio.wait_for(target.ended.wait(), 5)

@@ -57,6 +57,7 @@ class CallStep:
     cms_cpu_pct: float = 0.0
     cms_cpu_ms_per_call: float | None = None  # CMS CPU time over the step / answered calls
     caller_cpu_pct: float = 0.0
+    agents_cpu_pct: float | None = None  # the auto-answering agents' process, same core
     wall_s: float = 0.0
     load_average: str = ""
 
@@ -76,7 +77,8 @@ class CallStep:
             f"{ms(self.setup_p50_ms)} ms p99 {ms(self.setup_p99_ms)} ms  cms cpu "
             f"{self.cms_cpu_pct:3.0f}% of a core ({per_call} ms/call)  "
             f"callers {self.caller_cpu_pct:3.0f}%  "
-            f"load {self.load_average}  {'clean' if self.clean else 'NOT clean'}"
+            + ("" if self.agents_cpu_pct is None else f"agents {self.agents_cpu_pct:3.0f}%  ")
+            + f"load {self.load_average}  {'clean' if self.clean else 'NOT clean'}"
         )
 
 
@@ -92,10 +94,12 @@ class StepRun:
     cpu0: float
     began: float
     seconds: float
+    agents: Any = None  # the agents' process, when its CPU is to be reported
+    agents_cpu0: float = 0.0
 
 
 def start_step(procs: Processes, workdir: Path, cms: Cms, rate: int, seconds: float,
-               core: int | None) -> StepRun:
+               core: int | None, agents: Any = None) -> StepRun:
     """Start a place_calls caller run against `cms` (the CMS's CPU counted from now)."""
     calls = max(1, round(rate * seconds))
     report = workdir / f"calls-{rate}.json"
@@ -105,7 +109,9 @@ def start_step(procs: Processes, workdir: Path, cms: Cms, rate: int, seconds: fl
     )
     cpu0, began = cms.cpu_seconds(), time.monotonic()
     caller = procs.start(argv, workdir / f"callers-{rate}.log", Path(__file__).parent.parent)
-    return StepRun(CallStep(rate, calls), caller, report, workdir, cms, cpu0, began, seconds)
+    agents_cpu0 = process_cpu_seconds(agents.pid) if agents is not None else 0.0
+    return StepRun(CallStep(rate, calls), caller, report, workdir, cms, cpu0, began, seconds,
+                   agents, agents_cpu0)
 
 
 def finish_step(procs: Processes, run: StepRun) -> CallStep:
@@ -123,6 +129,9 @@ def finish_step(procs: Processes, run: StepRun) -> CallStep:
     cms_cpu = run.cms.cpu_seconds() - run.cpu0
     step.cms_cpu_pct = 100.0 * cms_cpu / step.wall_s
     step.caller_cpu_pct = 100.0 * caller_cpu / step.wall_s
+    if run.agents is not None and run.agents.poll() is None:
+        agents_cpu = process_cpu_seconds(run.agents.pid) - run.agents_cpu0
+        step.agents_cpu_pct = 100.0 * agents_cpu / step.wall_s
     step.load_average = conditions()["load_average"]
     try:
         summary = json.loads(run.report.read_text())["summary"]
@@ -142,9 +151,9 @@ def finish_step(procs: Processes, run: StepRun) -> CallStep:
 
 
 def run_step(procs: Processes, workdir: Path, cms: Cms, rate: int, seconds: float,
-             core: int | None) -> CallStep:
+             core: int | None, agents: Any = None) -> CallStep:
     """One caller run at `rate` for `seconds` against `cms`, with its figures."""
-    return finish_step(procs, start_step(procs, workdir, cms, rate, seconds, core))
+    return finish_step(procs, start_step(procs, workdir, cms, rate, seconds, core, agents))
 
 
 def run_calls_bench(cms_path: str, quick: bool, workdir: Path, agents: int = 100,
@@ -163,11 +172,11 @@ def run_calls_bench(cms_path: str, quick: bool, workdir: Path, agents: int = 100
     try:
         cms = start_cms(procs, workdir, cms_path, agents, cms_core, extra_args,
                         ring_timeout=5, wrap_up=0)
-        start_agents(procs, workdir, cms, [agent_name(i) for i in range(1, agents + 1)],
-                     gen_core)
+        agents_proc = start_agents(procs, workdir, cms,
+                                   [agent_name(i) for i in range(1, agents + 1)], gen_core)
         time.sleep(0.5)
         for rate in rates:
-            step = run_step(procs, workdir, cms, rate, seconds, gen_core)
+            step = run_step(procs, workdir, cms, rate, seconds, gen_core, agents_proc)
             steps.append(step)
             say("  " + step.line())
             if not step.clean or not cms.alive():

@@ -70,7 +70,14 @@ def on_invite_with_replaces(m: CallManager, tx: ServerTransaction, request: Requ
                  invite=request, server_tx=tx, negotiated=negotiated, user=user, device=user)
     m.configure_media(new)
     _answer(m, call, new)
+    # Busy on the call before the old leg's user is freed (free in between, the ACD could
+    # offer the new user a waiting caller); the same user on another phone keeps its key:
+    # it stays on the call, and its queue call's wrap-up comes when the call ends.
+    m.acd_busy(call, user)
+    kept = call.acd_keys.pop(user, None) if user and user == old.user else None
     forget_leg(m, call, old)
+    if kept is not None:
+        call.acd_keys[user] = kept
     m.bye(old)
     if old is call.caller:
         call.caller = new
@@ -82,7 +89,6 @@ def on_invite_with_replaces(m: CallManager, tx: ServerTransaction, request: Requ
     resume(m, call, other)
     if old.user and old.user == call.agent:
         call.agent = m.agent_of(user)
-    m.acd_busy(call, user)
     m.emit("call.transferred", call, user=old.user, agent=m.agent_of(old.user),
            to=user or (from_uri.user_unescaped or ""), mode="replaces", via="invite")
     log.info("call %s: %s replaced by %s", call.id, old.user or old.role, user or peer.addr)

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from cms_process import CmsProcess, config_text, user_extension, user_name
+from cms_process import CmsProcess, config_text, user_extension, user_name, user_password
 from cti_client import SUPERVISOR, Api, serve_with_supervisor
 from test_call_control import (
     AGENT1_HZ,
@@ -147,5 +147,37 @@ def test_invite_with_replaces_of_an_agent_leg_shared_by_a_consult_is_refused(
                 await assert_hears(call.media, AGENT2_HZ)
                 await call.hang_up()
                 await asyncio.wait_for(target.ended.wait(), 5)
+
+    run(cms, scenario)
+
+
+def test_an_agent_taking_its_call_over_on_another_phone_stays_on_call_then_wraps_up(
+        cms: CmsProcess) -> None:
+    async def scenario() -> None:
+        async with setup(cms, (1, answering(AGENT1_HZ))) as (session, (phone1,)):
+            boss = await Api(cms, session).login(*SUPERVISOR)
+            name = user_name(1)
+            async with customer(cms) as caller, customer(cms) as other_caller, UserAgent(
+                    cms.sip_address, user=name, password=user_password(name)) as desk:
+                call, first = await queue_call(caller, phone1)
+                await waiting_caller(cms, boss, other_caller)
+                after = await last_seq(boss)
+                extra = Headers()
+                extra["replaces"] = [replaces_of(first)]
+
+                # The same agent pulls the call to its other phone (same account).
+                pickup = await desk.call(user_extension(1), ToneSource(AGENT2_HZ),
+                                         headers=extra)
+
+                assert pickup.status == 200, pickup.reason
+                await asyncio.wait_for(first.ended.wait(), 5)
+                await assert_hears(call.media, AGENT2_HZ)
+                states = [e["state"] for e in await boss.all_events(after)
+                          if e["type"] == "agent.state_changed" and e["user"] == name]
+                assert states == [], states  # on the call throughout, not wrapped up
+                await call.hang_up()
+                await asyncio.wait_for(pickup.ended.wait(), 5)
+                # The queue call's wrap-up comes when the call really ends.
+                await boss.wait_event("agent.state_changed", user=name, state="wrap_up")
 
     run(cms, scenario)

@@ -21,9 +21,9 @@ the CMS's own mean time to write one committed batch to all live channels
 means per commit (from /health): queued (first append of a batch -> its
 commit starts: the rest of that event-loop turn and the writer's wake-up),
 commit (the fsync'd transaction) and to loop (commit done -> delivery).
-`--cms-unpinned` lets the CMS use every core (its fan-out threads write to
-the sockets in parallel); the load generators stay pinned, and the
-conditions line says so.
+`--cms-unpinned` lets the CMS use every core (with CMS_CTI_FANOUT_THREADS=N
+in the environment its fan-out threads write to the sockets in parallel);
+the load generators stay pinned, and the conditions line says so.
 
 journal: `cms.events.bench` appending 200,000 events in bursts of 200 with
 fsync'd (synchronous=FULL) WAL commits: events/s and append->delivered p50/p99.
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -294,6 +295,7 @@ def run_cti_bench(cms_path: str, quick: bool, workdir: Path, extra_args: tuple[s
     cond = conditions({**settings, "runs": runs, "hold_s": HOLD,
                        "clock": "CLOCK_MONOTONIC, INVITE sendto -> client data_received",
                        "clients_impl": "asyncio protocols (uvloop), raw WebSocket/SSE/HTTP"})
+    cond["cms_fanout_threads"] = os.environ.get("CMS_CTI_FANOUT_THREADS", "1")
     if not cms_pinned and gen_core is not None:
         cond["pinning"] = f"cms not pinned, load generators on core {gen_core} (taskset)"
     say(f"cti benchmark: {clients} clients per channel in {CLIENT_PROCESSES} processes, "

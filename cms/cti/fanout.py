@@ -20,21 +20,41 @@ import os
 import threading
 from collections.abc import Sequence
 
-__all__ = ["MIN_SHARE", "RawWriter", "Short", "default_threads"]
+__all__ = ["MIN_SHARE", "THREADS_ENV", "RawWriter", "Short", "default_threads", "write_one"]
 
 MIN_SHARE = 64  # sockets per thread below which handing work over costs more than it saves
+THREADS_ENV = "CMS_CTI_FANOUT_THREADS"
 
 Short = tuple[int, int]
 """(index of the item, bytes it took: 0..len-1, or -1 when the socket failed)."""
 
 
 def default_threads() -> int:
-    """One writer per core this process may run on, at most 4."""
+    """Writer threads: $CMS_CTI_FANOUT_THREADS ("auto": one per usable core, at most 4), else 1.
+
+    Opt-in: on a 2-core machine whose other core is busy with the readers the
+    helpers measured no faster than one thread (see scripts/bench_cti.py).
+    """
+    wanted = os.environ.get(THREADS_ENV, "").strip().lower()
+    if wanted == "auto":
+        try:
+            return max(1, min(4, len(os.sched_getaffinity(0))))
+        except (AttributeError, OSError):
+            return max(1, min(4, os.cpu_count() or 1))
     try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return max(1, min(4, cores))
+        return max(1, int(wanted)) if wanted else 1
+    except ValueError:
+        return 1
+
+
+def write_one(fd: int, data: bytes) -> int:
+    """Write without blocking: the bytes taken (0 when the socket is full), or -1 on failure."""
+    try:
+        return os.write(fd, data)
+    except BlockingIOError:
+        return 0
+    except OSError:
+        return -1
 
 
 def write_each(items: Sequence[tuple[int, bytes]], base: int = 0) -> list[Short]:

@@ -13,14 +13,14 @@ committed batch is written to every live socket straight from the journal's
 commit callback, as one pre-encoded frame per event shared by all sockets
 (no compression, so the bytes are the same for everyone). That costs one
 `write(2)` per socket instead of a task wake-up and a `send_str`: sockets
-whose transport has nothing buffered are written on their raw descriptors
-by `fanout.RawWriter`, split across one thread per core (the sends release
-the GIL; the loop waits inside the callback, so nothing else writes to
-those sockets meanwhile). A socket that takes less than the whole batch
-gets the rest through its transport, which then writes its next batches
-too, in order. A socket whose transport buffer backs up drops out of the
-live set and its own task catches it up through `since()` with flow
-control.
+whose transport has nothing buffered are written on their raw descriptors,
+on the loop or (opt-in, `fanout.default_threads`) split across threads by
+`fanout.RawWriter` (the sends release the GIL; the loop waits inside the
+callback, so nothing else writes to those sockets meanwhile). A socket that
+takes less than the whole batch gets the rest through its transport, which
+then writes its next batches too, in order. A socket whose transport buffer
+backs up drops out of the live set and its own task catches it up through
+`since()` with flow control.
 
 Long polls waiting at the same cursor all wake on the same commit; their
 response body is built once per batch and principal and shared.
@@ -43,7 +43,7 @@ from cms.events import Event, Journal, ResyncRequired, iso_time
 
 from .auth import Principal
 from .errors import ApiError
-from .fanout import RawWriter, default_threads
+from .fanout import RawWriter, default_threads, write_one
 from .schema import SNAPSHOTS
 
 __all__ = ["DEFAULT_HEARTBEAT", "EventDelivery", "RESYNC_CLOSE_CODE"]
@@ -106,7 +106,7 @@ class EventDelivery:
                  fanout_threads: int | None = None) -> None:
         self.journal = journal
         self.visible = visible
-        # Live sockets are written by this (and helper threads) straight to their fds.
+        # Writes live sockets straight to their fds (with helper threads if configured).
         self.writer = RawWriter(default_threads() if fanout_threads is None else fanout_threads)
         self.closing = False
         self._sockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
@@ -279,8 +279,9 @@ class EventDelivery:
         joined: dict[tuple[Principal, str], bytes] = {}
         frames: dict[int, bytes] = {}
         first, last = events[0].seq, events[-1].seq
-        raw: list[tuple[int, bytes]] = []  # (fd, data) for the raw writer
+        raw: list[tuple[int, bytes]] = []  # (fd, data) for the writer threads
         owners: list[_LiveSocket] = []
+        threaded = self.writer.threads > 1
         for live in list(self._live):
             transport = live.transport
             if live.cursor != first - 1 or transport.is_closing():
@@ -293,8 +294,13 @@ class EventDelivery:
             if not data:
                 continue
             if live.fd >= 0 and not transport.get_write_buffer_size():
-                raw.append((live.fd, data))
-                owners.append(live)
+                if threaded:
+                    raw.append((live.fd, data))
+                    owners.append(live)
+                    continue
+                sent = write_one(live.fd, data)  # at once: the first client need not wait
+                if sent != len(data):
+                    self._finish(live, data, sent)
             else:
                 # Bytes already queued in the transport go first: it writes this too.
                 transport.write(data)

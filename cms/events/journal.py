@@ -16,7 +16,9 @@ ahead of `last_seq` (the last committed) for the length of one commit.
 
 The loop never waits for the disk: while the writer commits one batch the
 next one fills up (group commit), and SQLite releases the GIL while it
-writes and syncs.
+writes and syncs. `stage_seconds` sums, over the commits, where the time
+before delivery goes: queued (first append of a batch -> its commit starts),
+commit (the fsync'd transaction) and to_loop (commit done -> delivered).
 
 Sequence numbers continue across restarts (`MAX(seq)` on open). History
 older than `retain` events is pruned; a client asking to resume from

@@ -17,7 +17,13 @@ median over calls of the fastest client (the server path without fan-out),
 INVITE -> 200 OK at the caller (the SIP path alone, for reference), "fan-out"
 the CMS's own mean time to write one committed batch to all live channels
 (from /health; WebSocket and SSE only), so that the client side's share of
-"spread" shows.
+"spread" shows. "journal" splits the server path before the fan-out, as
+means per commit (from /health): queued (first append of a batch -> its
+commit starts: the rest of that event-loop turn and the writer's wake-up),
+commit (the fsync'd transaction) and to loop (commit done -> delivery).
+`--cms-unpinned` lets the CMS use every core (with CMS_CTI_FANOUT_THREADS=N
+in the environment its fan-out threads write to the sockets in parallel);
+the load generators stay pinned, and the conditions line says so.
 
 journal: `cms.events.bench` appending 200,000 events in bursts of 200 with
 fsync'd (synchronous=FULL) WAL commits: events/s and append->delivered p50/p99.
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -80,6 +87,10 @@ class Phase:
     spread_ms: float
     sip_200_ms: float
     fanout_ms: float
+    fanout_cpu_ms: float
+    queued_ms: float
+    commit_ms: float
+    to_loop_ms: float
     cms_cpu_pct: float
     load_average: str
 
@@ -88,8 +99,10 @@ class Phase:
                 f"({self.answered} answered, {self.failed} refused, {self.retransmissions} "
                 f"INVITE retransmissions): p50 {self.p50_ms:.2f} ms  p99 {self.p99_ms:.2f} ms"
                 f"  max {self.max_ms:.2f} ms  first {self.first_ms:.2f} ms  spread "
-                f"{self.spread_ms:.2f} ms  200 OK {self.sip_200_ms:.2f} ms  fan-out "
-                f"{self.fanout_ms:.2f} ms/batch  missing "
+                f"{self.spread_ms:.2f} ms  200 OK {self.sip_200_ms:.2f} ms  journal "
+                f"queued {self.queued_ms:.2f} + commit {self.commit_ms:.2f} + to loop "
+                f"{self.to_loop_ms:.2f} ms/batch  fan-out {self.fanout_ms:.2f} ms/batch "
+                f"({self.fanout_cpu_ms:.2f} ms CPU)  missing "
                 f"{self.missing}  cms cpu "
                 f"{self.cms_cpu_pct:.0f}%  load {self.load_average}")
 
@@ -248,28 +261,50 @@ def run_phase(procs: Processes, workdir: Path, server: Server, kind: str, run: i
         spread_ms=statistics.median(spreads) if spreads else float("nan"),
         sip_200_ms=statistics.median(setups) if setups else float("nan"),
         fanout_ms=_fanout_mean(push0, push1),
+        fanout_cpu_ms=_fanout_mean(push0, push1, "fanout_cpu_total_ms"),
+        queued_ms=_stage_mean(push0, push1, "queued"),
+        commit_ms=_stage_mean(push0, push1, "commit"),
+        to_loop_ms=_stage_mean(push0, push1, "to_loop"),
         cms_cpu_pct=cms_cpu, load_average=conditions()["load_average"],
     )
 
 
-def _fanout_mean(before: dict[str, Any], after: dict[str, Any]) -> float:
-    """Mean ms the CMS spent writing one committed batch to its live channels, in between."""
+def _fanout_mean(before: dict[str, Any], after: dict[str, Any],
+                 key: str = "fanout_total_ms") -> float:
+    """Mean ms the CMS spent writing one committed batch to its live channels, in between
+    (`key` fanout_cpu_total_ms: the loop thread's CPU time for it)."""
     batches = after.get("fanout_batches", 0) - before.get("fanout_batches", 0)
-    total = after.get("fanout_total_ms", 0.0) - before.get("fanout_total_ms", 0.0)
+    if key not in after:
+        return float("nan")
+    total = after.get(key, 0.0) - before.get(key, 0.0)
     return total / batches if batches > 0 else float("nan")
+
+
+def _stage_mean(before: dict[str, Any], after: dict[str, Any], stage: str) -> float:
+    """Mean ms per journal commit in one stage (queued: first append -> commit starts;
+    commit: the fsync'd transaction; to_loop: commit done -> delivery on the event loop)."""
+    commits = after.get("commits", 0) - before.get("commits", 0)
+    key = f"{stage}_total_ms"
+    total = after.get(key, 0.0) - before.get(key, 0.0)
+    return total / commits if commits > 0 else float("nan")
 
 
 def run_cti_bench(cms_path: str, quick: bool, workdir: Path, extra_args: tuple[str, ...] = (),
                   runs: int | None = None, kinds: tuple[str, ...] = KINDS,
-                  clients: int = CLIENTS) -> dict[str, Any]:
+                  clients: int = CLIENTS, cms_pinned: bool = True) -> dict[str, Any]:
     """Push latency per channel (median of `runs` runs); the figures and summary lines."""
     runs = runs if runs is not None else (1 if quick else 3)
     settings = {"clients": clients, "client_processes": CLIENT_PROCESSES, "rate": RATE,
                 "seconds": 5.0 if quick else SECONDS}
     cms_core, gen_core = cores()
+    if not cms_pinned:
+        cms_core = None  # the CMS may use every core (its fan-out threads), clients keep theirs
     cond = conditions({**settings, "runs": runs, "hold_s": HOLD,
                        "clock": "CLOCK_MONOTONIC, INVITE sendto -> client data_received",
                        "clients_impl": "asyncio protocols (uvloop), raw WebSocket/SSE/HTTP"})
+    cond["cms_fanout_threads"] = os.environ.get("CMS_CTI_FANOUT_THREADS", "1")
+    if not cms_pinned and gen_core is not None:
+        cond["pinning"] = f"cms not pinned, load generators on core {gen_core} (taskset)"
     say(f"cti benchmark: {clients} clients per channel in {CLIENT_PROCESSES} processes, "
         f"INVITEs at {RATE:g}/s for {settings['seconds']:g} s, {runs} run(s); "
         f"{conditions_line(cond)}")
@@ -294,7 +329,7 @@ def run_cti_bench(cms_path: str, quick: bool, workdir: Path, extra_args: tuple[s
         mine = [p for p in phases if p.kind == kind]
         med = {key: statistics.median(getattr(p, key) for p in mine)
                for key in ("p50_ms", "p99_ms", "max_ms", "first_ms", "spread_ms", "sip_200_ms",
-                           "fanout_ms")}
+                           "fanout_ms", "fanout_cpu_ms", "queued_ms", "commit_ms", "to_loop_ms")}
         figures[kind] = med
         met = "met" if med["p99_ms"] <= TARGET_P99_MS else "NOT met"
         summary.append(
@@ -302,8 +337,9 @@ def run_cti_bench(cms_path: str, quick: bool, workdir: Path, extra_args: tuple[s
             f"interaction.created at the client: p50 {med['p50_ms']:.2f} ms, p99 "
             f"{med['p99_ms']:.2f} ms, max {med['max_ms']:.2f} ms (medians of {len(mine)} "
             f"runs; first {med['first_ms']:.2f} ms, spread {med['spread_ms']:.2f} ms, INVITE -> "
-            f"200 OK {med['sip_200_ms']:.2f} ms, server fan-out {med['fanout_ms']:.2f} ms per "
-            f"batch); "
+            f"200 OK {med['sip_200_ms']:.2f} ms, journal queued {med['queued_ms']:.2f} + commit "
+            f"{med['commit_ms']:.2f} + to loop {med['to_loop_ms']:.2f} ms and server fan-out "
+            f"{med['fanout_ms']:.2f} ms per batch, {med['fanout_cpu_ms']:.2f} ms of it CPU); "
             f"target p99 <= {TARGET_P99_MS:g} ms: {met}")
     cond["load_average_after"] = conditions()["load_average"]
     return {
@@ -357,12 +393,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kind", action="append", choices=KINDS,
                         help="channel(s) to measure (default: all)")
     parser.add_argument("--cms-arg", action="append", default=[])
+    parser.add_argument("--cms-unpinned", action="store_true",
+                        help="let the CMS run on every core (default: pinned to one)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="cms-bench-cti-"))
     try:
         document = run_cti_bench(args.cms, args.quick, workdir, tuple(args.cms_arg), args.runs,
-                                 tuple(args.kind or KINDS), args.clients)
+                                 tuple(args.kind or KINDS), args.clients,
+                                 cms_pinned=not args.cms_unpinned)
     finally:
         if args.keep:
             say(f"work directory kept: {workdir}")

@@ -112,7 +112,7 @@ class EventClient(asyncio.Protocol):
                 return
             page, self.body = self.body[:self.length], self.body[self.length:]
             self.length = -1
-            found = NEXT.search(page)
+            found = NEXT.search(page, max(0, len(page) - 40))  # (it ends the body)
             if found is None:
                 self._fail(page)
                 return

@@ -11,10 +11,19 @@ lost by a crash.
 WebSocket fan-out has a fast path: a caught-up socket is "live", and each
 committed batch is written to every live socket straight from the journal's
 commit callback, as one pre-encoded frame per event shared by all sockets
-(no compression, so the bytes are the same for everyone). That costs a
-transport write per socket instead of a task wake-up and a `send_str`. A
-socket whose transport buffer backs up drops out of the live set and its
-own task catches it up through `since()` with flow control.
+(no compression, so the bytes are the same for everyone). That costs one
+`write(2)` per socket instead of a task wake-up and a `send_str`: sockets
+whose transport has nothing buffered are written on their raw descriptors,
+on the loop or (opt-in, `fanout.default_threads`) split across threads by
+`fanout.RawWriter` (the sends release the GIL; the loop waits inside the
+callback, so nothing else writes to those sockets meanwhile). A socket that
+takes less than the whole batch gets the rest through its transport, which
+then writes its next batches too, in order. A socket whose transport buffer
+backs up drops out of the live set and its own task catches it up through
+`since()` with flow control.
+
+Long polls waiting at the same cursor all wake on the same commit; their
+response body is built once per batch and principal and shared.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ from cms.events import Event, Journal, ResyncRequired, iso_time
 
 from .auth import Principal
 from .errors import ApiError
+from .fanout import RawWriter, default_threads, write_one
 from .schema import SNAPSHOTS
 
 __all__ = ["DEFAULT_HEARTBEAT", "EventDelivery", "RESYNC_CLOSE_CODE"]
@@ -57,6 +67,20 @@ class _LiveSocket:
     transport: asyncio.Transport
     left: asyncio.Event = field(default_factory=asyncio.Event)  # set when it leaves the set
     kind: str = "ws"  # "ws", "sse", or "sse-chunked" (HTTP/1.1 chunked transfer coding)
+    fd: int = -1  # the socket, for writes that bypass an idle transport; -1: transport only
+
+    def __post_init__(self) -> None:
+        if self.fd < 0:
+            self.fd = _socket_fd(self.transport)
+
+
+def _socket_fd(transport: asyncio.Transport) -> int:
+    """The transport's socket descriptor, or -1 when it has none (e.g. a test double)."""
+    sock = transport.get_extra_info("socket")
+    try:
+        return int(sock.fileno()) if sock is not None else -1
+    except (AttributeError, OSError, ValueError):
+        return -1
 
 
 def ws_text_frame(payload: bytes) -> bytes:
@@ -78,17 +102,25 @@ def _resync(exc: ResyncRequired) -> dict[str, object]:
 class EventDelivery:
     """The three delivery channels over one journal."""
 
-    def __init__(self, journal: Journal, visible: Visible) -> None:
+    def __init__(self, journal: Journal, visible: Visible, *,
+                 fanout_threads: int | None = None) -> None:
         self.journal = journal
         self.visible = visible
+        # Writes live sockets straight to their fds (with helper threads if configured).
+        self.writer = RawWriter(default_threads() if fanout_threads is None else fanout_threads)
         self.closing = False
         self._sockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
         self._live: set[_LiveSocket] = set()
+        # Long-poll bodies of the newest batch: (cursor, limit, principal) -> (body, next).
+        self._poll_bodies: dict[tuple[int, int, Principal | None], tuple[bytes | None, int]] = {}
+        self._poll_seq = -1
         self.connected = 0  # push channels open now
         # Fan-out cost (commit callback): batches written, seconds spent, the longest one.
         self.fanout_batches = 0
         self.fanout_seconds = 0.0
         self.fanout_max = 0.0
+        self.fanout_cpu_seconds = 0.0
+        self.fallbacks = 0  # times a live channel left the fast path (slow, closed, or behind)
         journal.subscribe(self._fan_out)
 
     def start_at(self, after: int | None) -> int:
@@ -113,16 +145,44 @@ class EventDelivery:
         deadline = time.monotonic() + wait
         try:
             while True:
-                events, cursor = self._page(principal, cursor, limit)
+                body, cursor = self._poll_page(principal, cursor, limit)
+                if body is not None or self.closing:
+                    break
                 remaining = deadline - time.monotonic()
-                if events or remaining <= 0 or self.closing:
+                if remaining <= 0:
                     break
                 if self.journal.last_seq <= cursor:
                     await self.journal.wait(cursor, remaining)
         except ResyncRequired as exc:
             raise ApiError(410, "resync_required", str(exc), resync=_resync(exc)) from None
-        body = '{"events":[' + ",".join(e.json for e in events) + f'],"next":{cursor}}}'
-        return web.Response(text=body, content_type="application/json")
+        if body is None:
+            body = b'{"events":[],"next":%d}' % cursor
+        return web.Response(body=body, content_type="application/json", charset="utf-8")
+
+    def _poll_page(self, principal: Principal, cursor: int,
+                   limit: int) -> tuple[bytes | None, int]:
+        """The response body for events after `cursor` (None: none visible) and the next cursor.
+
+        Every long poll waiting at the same cursor wakes on the same commit: the
+        body is built once per batch for all of them that see the same events.
+        """
+        journal = self.journal
+        if self._poll_seq != journal.last_seq:
+            self._poll_bodies.clear()
+            self._poll_seq = journal.last_seq
+        key = (cursor, limit, None if principal.sees_all else principal)
+        cached = self._poll_bodies.get(key)
+        if cached is not None:
+            journal.check_position(cursor)  # (pruning does not change last_seq)
+            return cached
+        events, after = self._page(principal, cursor, limit)
+        body = None
+        if events:
+            body = ('{"events":[' + ",".join(e.json for e in events)
+                    + f'],"next":{after}}}').encode()
+        if after != cursor:
+            self._poll_bodies[key] = (body, after)
+        return body, after
 
     # -- WebSocket
 
@@ -193,56 +253,98 @@ class EventDelivery:
         """Write a committed batch to every live channel (runs in the commit callback)."""
         if not self._live:
             return
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         try:
             self._write_live(events)
         finally:
             took = time.perf_counter() - started
             self.fanout_batches += 1
             self.fanout_seconds += took
+            # CPU of the loop thread (syscalls included): the cost without other processes.
+            self.fanout_cpu_seconds += time.thread_time() - cpu
             self.fanout_max = max(self.fanout_max, took)
 
     def stats(self) -> dict[str, object]:
-        """Push channels open and what the fan-out has cost so far."""
+        """Push channels open, what the fan-out has cost so far, and the journal's stages."""
         batches = self.fanout_batches
+        stages = {f"{name}_total_ms": round(1000 * seconds, 3)
+                  for name, seconds in self.journal.stage_seconds.items()}
         return {"connected": self.connected, "live": len(self._live),
+                "commits": self.journal.commits, **stages,
+                "fanout_threads": self.writer.threads, "fallbacks": self.fallbacks,
                 "fanout_batches": batches, "fanout_total_ms": round(1000 * self.fanout_seconds, 3),
                 "fanout_mean_ms": round(1000 * self.fanout_seconds / batches, 3) if batches else 0,
-                "fanout_max_ms": round(1000 * self.fanout_max, 3)}
+                "fanout_max_ms": round(1000 * self.fanout_max, 3),
+                "fanout_cpu_total_ms": round(1000 * self.fanout_cpu_seconds, 3)}
 
     def _write_live(self, events: Sequence[Event]) -> None:
-        frames: list[bytes] | None = None
         # The batch's frames as one write per socket: built once per principal (the same
         # bytes for every supervisor), so 500 sockets cost 500 writes, not 500 per event.
         joined: dict[tuple[Principal, str], bytes] = {}
-        first = events[0].seq
+        frames: dict[int, bytes] = {}
+        first, last = events[0].seq, events[-1].seq
+        raw: list[tuple[int, bytes]] = []  # (fd, data) for the writer threads
+        owners: list[_LiveSocket] = []
+        threaded = self.writer.threads > 1
         for live in list(self._live):
             transport = live.transport
             if live.cursor != first - 1 or transport.is_closing():
                 self._let_go(live)
                 continue
-            principal = live.principal
-            data = joined.get((principal, live.kind))
+            live.cursor = last
+            data = joined.get((live.principal, live.kind))
             if data is None:
-                shown = [e for e in events if principal.sees_all or self.visible(principal, e)]
-                if live.kind == "ws":
-                    if frames is None:
-                        frames = [ws_text_frame(e.json.encode()) for e in events]
-                    by_seq = dict(zip((e.seq for e in events), frames, strict=True))
-                    data = b"".join(by_seq[e.seq] for e in shown)
-                else:
-                    data = _sse_frames(shown) if shown else b""
-                    if data and live.kind == "sse-chunked":
-                        data = b"%x\r\n%b\r\n" % (len(data), data)
-                joined[(principal, live.kind)] = data
-            if data:
+                data = joined[(live.principal, live.kind)] = self._encode_for(live, events, frames)
+            if not data:
+                continue
+            if live.fd >= 0 and not transport.get_write_buffer_size():
+                if threaded:
+                    raw.append((live.fd, data))
+                    owners.append(live)
+                    continue
+                sent = write_one(live.fd, data)  # at once: the first client need not wait
+                if sent != len(data):
+                    self._finish(live, data, sent)
+            else:
+                # Bytes already queued in the transport go first: it writes this too.
                 transport.write(data)
-            live.cursor = events[-1].seq
-            if transport.get_write_buffer_size() > LIVE_BUFFER_LIMIT:
-                self._let_go(live)  # a slow reader: its task takes over with flow control
+                self._check_backlog(live)
+        if raw:
+            for index, sent in self.writer.write(raw):
+                self._finish(owners[index], raw[index][1], sent)
+
+    def _encode_for(self, live: _LiveSocket, events: Sequence[Event],
+                    frames: dict[int, bytes]) -> bytes:
+        """The bytes of the batch that `live` sees, in its framing."""
+        principal = live.principal
+        shown = [e for e in events if principal.sees_all or self.visible(principal, e)]
+        if not shown:
+            return b""
+        if live.kind == "ws":
+            if not frames:
+                frames.update((e.seq, ws_text_frame(e.json.encode())) for e in events)
+            return b"".join(frames[e.seq] for e in shown)
+        data = _sse_frames(shown)
+        if live.kind == "sse-chunked":
+            data = b"%x\r\n%b\r\n" % (len(data), data)
+        return data
+
+    def _finish(self, live: _LiveSocket, data: bytes, sent: int) -> None:
+        """A raw write that did not take the whole batch: the transport sends the rest."""
+        if sent < 0:
+            self._let_go(live)  # the connection failed; its transport notices on its own
+            return
+        live.transport.write(data[sent:])
+        self._check_backlog(live)
+
+    def _check_backlog(self, live: _LiveSocket) -> None:
+        if live.transport.get_write_buffer_size() > LIVE_BUFFER_LIMIT:
+            self._let_go(live)  # a slow reader: its task takes over with flow control
 
     def _let_go(self, live: _LiveSocket) -> None:
-        self._live.discard(live)
+        if live in self._live:
+            self._live.discard(live)
+            self.fallbacks += 1
         live.left.set()
 
     # -- server-sent events
@@ -310,6 +412,7 @@ class EventDelivery:
         self.journal.wake()
         for live in list(self._live):
             self._let_go(live)
+        self.writer.close()
         for ws in list(self._sockets):
             try:
                 await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")

@@ -16,7 +16,9 @@ ahead of `last_seq` (the last committed) for the length of one commit.
 
 The loop never waits for the disk: while the writer commits one batch the
 next one fills up (group commit), and SQLite releases the GIL while it
-writes and syncs.
+writes and syncs. `stage_seconds` sums, over the commits, where the time
+before delivery goes: queued (first append of a batch -> its commit starts),
+commit (the fsync'd transaction) and to_loop (commit done -> delivered).
 
 Sequence numbers continue across restarts (`MAX(seq)` on open). History
 older than `retain` events is pruned; a client asking to resume from
@@ -121,9 +123,10 @@ class Journal:
         # Appends (any thread) -> _pending; the loop hands batches to the writer thread.
         self._lock = threading.Lock()
         self._pending: list[Event] = []
+        self._pending_since = 0.0  # monotonic time of the oldest pending append
         self._scheduled = False
         self._closing = False
-        self._batches: deque[list[Event]] = deque()
+        self._batches: deque[tuple[float, list[Event]]] = deque()  # (first appended at, events)
         self._wake = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -135,6 +138,8 @@ class Journal:
         self._subscribers: list[Subscriber] = []
         self.commits = 0  # transactions committed since start
         self.committed = 0  # events committed since start
+        # Seconds summed over the batches since start, per stage of the way to delivery.
+        self.stage_seconds = {"queued": 0.0, "commit": 0.0, "to_loop": 0.0}
 
     # -- positions
 
@@ -229,6 +234,8 @@ class Journal:
             event = Event(seq, stamp, type, fields,
                           f'{{"seq":{seq},"time":"{stamp}","type":{kind}{tail}')
             self._head = seq
+            if not self._pending:
+                self._pending_since = time.monotonic()
             self._pending.append(event)
             schedule = not self._scheduled and self._loop is not None
             if schedule:
@@ -246,9 +253,10 @@ class Journal:
         with self._lock:
             batch, self._pending = self._pending, []
             self._scheduled = False
+            since = self._pending_since
         if batch:
             with self._wake:
-                self._batches.append(batch)
+                self._batches.append((since, batch))
                 self._wake.notify()
 
     def _write_loop(self) -> None:
@@ -265,12 +273,15 @@ class Journal:
                     if not self._batches:
                         return
                     # Batches that queued up while the last commit ran go in one transaction.
-                    events = [e for batch in self._batches for e in batch]
+                    since = self._batches[0][0]
+                    events = [e for _, batch in self._batches for e in batch]
                     self._batches.clear()
+                began = time.monotonic()
                 if not self._commit(db, events):
                     return
                 assert self._loop is not None
-                self._loop.call_soon_threadsafe(self._committed_batch, events)
+                self._loop.call_soon_threadsafe(self._committed_batch, events,
+                                                (since, began, time.monotonic()))
                 last = events[-1].seq
                 if last - first >= self.retain + max(1000, self.retain // 10):
                     first = self._prune(db, last - self.retain + 1) or first
@@ -333,7 +344,16 @@ class Journal:
 
     # -- delivery (on the loop)
 
-    def _committed_batch(self, events: list[Event]) -> None:
+    def _committed_batch(self, events: list[Event],
+                         times: tuple[float, float, float] | None = None) -> None:
+        if times is not None:
+            # Where an event's time goes before delivery: waiting for the writer, the
+            # fsync'd commit, the hop back to the loop (sums over batches, for /health).
+            since, began, done = times
+            stages = self.stage_seconds
+            stages["queued"] += began - since
+            stages["commit"] += done - began
+            stages["to_loop"] += time.monotonic() - done
         self._last = events[-1].seq
         self.commits += 1
         self.committed += len(events)

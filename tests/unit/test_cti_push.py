@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from cms.acd.engine import Acd
 from cms.config import parse_config
 from cms.cti import Cti
+from cms.cti.fanout import RawWriter
 from cms.events import Journal
 
 CONFIG: dict[str, Any] = {
@@ -121,5 +123,93 @@ def test_a_batch_written_in_one_piece_arrives_as_one_websocket_message_per_event
         assert seqs == list(range(1, 51))
         assert len(cti.delivery._live) == 1  # still on the fast path
         await ws.close()
+
+    run(tmp_path, body)
+
+
+def test_threaded_fan_out_keeps_each_socket_in_order_and_its_frames_whole(
+        tmp_path: Path) -> None:
+    async def body(client: TestClient, journal: Journal, cti: Cti) -> None:
+        cti.delivery.writer.close()
+        cti.delivery.writer = RawWriter(3, min_share=1)  # every batch split over 3 threads
+        sockets = [await client.ws_connect("/api/v1/events/ws", headers=CRM) for _ in range(9)]
+        await until_live(cti, 9)
+        for turn in range(30):
+            for index in range(turn % 4 + 1):
+                journal.append("test.counted", {"turn": turn, "n": index, "pad": "z" * 300})
+            await journal.flush()
+        total = journal.last_seq
+        for ws in sockets:
+            seqs = [json.loads((await ws.receive(timeout=5)).data)["seq"] for _ in range(total)]
+            assert seqs == list(range(1, total + 1))
+        assert len(cti.delivery._live) == 9
+        for ws in sockets:
+            await ws.close()
+
+    run(tmp_path, body)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_socket_that_stops_reading_leaves_the_fast_path_and_catches_up_in_order(
+        tmp_path: Path, threads: int) -> None:
+    async def body(client: TestClient, journal: Journal, cti: Cti) -> None:
+        cti.delivery.writer.close()
+        cti.delivery.writer = RawWriter(threads, min_share=1)
+        finished: list[int] = []  # raw writes the kernel took only part of
+        finish = cti.delivery._finish
+        cti.delivery._finish = lambda live, data, sent: (  # type: ignore[method-assign]
+            finished.append(sent), finish(live, data, sent))[1]
+        slow = await client.ws_connect("/api/v1/events/ws", headers=CRM, max_msg_size=0)
+        fast = await client.ws_connect("/api/v1/events/ws", headers=CRM, max_msg_size=0)
+        await until_live(cti, 2)
+        slow_transport = slow._response.connection.transport  # type: ignore[union-attr]
+        slow_transport.pause_reading()  # its kernel buffers fill, then the transport's
+        pad = "p" * 60_000
+        seen: list[int] = []
+        for index in range(150):  # ~9 MB: more than the kernel and the fast path hold
+            journal.append("test.big", {"n": index, "pad": pad})
+            await journal.flush()
+            seen.append(json.loads((await fast.receive(timeout=5)).data)["seq"])
+        assert seen == list(range(1, 151))
+        assert finished and all(sent >= 0 for sent in finished)  # rest went via the transport
+        assert cti.delivery.fallbacks >= 1  # the stalled one left the fast path
+        slow_transport.resume_reading()
+        seqs = [json.loads((await slow.receive(timeout=10)).data)["seq"] for _ in range(150)]
+        assert seqs == list(range(1, 151))
+        await until_live(cti, 2)  # caught up: back on the fast path
+        await slow.close()
+        await fast.close()
+
+    run(tmp_path, body)
+
+
+def test_waiting_long_polls_of_one_principal_share_the_batch_body(tmp_path: Path) -> None:
+    async def body(client: TestClient, journal: Journal, cti: Cti) -> None:
+        login = await client.post("/api/v1/sessions", json={"user": "agent1", "password": "pw1"})
+        agent = {"Authorization": f"Bearer {(await login.json())['token']}"}
+        polls = [asyncio.ensure_future(client.get("/api/v1/events",
+                                                  params={"after": 0, "wait": 5}, headers=h))
+                 for h in (CRM, CRM, agent, agent)]
+        await asyncio.sleep(0.2)
+        journal.append("agent.state_changed", {"user": "someone"})
+        journal.append("agent.state_changed", {"user": "agent1"})
+        await journal.flush()
+        bodies = [await (await poll).read() for poll in polls]
+        crm1, crm2, agent1, agent2 = (json.loads(b) for b in bodies)
+        assert crm1 == crm2 and [e["seq"] for e in crm1["events"]] == [1, 2]
+        assert agent1 == agent2 and [e["seq"] for e in agent1["events"]] == [2]
+        assert crm1["next"] == agent1["next"] == 2
+        # An agent that sees nothing of a batch keeps waiting past it.
+        waiting = asyncio.ensure_future(client.get("/api/v1/events", headers=agent,
+                                                   params={"after": 2, "wait": 5}))
+        await asyncio.sleep(0.1)
+        journal.append("agent.state_changed", {"user": "someone"})
+        await journal.flush()
+        await asyncio.sleep(0.1)
+        assert not waiting.done()
+        journal.append("agent.state_changed", {"user": "agent1"})
+        await journal.flush()
+        later = json.loads(await (await waiting).read())
+        assert [e["seq"] for e in later["events"]] == [4] and later["next"] == 4
 
     run(tmp_path, body)

@@ -266,7 +266,12 @@ def test_a_subscription_that_keeps_failing_ends_and_journals_subscription_ended(
         assert "3 times" in state["reason"] and "HTTP 500" in state["reason"]
         assert state["after"] == 0  # seq 1 was never acknowledged
         assert len(h.callback.deliveries) == 3
-        ended = [e for e in await h.polled(0) if e["type"] == "subscription.ended"]
+        # The store says "ended" just before the event is appended; it is polled once committed.
+        for _ in range(100):
+            ended = [e for e in await h.polled(0) if e["type"] == "subscription.ended"]
+            if ended:
+                break
+            await asyncio.sleep(0.01)
         assert len(ended) == 1
         assert ended[0]["subscription_id"] == sub["id"]
         assert ended[0]["callback_url"] == h.callback.url

@@ -82,6 +82,23 @@ def test_appends_of_one_loop_turn_are_committed_in_one_transaction(tmp_path: Pat
     assert batches == [list(range(1, 301))]
 
 
+def test_delivery_stages_are_timed_per_commit(tmp_path: Path) -> None:
+    async def scenario() -> tuple[int, dict[str, float]]:
+        journal = Journal(tmp_path / "j.sqlite3")
+        await journal.start()
+        for index in range(3):
+            journal.append("test.counted", {"n": index})
+            await journal.flush()
+        commits, stages = journal.commits, dict(journal.stage_seconds)
+        await journal.close()
+        return commits, stages
+
+    commits, stages = asyncio.run(scenario())
+    assert commits == 3
+    assert set(stages) == {"queued", "commit", "to_loop"}
+    assert all(0.0 < seconds < 10.0 for seconds in stages.values())
+
+
 def test_an_event_is_on_disk_before_subscribers_or_readers_see_it(tmp_path: Path) -> None:
     path = tmp_path / "j.sqlite3"
 

@@ -219,6 +219,9 @@ def resume(m: CallManager, call: Call, party: SipLeg) -> None:
     """Re-INVITE `party` to sendrecv if the CMS passed another phone's hold on to it.
 
     Not when the party holds the call itself (`held`): then its own resume comes later.
+    Needed for the other direction only: the relay sends to a recvonly party at once after
+    a re-bridge, but the party answered the CMS's sendonly with recvonly and sends nothing
+    until offered sendrecv again (its new party would hear silence; test_rebridge_audio).
     """
     sdp = party.local_sdp
     audio = sdp.audio if sdp is not None else None

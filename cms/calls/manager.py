@@ -12,6 +12,7 @@ import base64
 import ipaddress
 import json
 import logging
+import random
 import secrets
 import time
 import wave
@@ -787,16 +788,42 @@ class CallManager:
         request = leg.dialog.new_request("INVITE", self.endpoint.sent_by(leg.peer),
                                          leg.peer.transport, extra, sdp.encode())
         dialog = leg.dialog
+        leg.reinvites += 1
+        sent = leg.reinvites
 
         def on_event(event: ResponseReceived | TimedOut) -> None:
-            if isinstance(event, ResponseReceived) and 200 <= event.response.status < 300:
+            status = event.response.status if isinstance(event, ResponseReceived) else 408
+            if 200 <= status < 300:
                 number = int((request.headers.first("cseq") or "0").split()[0])
                 self.endpoint.send_stateless(
                     dialog.ack(number, self.endpoint.sent_by(leg.peer), leg.peer.transport),
                     leg.peer,
                 )
+            elif status == 491:
+                self._retry_reinvite(call, leg, sent)
+            elif status in (408, 481) and leg.state is LegState.UP:
+                # RFC 3261 14.1: the phone is gone (or forgot the dialog); end the call rather
+                # than leave the other party talking to no one.
+                log.info("call %s: re-INVITE to %s got %d; ending the call", call.id,
+                         leg.user or leg.role, status)
+                self.end(call, "unreachable", by=leg if status == 481 else None)
 
         self.endpoint.send_request(request, leg.peer, on_event)
+
+    def _retry_reinvite(self, call: Call, leg: SipLeg, sent: int) -> None:
+        """After 491 (the phone's own re-INVITE crossed ours), offer again after RFC 3261
+        14.1's random wait: 2.1-4 s when the CMS chose the Call-ID (it called the phone),
+        0-2 s otherwise. Skipped when a newer re-INVITE went out meanwhile or the leg ended.
+        """
+        wait = (2.1 + 1.9 * random.random()) if leg.server_tx is None else 2.0 * random.random()
+
+        def retry() -> None:
+            if (leg.reinvites == sent and leg.state is LegState.UP and leg.dialog is not None
+                    and leg.local_sdp is not None and call.state is not CallState.ENDED):
+                audio = leg.local_sdp.audio
+                self._send_reinvite(call, leg, audio.direction if audio else "sendrecv")
+
+        asyncio.get_running_loop().call_later(wait, retry)
 
     # -- ending
 

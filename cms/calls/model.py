@@ -54,6 +54,7 @@ class SipLeg:
     held: bool = False  # this phone put the call on hold (sendonly / inactive)
     cms_held: bool = False  # the CMS holds this party (CTI hold or consult): it hears hold audio
     remote_answer: str = ""  # how a ringing device says it can be answered ("message"), if so
+    reinvites: int = 0  # re-INVITEs the CMS sent on this leg (a 491 retry only if still newest)
 
 
 @dataclass(eq=False)

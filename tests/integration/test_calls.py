@@ -678,3 +678,56 @@ def test_place_calls_has_help() -> None:
                             capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 0
     assert "--expect-tone" in result.stdout and "--agent" in result.stdout
+
+
+@needs_sipp
+def test_a_hold_refused_with_491_is_offered_again_after_the_rfc_wait(
+    start_cms: StartCms, tmp_path: Path, sipp_phones: list[SippProcess],
+) -> None:
+    """The agent's phone answers the CMS's hold re-INVITE 491 (glare): the CMS, owner of
+    that dialog's Call-ID, offers the hold again within RFC 3261's 2.1-4 s."""
+    cms = start_cms(users=5)
+    agent = sipp_agent(cms, tmp_path, sipp_phones, "agent0001", "uas_reinvite_glare.xml",
+                       extra=["-mp", str(free_media_port()), "-rtp_echo"])
+
+    async def scenario() -> None:
+        await wait_event(cms, "agent.state_changed", user="agent0001", state="ready")
+        async with phone(cms) as caller:
+            call = await caller.call("600", ToneSource(CALLER_HZ))
+            await asyncio.wait_for(call.answered.wait(), 5)
+            await wait_event(cms, "agent.state_changed", user="agent0001", state="on_call")
+            held = await call.reinvite("sendonly")
+            assert held is not None and held.status == 200
+            # The scenario fails on a BYE before the retry: give the retry its 4 s at most.
+            await asyncio.sleep(4.5)
+            await call.hang_up()
+        result = await asyncio.to_thread(agent.wait, 10)
+        assert result.returncode == 0 and result.successful == 1, result.describe()
+
+    run(scenario(), cms)
+
+
+@needs_sipp
+def test_a_re_invite_answered_481_ends_the_call(
+    start_cms: StartCms, tmp_path: Path, sipp_phones: list[SippProcess],
+) -> None:
+    """The agent's phone no longer knows the dialog (481 to the hold re-INVITE): the CMS
+    ends the call, so the caller is not left talking to no one (RFC 3261 14.1)."""
+    cms = start_cms(users=5)
+    agent = sipp_agent(cms, tmp_path, sipp_phones, "agent0001", "uas_reinvite_481.xml",
+                       extra=["-mp", str(free_media_port()), "-rtp_echo"])
+
+    async def scenario() -> None:
+        await wait_event(cms, "agent.state_changed", user="agent0001", state="ready")
+        async with phone(cms) as caller:
+            call = await caller.call("600", ToneSource(CALLER_HZ))
+            await wait_event(cms, "agent.state_changed", user="agent0001", state="on_call")
+            held = await call.reinvite("sendonly")
+            assert held is not None and held.status == 200
+            await asyncio.wait_for(call.ended.wait(), 5)  # the CMS's BYE
+        (record,) = await wait_records(cms, 1)
+        assert record["outcome"] == "unreachable"
+        result = await asyncio.to_thread(agent.wait, 10)
+        assert result.returncode == 0 and result.successful == 1, result.describe()
+
+    run(scenario(), cms)

@@ -6,23 +6,30 @@ wrap_up 0, ring_timeout 5). place_calls in agent mode registers them and
 answers every call at once (pinned to core 0, as are the callers). Caller
 rates then go up step by step, each step a place_calls caller run of short
 calls (--duration 0.2) for a few seconds. A step is clean when every call was
-answered; the escalation stops at the first step that is not. Each step shows
-the achieved answered calls/s, setup time INVITE->200 p50/p99, the CMS's CPU as
-a share of one core (utime+stime from /proc, over the caller process's whole run,
-its start-up included, so a little low) and per answered call (milliseconds: the
-figure to compare versions by, see scripts/bench_calls_cpu.py), and the callers'
-own CPU share (a caller near 100% means the generator, not the CMS, was the limit).
+answered and received RTP, and every judged call heard audio; the escalation
+stops at the first step that is not. Audio is FFT-judged on every JUDGE_EVERY-th
+call (callers and agents alike: the generators' CPU goes to calls, not FFTs); every
+other call still sends and receives real RTP through the CMS and counts as failed
+if none arrived. Each caller process is started and set up before its step and
+placing calls on a signal, so its start-up stays out of the step. Each step shows
+the achieved answered calls/s, setup time INVITE->200 p50/p99, the CMS's CPU as a
+share of one core (utime+stime from /proc over the step) and per answered call
+(milliseconds: the figure to compare versions by, see scripts/bench_calls_cpu.py),
+and the callers' and agents' own CPU shares (they share core 0: near 100% together
+means the generators, not the CMS, were the limit).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .bench import Processes, process_cpu_seconds, say, wait_unreaped
+from .bench import Processes, log_tail, process_cpu_seconds, say, wait_unreaped
 from .bench_common import (
     QUEUE_NUMBER,
     Cms,
@@ -33,7 +40,9 @@ from .bench_common import (
     place_calls_argv,
     start_agents,
     start_cms,
+    wait_for_line,
 )
+from .bench_errors import BenchError
 
 FULL_RATES = (25, 50, 100, 150, 200, 300)
 QUICK_RATES = (25, 50, 100)
@@ -42,6 +51,8 @@ QUICK_STEP_S = 3.0
 CALL_DURATION_S = 0.2
 TARGET_RATE = 300
 ACHIEVED_SHARE = 0.9  # the target counts as met when a clean step achieved 90% of it
+JUDGE_EVERY = 10  # audio FFT-judged on every 10th call; all calls must receive RTP
+CALLER_SETUP_S = 60.0  # a caller process's start-up (imports, socket) on a busy machine
 
 
 @dataclass
@@ -51,6 +62,8 @@ class CallStep:
     answered: int = 0
     failed: int = 0
     failures: dict[str, int] | None = None
+    judged: int = 0  # answered calls whose audio was recorded and judged
+    audio_heard: int = 0  # of those, the ones that heard non-silent audio
     achieved: float = 0.0
     setup_p50_ms: float | None = None
     setup_p99_ms: float | None = None
@@ -63,7 +76,8 @@ class CallStep:
 
     @property
     def clean(self) -> bool:
-        return self.failed == 0 and self.answered == self.calls
+        return (self.failed == 0 and self.answered == self.calls
+                and self.audio_heard == self.judged)
 
     def line(self) -> str:
         def ms(value: float | None) -> str:
@@ -73,7 +87,8 @@ class CallStep:
         per_call = "n/a" if self.cms_cpu_ms_per_call is None else f"{self.cms_cpu_ms_per_call:.2f}"
         return (
             f"calls offered {self.rate:4d}/s  answered {self.answered:5d}/{self.calls:<5d} "
-            f"failed {self.failed}{fails}  achieved {self.achieved:6.1f}/s  setup p50 "
+            f"failed {self.failed}{fails}  heard {self.audio_heard}/{self.judged} judged  "
+            f"achieved {self.achieved:6.1f}/s  setup p50 "
             f"{ms(self.setup_p50_ms)} ms p99 {ms(self.setup_p99_ms)} ms  cms cpu "
             f"{self.cms_cpu_pct:3.0f}% of a core ({per_call} ms/call)  "
             f"callers {self.caller_cpu_pct:3.0f}%  "
@@ -96,22 +111,33 @@ class StepRun:
     seconds: float
     agents: Any = None  # the agents' process, when its CPU is to be reported
     agents_cpu0: float = 0.0
+    caller_cpu0: float = 0.0  # the caller's start-up, not counted in the step
 
 
 def start_step(procs: Processes, workdir: Path, cms: Cms, rate: int, seconds: float,
                core: int | None, agents: Any = None) -> StepRun:
-    """Start a place_calls caller run against `cms` (the CMS's CPU counted from now)."""
+    """Start a place_calls caller run against `cms`: the caller process starts and sets up
+    first; the step (and every CPU figure) begins when it is told to place its calls."""
     calls = max(1, round(rate * seconds))
     report = workdir / f"calls-{rate}.json"
+    report.unlink(missing_ok=True)
     argv = place_calls_argv(
         core, "--target", cms.target, "--number", QUEUE_NUMBER, "--calls", str(calls),
         "--rate", str(rate), "--duration", str(CALL_DURATION_S), "--json", str(report),
+        "--judge-every", str(JUDGE_EVERY), "--wait-for-signal",
     )
-    cpu0, began = cms.cpu_seconds(), time.monotonic()
-    caller = procs.start(argv, workdir / f"callers-{rate}.log", Path(__file__).parent.parent)
+    log = workdir / f"callers-{rate}.log"
+    offset = log.stat().st_size if log.exists() else 0
+    caller = procs.start(argv, log, Path(__file__).parent.parent)
+    if not wait_for_line(caller, log, "ready", CALLER_SETUP_S, offset):
+        procs.stop(caller)
+        raise BenchError(f"the caller process for {rate}/s did not get ready:\n{log_tail(log)}")
+    caller_cpu0 = process_cpu_seconds(caller.pid)
     agents_cpu0 = process_cpu_seconds(agents.pid) if agents is not None else 0.0
+    cpu0, began = cms.cpu_seconds(), time.monotonic()
+    os.kill(caller.pid, signal.SIGUSR1)
     return StepRun(CallStep(rate, calls), caller, report, workdir, cms, cpu0, began, seconds,
-                   agents, agents_cpu0)
+                   agents, agents_cpu0, caller_cpu0)
 
 
 def finish_step(procs: Processes, run: StepRun) -> CallStep:
@@ -119,7 +145,7 @@ def finish_step(procs: Processes, run: StepRun) -> CallStep:
     step, caller, rate, calls = run.step, run.caller, run.step.rate, run.step.calls
     try:
         if wait_unreaped(caller, run.seconds + 60):
-            caller_cpu = process_cpu_seconds(caller.pid)
+            caller_cpu = process_cpu_seconds(caller.pid) - run.caller_cpu0
         else:
             say(f"  callers at {rate}/s did not finish in time; stopped")
             caller_cpu = 0.0
@@ -142,6 +168,8 @@ def finish_step(procs: Processes, run: StepRun) -> CallStep:
     step.answered = summary["answered"]
     step.failed = summary["failed"]
     step.failures = summary["failures_by_status"] or None
+    step.judged = int(summary.get("judged", step.answered))
+    step.audio_heard = int(summary.get("audio_heard", 0))
     step.achieved = float(summary.get("calls_per_s") or 0.0)
     if step.answered:
         step.cms_cpu_ms_per_call = 1000.0 * cms_cpu / step.answered
@@ -164,16 +192,23 @@ def run_calls_bench(cms_path: str, quick: bool, workdir: Path, agents: int = 100
     cond = conditions({
         "agents": agents, "rates": list(rates), "step_s": seconds,
         "call_duration_s": CALL_DURATION_S, "queue": "sales 600, wrap_up 0, ring_timeout 5",
+        "media_check": f"audio FFT-judged on every {JUDGE_EVERY}th call (callers and agents); "
+                       "every call must receive RTP",
     })
     say(f"calls benchmark: {agents} agents, rates {','.join(map(str, rates))}/s, "
-        f"{seconds:g} s per step, calls of {CALL_DURATION_S:g} s; {conditions_line(cond)}")
+        f"{seconds:g} s per step, calls of {CALL_DURATION_S:g} s, {cond['media_check']}; "
+        f"{conditions_line(cond)}")
     procs = Processes()
     steps: list[CallStep] = []
+    agents_report = workdir / "agents.json"
+    agents_summary: dict[str, Any] | None = None
     try:
         cms = start_cms(procs, workdir, cms_path, agents, cms_core, extra_args,
                         ring_timeout=5, wrap_up=0)
         agents_proc = start_agents(procs, workdir, cms,
-                                   [agent_name(i) for i in range(1, agents + 1)], gen_core)
+                                   [agent_name(i) for i in range(1, agents + 1)], gen_core,
+                                   extra_args=("--judge-every", str(JUDGE_EVERY),
+                                               "--json", str(agents_report)))
         time.sleep(0.5)
         for rate in rates:
             step = run_step(procs, workdir, cms, rate, seconds, gen_core, agents_proc)
@@ -182,6 +217,8 @@ def run_calls_bench(cms_path: str, quick: bool, workdir: Path, agents: int = 100
             if not step.clean or not cms.alive():
                 break
             time.sleep(0.5)
+        procs.stop(agents_proc, grace=30.0)  # SIGTERM: they hang up, unregister, report
+        agents_summary = read_agents_summary(agents_report)
     finally:
         procs.stop_all()
     clean = [s for s in steps if s.clean]
@@ -197,13 +234,37 @@ def run_calls_bench(cms_path: str, quick: bool, workdir: Path, agents: int = 100
         f"core: {'met' if met else 'NOT met'}"
         + ("" if not quick or met else " (--quick stops at 100/s)")
     )
+    if agents_summary is not None:
+        line = agents_line(agents_summary)
+        say("  " + line)
+        summary += "; " + line
+        if agents_summary["failed"]:
+            summary += " (media failures on the agents' side)"
     cond["load_average_after"] = conditions()["load_average"]
     return {
         "benchmark": "calls",
         "conditions": cond,
         "steps": [dict(asdict(s), clean=s.clean) for s in steps],
+        "agents": agents_summary,
         "highest_clean_rate": highest,
         "target_rate": TARGET_RATE,
         "target_met": met,
         "summary": [summary],
     }
+
+
+def read_agents_summary(report: Path) -> dict[str, Any] | None:
+    """The agents' own report over the whole run (None: they wrote none)."""
+    try:
+        return dict(json.loads(report.read_text())["summary"])
+    except (OSError, ValueError, KeyError):
+        say(f"  no report from the agents ({report})")
+        return None
+
+
+def agents_line(summary: dict[str, Any]) -> str:
+    """What the agents' side saw: calls answered, failures (no RTP), audio of judged calls."""
+    fails = summary["failures_by_status"]
+    return (f"agents answered {summary['answered']} calls, failed {summary['failed']}"
+            + (f" {fails}" if fails else "")
+            + f", heard {summary['audio_heard']}/{summary['judged']} judged")

@@ -22,9 +22,10 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .bench import Processes, default_cms, load_average, say
-from .bench_calls import CallStep, finish_step, run_step, start_step
+from .bench_calls import JUDGE_EVERY, CallStep, finish_step, run_step, start_step
 from .bench_common import Cms, agent_name, cores, start_agents, start_cms
 from .bench_errors import BenchError
 
@@ -51,15 +52,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def start_side(procs: Processes, workdir: Path, cms: str, args: argparse.Namespace) -> Cms:
-    """One `cms serve` with its own auto-answering agents."""
+def start_side(procs: Processes, workdir: Path, cms: str, args: argparse.Namespace
+               ) -> tuple[Cms, Any]:
+    """One `cms serve` with its own auto-answering agents (and their process)."""
     workdir.mkdir(exist_ok=True)
     cms_core, gen_core = cores()
     server = start_cms(procs, workdir, cms, args.agents, cms_core, tuple(args.cms_arg),
                        ring_timeout=5, wrap_up=0)
-    start_agents(procs, workdir, server, [agent_name(i) for i in range(1, args.agents + 1)],
-                 gen_core)
-    return server
+    agents = start_agents(procs, workdir, server,
+                          [agent_name(i) for i in range(1, args.agents + 1)], gen_core,
+                          extra_args=("--judge-every", str(JUDGE_EVERY)))
+    return server, agents
 
 
 def report(cpu: dict[str, list[float]], args: argparse.Namespace) -> None:
@@ -77,17 +80,19 @@ def report(cpu: dict[str, list[float]], args: argparse.Namespace) -> None:
             f"{statistics.median(cpu['B']) / statistics.median(cpu['A']):.3f}")
 
 
-def run_round(procs: Processes, workdir: Path, servers: dict[str, Cms],
+def run_round(procs: Processes, workdir: Path, servers: dict[str, tuple[Cms, Any]],
               args: argparse.Namespace, core: int | None) -> dict[str, CallStep]:
     """One step per CMS: in turn, or (--together) at the same time."""
     if not args.together:
         steps = {}
-        for name, server in servers.items():
-            steps[name] = run_step(procs, workdir / name, server, args.rate, args.seconds, core)
+        for name, (server, agents) in servers.items():
+            steps[name] = run_step(procs, workdir / name, server, args.rate, args.seconds, core,
+                                   agents)
             time.sleep(0.5)
         return steps
-    runs = {name: start_step(procs, workdir / name, server, args.rate, args.seconds, core)
-            for name, server in servers.items()}
+    runs = {name: start_step(procs, workdir / name, server, args.rate, args.seconds, core,
+                             agents)
+            for name, (server, agents) in servers.items()}
     steps = {name: finish_step(procs, run) for name, run in runs.items()}
     time.sleep(0.5)
     return steps

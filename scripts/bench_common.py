@@ -16,7 +16,6 @@ from typing import Any
 
 from .bench import (
     HOST,
-    BenchError,
     Processes,
     answers_options,
     free_port,
@@ -27,6 +26,7 @@ from .bench import (
     toml_string,
     tree_cpu_seconds,
 )
+from .bench_errors import BenchError
 
 ROOT = Path(__file__).resolve().parent.parent
 QUEUE_NAME, QUEUE_NUMBER = "sales", "600"
@@ -175,12 +175,14 @@ def place_calls_argv(core: int | None, *args: str) -> list[str]:
 
 
 def start_agents(procs: Processes, workdir: Path, cms: Cms, names: Sequence[str],
-                 core: int | None, timeout: float = 120.0) -> Any:
+                 core: int | None, timeout: float = 120.0,
+                 extra_args: Sequence[str] = ()) -> Any:
     """place_calls in agent mode for `names`; returns once they are all registered."""
     log = workdir / "agents.log"
     argv = place_calls_argv(
         core, "--target", cms.target, "--password", AGENT_PASSWORD,
         "--expires", "3600", *(arg for name in names for arg in ("--agent", name)),
+        *extra_args,
     )
     say(f"starting {len(names)} auto-answering agents (place_calls agent mode, "
         f"{'core ' + str(core) if core is not None else 'not pinned'})")
@@ -194,3 +196,19 @@ def start_agents(procs: Processes, workdir: Path, cms: Cms, names: Sequence[str]
             break
         time.sleep(0.2)
     raise BenchError(f"the agents did not all register:\n{log_tail(log)}")
+
+
+def wait_for_line(proc: Any, log: Path, line: str, timeout: float, offset: int = 0) -> bool:
+    """Wait until `line` appears in a process's log past `offset` bytes (False: the process
+    exited or the time ran out)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.exists():
+            with log.open("rb") as file:
+                file.seek(offset)
+                if line in file.read().decode(errors="replace").splitlines():
+                    return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.02)
+    return False

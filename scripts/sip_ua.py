@@ -25,7 +25,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from cms.calls.manager import ATTACHED_DATA_HEADER, decode_attached_data
 from cms.media.endpoint import Address
 from cms.media.service import MediaService
 from cms.media.sources import AudioSource
@@ -68,6 +67,9 @@ from .ua_media import CallMedia
 log = logging.getLogger("scripts.sip_ua")
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS"
+# cms.calls.manager.ATTACHED_DATA_HEADER (a unit test checks they agree): importing that
+# module costs a caller process ~0.1 s of CPU at start.
+ATTACHED_DATA_HEADER = "x-cms-attached-data"
 
 ResponseHandler = Callable[[ResponseReceived | TimedOut], None]
 
@@ -82,6 +84,8 @@ class AnswerPolicy:
     ring_for: float | None = 0.0  # seconds of 180 Ringing before 200; None: ring forever
     reject: int | None = None  # answer this final status (486, 603, ...) instead
     source: Callable[[], AudioSource | None] | None = None  # what to play on each call
+    # Whether to record a call's audio (default: every call); a load generator judges some.
+    record: Callable[[], bool] | None = None
 
 
 @dataclass(eq=False)
@@ -112,11 +116,11 @@ class Call:
     answered: asyncio.Event = field(default_factory=asyncio.Event)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     ringing: asyncio.Event = field(default_factory=asyncio.Event)
-    _ack_task: asyncio.Task[None] | None = None
-    _answer_task: asyncio.Task[None] | None = None
+    _2xx_timer: asyncio.TimerHandle | None = None  # resends our 2xx until the ACK
+    _answer_task: asyncio.TimerHandle | None = None  # answers after the policy's ringing
     _invite_task: asyncio.Task[None] | None = None
     cancelled: bool = False
-    _confirmed: asyncio.Event = field(default_factory=asyncio.Event)
+    _confirmed: bool = False  # the ACK of our 2xx arrived
 
     @property
     def setup_time(self) -> float | None:
@@ -215,7 +219,7 @@ class Call:
         self.status = 200
         self.answered_at = time.monotonic()
         self.answered.set()
-        self._ack_task = asyncio.get_running_loop().create_task(self._retransmit_2xx(response))
+        self._retransmit_2xx(response, self.ua.transactions.config.t1, 0.0)
 
     def _reject(self, status: int) -> None:
         if self.server_tx is not None and self.server_tx.state is InviteServerState.PROCEEDING:
@@ -224,21 +228,23 @@ class Call:
         self.status = status
         self._end("local")
 
-    async def _retransmit_2xx(self, response: Response) -> None:
-        """RFC 3261 §13.3.1.4: the UAS core resends its 2xx (T1 doubling to T2) until ACK."""
+    def _retransmit_2xx(self, response: Response, interval: float, waited: float) -> None:
+        """RFC 3261 §13.3.1.4: the UAS core resends its 2xx (T1 doubling to T2) until ACK.
+
+        A timer, not a task per answered call: agents answer hundreds of calls a second."""
+        self._2xx_timer = asyncio.get_running_loop().call_later(
+            interval, self._resend_2xx, response, interval, waited + interval)
+
+    def _resend_2xx(self, response: Response, interval: float, waited: float) -> None:
+        self._2xx_timer = None
+        if self._confirmed or self.server_tx is None or self.ended_at is not None:
+            return
+        self.ua.respond(self.server_tx, response)
         timers = self.ua.transactions.config
-        interval, waited = timers.t1, 0.0
-        while waited < 64 * timers.t1:
-            try:
-                await asyncio.wait_for(self._confirmed.wait(), interval)
-                return
-            except TimeoutError:
-                waited += interval
-                if self.server_tx is None or self.ended_at is not None:
-                    return
-                self.ua.respond(self.server_tx, response)
-                interval = min(2 * interval, timers.t2)
-        log.warning("call %s: no ACK for our 2xx", self.call_id)
+        if waited >= 64 * timers.t1:
+            log.warning("call %s: no ACK for our 2xx", self.call_id)
+            return
+        self._retransmit_2xx(response, min(2 * interval, timers.t2), waited)
 
     # -- shared
 
@@ -264,7 +270,10 @@ class Call:
 
     def _in_dialog(self, tx: ServerTransaction | None, request: Request) -> None:
         if tx is None:
-            self._confirmed.set()  # the ACK of our 2xx
+            self._confirmed = True  # the ACK of our 2xx
+            if self._2xx_timer is not None:
+                self._2xx_timer.cancel()
+                self._2xx_timer = None
             return
         assert self.dialog is not None
         if not self.dialog.receive_request(request):
@@ -313,6 +322,9 @@ class Call:
         self.media.close()
         if self._answer_task is not None:
             self._answer_task.cancel()
+        if self._2xx_timer is not None:
+            self._2xx_timer.cancel()
+            self._2xx_timer = None
         self.ended.set()
         self.answered.set()  # wake anyone waiting for an answer that will not come
         self.ringing.set()
@@ -554,14 +566,15 @@ class UserAgent:
 
     async def call(self, target: str, source: AudioSource | None = None, *,
                    headers: Headers | None = None, direction: Direction = "sendrecv",
-                   wait: bool = True) -> Call:
+                   wait: bool = True, record: bool = True) -> Call:
         """INVITE `target` (a number or name at the server); play `source` once answered.
 
         With `wait` it returns after the final response (see `Call.status`);
         otherwise at once, and `Call.answered` / `Call.ended` tell what happens.
+        Without `record` the call's media only counts the packets it receives.
         """
         call_id = f"{secrets.token_hex(10)}@{self.host}"
-        media = CallMedia(self.media, f"{self.user} -> {target}")
+        media = CallMedia(self.media, f"{self.user} -> {target}", record=record)
         host, port = media.address
         offer = make_offer(host, port, direction=direction)
         uri = f"sip:{target}@{self.server[0]}:{self.server[1]}"
@@ -741,31 +754,34 @@ class UserAgent:
         if offer is None or negotiate(offer) is None:
             self.respond(tx, make_response(request, 488))
             return
+        policy = self.answer_policy
+        record = policy is None or policy.record is None or policy.record()
         call = Call(self, "in", request.headers.first("call-id") or "", new_tag(),
-                    CallMedia(self.media, f"{self.user} <- call"), request, addr,
-                    remote_sdp=offer, server_tx=tx)
+                    CallMedia(self.media, f"{self.user} <- call", record=record), request,
+                    addr, remote_sdp=offer, server_tx=tx)
         attached = request.headers.first(ATTACHED_DATA_HEADER)
         if attached:
+            # Imported here: cms.calls.manager pulls in most of the CMS (~0.1 s per start).
+            from cms.calls.manager import decode_attached_data
+
             try:
                 call.attached_data = decode_attached_data(attached)
             except ValueError:
                 call.attached_data = {"malformed": attached}
         self.calls.append(call)
         self._pending[tx] = call
-        policy = self.answer_policy
         if policy is not None:
             if policy.reject is not None:
                 call._reject(policy.reject)
             else:
                 call.ring()
                 if policy.ring_for is not None:
-                    call._answer_task = asyncio.get_running_loop().create_task(
-                        self._answer_after(call, policy))
+                    call._answer_task = asyncio.get_running_loop().call_later(
+                        policy.ring_for, self._answer_now, call, policy)
         self.incoming.put_nowait(call)
 
-    async def _answer_after(self, call: Call, policy: AnswerPolicy) -> None:
-        assert policy.ring_for is not None
-        await asyncio.sleep(policy.ring_for)
+    def _answer_now(self, call: Call, policy: AnswerPolicy) -> None:
+        call._answer_task = None
         call.answer(policy.source() if policy.source is not None else None)
 
     def _on_cancel(self, event: CancelReceived) -> None:

@@ -1,37 +1,52 @@
 """Media of a test phone: a `cms.media` leg that plays a source and records what it hears.
 
 The recording is judged in blocks of 100 ms (level and dominant FFT frequency),
-so a test or driver can tell whose tone a phone heard, and from when.
+so a test or driver can tell whose tone a phone heard, and from when. A leg opened
+without a recording only counts what it receives (a load generator judging a sample
+of its calls). A periodic tone (`ToneLoop`) is sent as pre-encoded packets.
 """
 
 from __future__ import annotations
 
+import functools
+import math
+import struct
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from cms.media.endpoint import Address
-from cms.media.formats import CLOCK_RATE, CODECS, PCMU, Codec, MediaFormat
+from cms.media.formats import CLOCK_RATE, CODECS, FRAME_MS, FRAME_SAMPLES, PCMU, Codec, MediaFormat
 from cms.media.relay import Leg
 from cms.media.rtp import RtpError, payload_bounds
 from cms.media.service import MediaService
-from cms.media.sources import AudioSource
+from cms.media.sources import AudioSource, dbfs_to_amplitude
 from cms.sip.sdp import Direction, Negotiated
 
 BLOCK_PACKETS = 5  # Audio is judged in blocks of 5 packets (100 ms at 20 ms ptime).
 SILENCE_DBFS = -50.0  # Quieter than this is not "audio heard".
 TONE_TOLERANCE_HZ = 20.0
 MAX_RECORDED_PACKETS = 3000  # One minute at 20 ms; later packets are counted, not kept.
+MAX_LOOP_FRAMES = 50  # A tone that repeats within 1 s (any whole number of Hz) is looped.
+_HEADER = struct.Struct("!BBHII")
 
 
 def dominant_frequency(samples: np.ndarray) -> float:
     """The frequency (Hz, 8 kHz audio) of the strongest FFT bin, DC excluded."""
     if samples.size < 16:
         return 0.0
-    spectrum = np.abs(np.fft.rfft(samples.astype(np.float64) * np.hanning(samples.size)))
+    spectrum = np.abs(np.fft.rfft(samples.astype(np.float64) * _hanning(samples.size)))
     spectrum[0] = 0.0
     return float(np.argmax(spectrum) * CLOCK_RATE / samples.size)
+
+
+@functools.lru_cache(maxsize=64)
+def _hanning(size: int) -> np.ndarray:
+    # Blocks and seconds of audio come in a few sizes: build each window once.
+    window = np.hanning(size)
+    window.flags.writeable = False
+    return window
 
 
 def level_dbfs(samples: np.ndarray) -> float:
@@ -112,22 +127,92 @@ def is_tone(block: AudioBlock, frequency: float, tolerance: float = TONE_TOLERAN
     return block.level_dbfs > SILENCE_DBFS and abs(block.frequency - frequency) <= tolerance
 
 
-class CallMedia:
-    """One call's RTP: a `cms.media` leg that plays a source and records what it receives."""
+class ToneLoop:
+    """A sine tone as a loop of whole 20 ms frames, encoded once per codec.
 
-    def __init__(self, service: MediaService, name: str) -> None:
+    Same samples as `ToneSource` (phase continuous across frames and loops), but the
+    frames and their payloads are computed once per process and shared by every call,
+    which sends a cached payload per tick: a load generator sends thousands a second.
+    """
+
+    def __init__(self, frequency: float, level_dbfs: float = -10.0) -> None:
+        self.frequency = frequency
+        self.level_dbfs = level_dbfs
+        self.frames = _tone_frames(frequency, level_dbfs)
+        self._position = 0
+
+    def next_frame(self) -> np.ndarray:
+        """The next 160 samples (an `AudioSource`, for legs that packetise it themselves)."""
+        frame = self.frames[self._position]
+        self._position = (self._position + 1) % len(self.frames)
+        return frame
+
+    def payloads(self, codec: Codec) -> tuple[bytes, ...]:
+        """The loop's frames encoded in `codec` (cached)."""
+        return _tone_payloads(self.frequency, self.level_dbfs, codec.name)
+
+
+@functools.lru_cache(maxsize=32)
+def _tone_frames(frequency: float, level_dbfs: float) -> tuple[np.ndarray, ...]:
+    frames = loop_frames(frequency)
+    if frames is None or not 0 < frequency < CLOCK_RATE / 2:
+        raise ValueError(f"{frequency} Hz: not a tone that repeats within "
+                         f"{MAX_LOOP_FRAMES} frames below {CLOCK_RATE // 2} Hz")
+    n = np.arange(frames * FRAME_SAMPLES)
+    wave = dbfs_to_amplitude(level_dbfs) * np.sin(2.0 * np.pi * frequency * n / CLOCK_RATE)
+    samples = np.rint(wave).astype(np.int16)
+    samples.flags.writeable = False
+    return tuple(samples[i:i + FRAME_SAMPLES] for i in range(0, samples.size, FRAME_SAMPLES))
+
+
+@functools.lru_cache(maxsize=32)
+def _tone_payloads(frequency: float, level_dbfs: float, codec: str) -> tuple[bytes, ...]:
+    encode = CODECS[codec].encode
+    return tuple(encode(frame) for frame in _tone_frames(frequency, level_dbfs))
+
+
+def loop_frames(frequency: float) -> int | None:
+    """How many 20 ms frames a tone takes to repeat exactly (None: more than 1 s)."""
+    for frames in range(1, MAX_LOOP_FRAMES + 1):
+        cycles = frequency * frames * FRAME_MS / 1000.0
+        if math.isclose(cycles, round(cycles), abs_tol=1e-9):
+            return frames
+    return None
+
+
+class CallMedia:
+    """One call's RTP: a `cms.media` leg that plays a source and records what it receives.
+
+    With `record=False` nothing is kept: `received` counts the RTP packets from the peer.
+    """
+
+    def __init__(self, service: MediaService, name: str, record: bool = True) -> None:
         self.service = service
         self.leg: Leg = service.open_leg(name=name)
         self.recording = Recording()
+        self.recorded = record
         self.negotiated: Negotiated | None = None
         self.source: AudioSource | None = None
-        inner = self.leg.endpoint.sink
+        # Pre-encoded payloads sent on our own clock subscription (a ToneLoop at 20 ms
+        # ptime, until DTMF is sent); otherwise the leg packetises the source itself.
+        self._loop: tuple[bytes, ...] = ()
+        self._loop_allowed = True
+        self._loop_at = 0
+        self._loop_pt = 0
+        self._looping = False
+        if record:
+            inner = self.leg.endpoint.sink
 
-        def sink(buf: bytearray, length: int) -> None:
-            self.recording.add(buf, length)
-            inner(buf, length)
+            def sink(buf: bytearray, length: int) -> None:
+                self.recording.add(buf, length)
+                inner(buf, length)
 
-        self.leg.endpoint.sink = sink
+            self.leg.endpoint.sink = sink
+
+    @property
+    def received(self) -> int:
+        """RTP packets received from the peer (audio, DTMF and any other payload type)."""
+        return self.recording.count if self.recorded else self.leg.endpoint.received
 
     @property
     def address(self) -> Address:
@@ -158,21 +243,62 @@ class CallMedia:
 
     def apply_direction(self, direction: Direction) -> None:
         """Send the source when the direction lets us send, else send nothing."""
-        if direction in ("sendrecv", "sendonly") and self.source is not None:
-            if self.leg.playing is not self.source:
-                self.leg.play(self.source)
-        else:
+        source = self.source
+        if direction not in ("sendrecv", "sendonly") or source is None:
+            self._stop_loop()
             self.leg.stop_audio()
+            return
+        negotiated = self.negotiated
+        if (isinstance(source, ToneLoop) and negotiated is not None
+                and negotiated.ptime == FRAME_MS and self._loop_allowed):
+            self._start_loop(source, negotiated.codec.payload_type)
+        elif self.leg.playing is not source:
+            self._stop_loop()
+            self.leg.play(source)
 
     def play(self, source: AudioSource | None) -> None:
         """What to send once media flows (now, if it already does)."""
+        if source is not self.source:
+            self._stop_loop()
         self.source = source
         if self.negotiated is not None:
             self.apply_direction(self.negotiated.direction)
 
     def send_dtmf(self, digits: str) -> None:
         """Send RFC 4733 digits (needs telephone-event in the negotiated SDP)."""
+        if self._looping:
+            # The leg pauses its own audio around each digit: let it packetise the tone.
+            self._stop_loop()
+            self._loop_allowed = False
+            if self.source is not None:
+                self.leg.play(self.source)
         self.leg.send_dtmf(digits)
+
+    def _start_loop(self, tone: ToneLoop, payload_type: int) -> None:
+        self._loop = tone.payloads(self.codec)
+        self._loop_pt = payload_type
+        if not self._looping:
+            self.leg.stop_audio()  # no other feed; the next packet re-anchors with a marker
+            self.leg.clock.subscribe(self._on_tick)
+            self._looping = True
+
+    def _stop_loop(self) -> None:
+        if self._looping:
+            self.leg.clock.unsubscribe(self._on_tick)
+            self._looping = False
+            self.leg.out.release()
+
+    def _on_tick(self, tick: int) -> None:
+        # Leg._on_tick for a cached payload: header, payload, send (nothing to compute).
+        loop = self._loop
+        if not loop:
+            return
+        out = self.leg.out
+        seq, ts, marker = out.next_generated(tick, time.monotonic())
+        payload = loop[self._loop_at]
+        self._loop_at = (self._loop_at + 1) % len(loop)
+        self.leg.endpoint.send(_HEADER.pack(0x80, marker << 7 | self._loop_pt, seq, ts,
+                                            out.ssrc) + payload)
 
     def blocks(self) -> list[AudioBlock]:
         """What was received, in 100 ms blocks."""
@@ -184,5 +310,6 @@ class CallMedia:
 
     def close(self) -> None:
         """Stop sending and free the RTP port (the recording stays)."""
+        self._stop_loop()
         if not self.leg.endpoint.closed:
             self.service.close_leg(self.leg)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -14,12 +15,22 @@ from cms.media.sources import HoldMusicSource, ToneSource
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # scripts/ is not installed
 
-from scripts.place_calls import CallResult, build_parser, percentile, summarize  # noqa: E402
+from scripts.place_calls import (  # noqa: E402
+    NO_RTP,
+    CallResult,
+    build_parser,
+    format_summary,
+    percentile,
+    sampler,
+    summarize,
+)
 from scripts.ua_media import (  # noqa: E402
     Recording,
+    ToneLoop,
     dominant_frequency,
     is_tone,
     level_dbfs,
+    loop_frames,
 )
 
 
@@ -103,3 +114,69 @@ def test_the_command_line_defaults_to_one_call_into_the_sales_queue() -> None:
 
     assert (args.number, args.calls, args.agent) == ("600", 1, [])
     assert args.tone == 440.0 and args.expect_tone is None
+
+
+def test_a_tone_loop_sends_the_same_samples_as_a_tone_source() -> None:
+    for frequency in (1000.0, 440.0, 697.0):
+        loop, tone = ToneLoop(frequency), ToneSource(frequency)
+
+        for _ in range(120):
+            assert np.array_equal(loop.next_frame(), tone.next_frame())
+
+
+def test_a_tone_loop_is_whole_frames_and_its_payloads_are_encoded_once() -> None:
+    assert loop_frames(1000) == 1 and loop_frames(440) == 5 and loop_frames(697) == 50
+    assert loop_frames(440.5) is None
+
+    payloads = ToneLoop(440).payloads(PCMU)
+
+    assert payloads is ToneLoop(440).payloads(PCMU)
+    assert payloads == tuple(PCMU.encode(frame) for frame in ToneLoop(440).frames)
+
+
+def test_sampled_judging_picks_the_first_call_and_every_nth_after_it() -> None:
+    every_third, every_call = sampler(3), sampler(None)
+
+    assert [every_third() for _ in range(7)] == [True, False, False, True, False, False, True]
+    assert all(every_call() for _ in range(5))
+
+
+def unjudged(index: int, packets: int) -> CallResult:
+    return dataclasses.replace(result(index), packets_received=packets, audio_heard=False,
+                               heard_hz=None, heard_dbfs=None, tone_heard=None, judged=False)
+
+
+def test_with_sampled_judging_an_answered_call_without_rtp_counts_as_failed() -> None:
+    results = [result(0), unjudged(1, 9), unjudged(2, 0), result(3, 486, None, None)]
+
+    summary = summarize(results, expect_tone=1000.0, require_rtp=True)
+
+    assert summary["answered"] == 3 and summary["failed"] == 2
+    assert summary["failures_by_status"] == {"486": 1, NO_RTP: 1}
+    assert summary["judged"] == 1 and summary["audio_heard"] == 1
+    assert summary["tone_heard"] == 1
+    assert "heard: 1/1 judged" in format_summary(summary)
+
+
+def test_by_default_every_call_is_judged_and_no_rtp_is_not_a_failure_of_its_own() -> None:
+    silent = dataclasses.replace(result(1), packets_received=0, audio_heard=False)
+
+    summary = summarize([result(0), silent], expect_tone=None)
+
+    assert summary["failed"] == 0 and summary["judged"] == 2 and summary["audio_heard"] == 1
+    assert "far-side audio heard: 1/2\n" in format_summary(summary) + "\n"
+
+
+def test_the_sampling_and_start_signal_options_are_opt_in() -> None:
+    args = build_parser().parse_args([])
+    assert args.judge_every is None and not args.wait_for_signal
+
+    args = build_parser().parse_args(["--judge-every", "10", "--wait-for-signal"])
+    assert args.judge_every == 10 and args.wait_for_signal
+
+
+def test_the_ua_knows_the_attached_data_header_the_cms_sends() -> None:
+    from cms.calls.manager import ATTACHED_DATA_HEADER as CMS_HEADER
+    from scripts.sip_ua import ATTACHED_DATA_HEADER
+
+    assert ATTACHED_DATA_HEADER == CMS_HEADER

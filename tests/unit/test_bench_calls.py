@@ -1,0 +1,37 @@
+"""The calls benchmark's step verdict: every call answered and with media, judged calls heard."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # scripts/ is not installed
+
+from scripts.bench_calls import CallStep, agents_line  # noqa: E402
+
+
+def test_a_step_is_clean_when_every_call_was_answered_and_every_judged_call_heard_audio() -> None:
+    step = CallStep(rate=100, calls=500, answered=500, judged=50, audio_heard=50)
+
+    assert step.clean
+    assert "heard 50/50 judged" in step.line()
+
+
+def test_a_judged_call_that_heard_nothing_makes_the_step_not_clean() -> None:
+    assert not CallStep(rate=100, calls=500, answered=500, judged=50, audio_heard=49).clean
+
+
+def test_a_call_without_rtp_makes_the_step_not_clean() -> None:
+    step = CallStep(rate=100, calls=500, answered=500, failed=1, failures={"no RTP": 1},
+                    judged=50, audio_heard=50)
+
+    assert not step.clean
+    assert "{'no RTP': 1}" in step.line()
+
+
+def test_the_agents_line_says_what_the_agents_side_saw() -> None:
+    summary = {"answered": 900, "failed": 1, "failures_by_status": {"no RTP": 1},
+               "judged": 90, "audio_heard": 90}
+
+    assert agents_line(summary) == ("agents answered 900 calls, failed 1 {'no RTP': 1}, "
+                                    "heard 90/90 judged")

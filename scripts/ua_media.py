@@ -189,6 +189,7 @@ class CallMedia:
     def __init__(self, service: MediaService, name: str, record: bool = True) -> None:
         self.service = service
         self.leg: Leg = service.open_leg(name=name)
+        self._address = self.leg.local_address  # one getsockname per call, not per SDP
         self.recording = Recording()
         self.recorded = record
         self.negotiated: Negotiated | None = None
@@ -217,7 +218,7 @@ class CallMedia:
     @property
     def address(self) -> Address:
         """Our RTP (host, port), for SDP."""
-        return self.leg.local_address
+        return self._address
 
     @property
     def codec(self) -> Codec:

@@ -21,9 +21,6 @@ the CMS's own mean time to write one committed batch to all live channels
 means per commit (from /health): queued (first append of a batch -> its
 commit starts: the rest of that event-loop turn and the writer's wake-up),
 commit (the fsync'd transaction) and to loop (commit done -> delivery).
-`--cms-unpinned` lets the CMS use every core (with CMS_CTI_FANOUT_THREADS=N
-in the environment its fan-out threads write to the sockets in parallel);
-the load generators stay pinned, and the conditions line says so.
 
 journal: `cms.events.bench` appending 200,000 events in bursts of 200 with
 fsync'd (synchronous=FULL) WAL commits: events/s and append->delivered p50/p99.
@@ -33,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -291,20 +287,15 @@ def _stage_mean(before: dict[str, Any], after: dict[str, Any], stage: str) -> fl
 
 def run_cti_bench(cms_path: str, quick: bool, workdir: Path, extra_args: tuple[str, ...] = (),
                   runs: int | None = None, kinds: tuple[str, ...] = KINDS,
-                  clients: int = CLIENTS, cms_pinned: bool = True) -> dict[str, Any]:
+                  clients: int = CLIENTS) -> dict[str, Any]:
     """Push latency per channel (median of `runs` runs); the figures and summary lines."""
     runs = runs if runs is not None else (1 if quick else 3)
     settings = {"clients": clients, "client_processes": CLIENT_PROCESSES, "rate": RATE,
                 "seconds": 5.0 if quick else SECONDS}
     cms_core, gen_core = cores()
-    if not cms_pinned:
-        cms_core = None  # the CMS may use every core (its fan-out threads), clients keep theirs
     cond = conditions({**settings, "runs": runs, "hold_s": HOLD,
                        "clock": "CLOCK_MONOTONIC, INVITE sendto -> client data_received",
                        "clients_impl": "asyncio protocols (uvloop), raw WebSocket/SSE/HTTP"})
-    cond["cms_fanout_threads"] = os.environ.get("CMS_CTI_FANOUT_THREADS", "1")
-    if not cms_pinned and gen_core is not None:
-        cond["pinning"] = f"cms not pinned, load generators on core {gen_core} (taskset)"
     say(f"cti benchmark: {clients} clients per channel in {CLIENT_PROCESSES} processes, "
         f"INVITEs at {RATE:g}/s for {settings['seconds']:g} s, {runs} run(s); "
         f"{conditions_line(cond)}")
@@ -393,15 +384,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kind", action="append", choices=KINDS,
                         help="channel(s) to measure (default: all)")
     parser.add_argument("--cms-arg", action="append", default=[])
-    parser.add_argument("--cms-unpinned", action="store_true",
-                        help="let the CMS run on every core (default: pinned to one)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="cms-bench-cti-"))
     try:
         document = run_cti_bench(args.cms, args.quick, workdir, tuple(args.cms_arg), args.runs,
-                                 tuple(args.kind or KINDS), args.clients,
-                                 cms_pinned=not args.cms_unpinned)
+                                 tuple(args.kind or KINDS), args.clients)
     finally:
         if args.keep:
             say(f"work directory kept: {workdir}")

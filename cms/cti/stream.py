@@ -11,14 +11,10 @@ lost by a crash.
 WebSocket fan-out has a fast path: a caught-up socket is "live", and each
 committed batch is written to every live socket straight from the journal's
 commit callback, as one pre-encoded frame per event shared by all sockets
-(no compression, so the bytes are the same for everyone). That costs one
-`write(2)` per socket instead of a task wake-up and a `send_str`: sockets
-whose transport has nothing buffered are written on their raw descriptors,
-on the loop or (opt-in, `fanout.default_threads`) split across threads by
-`fanout.RawWriter` (the sends release the GIL; the loop waits inside the
-callback, so nothing else writes to those sockets meanwhile). A socket that
-takes less than the whole batch gets the rest through its transport, which
-then writes its next batches too, in order. A socket whose transport buffer
+(no compression, so the bytes are the same for everyone). That costs a
+transport write per socket instead of a task wake-up and a `send_str` (a
+transport with nothing buffered sends at once, one `send(2)`; what the
+kernel does not take it keeps, in order). A socket whose transport buffer
 backs up drops out of the live set and its own task catches it up through
 `since()` with flow control.
 
@@ -43,7 +39,6 @@ from cms.events import Event, Journal, ResyncRequired, iso_time
 
 from .auth import Principal
 from .errors import ApiError
-from .fanout import RawWriter, default_threads, write_one
 from .schema import SNAPSHOTS
 
 __all__ = ["DEFAULT_HEARTBEAT", "EventDelivery", "RESYNC_CLOSE_CODE"]
@@ -67,20 +62,6 @@ class _LiveSocket:
     transport: asyncio.Transport
     left: asyncio.Event = field(default_factory=asyncio.Event)  # set when it leaves the set
     kind: str = "ws"  # "ws", "sse", or "sse-chunked" (HTTP/1.1 chunked transfer coding)
-    fd: int = -1  # the socket, for writes that bypass an idle transport; -1: transport only
-
-    def __post_init__(self) -> None:
-        if self.fd < 0:
-            self.fd = _socket_fd(self.transport)
-
-
-def _socket_fd(transport: asyncio.Transport) -> int:
-    """The transport's socket descriptor, or -1 when it has none (e.g. a test double)."""
-    sock = transport.get_extra_info("socket")
-    try:
-        return int(sock.fileno()) if sock is not None else -1
-    except (AttributeError, OSError, ValueError):
-        return -1
 
 
 def ws_text_frame(payload: bytes) -> bytes:
@@ -102,12 +83,9 @@ def _resync(exc: ResyncRequired) -> dict[str, object]:
 class EventDelivery:
     """The three delivery channels over one journal."""
 
-    def __init__(self, journal: Journal, visible: Visible, *,
-                 fanout_threads: int | None = None) -> None:
+    def __init__(self, journal: Journal, visible: Visible) -> None:
         self.journal = journal
         self.visible = visible
-        # Writes live sockets straight to their fds (with helper threads if configured).
-        self.writer = RawWriter(default_threads() if fanout_threads is None else fanout_threads)
         self.closing = False
         self._sockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
         self._live: set[_LiveSocket] = set()
@@ -271,7 +249,7 @@ class EventDelivery:
                   for name, seconds in self.journal.stage_seconds.items()}
         return {"connected": self.connected, "live": len(self._live),
                 "commits": self.journal.commits, **stages,
-                "fanout_threads": self.writer.threads, "fallbacks": self.fallbacks,
+                "fallbacks": self.fallbacks,
                 "fanout_batches": batches, "fanout_total_ms": round(1000 * self.fanout_seconds, 3),
                 "fanout_mean_ms": round(1000 * self.fanout_seconds / batches, 3) if batches else 0,
                 "fanout_max_ms": round(1000 * self.fanout_max, 3),
@@ -283,9 +261,6 @@ class EventDelivery:
         joined: dict[tuple[Principal, str], bytes] = {}
         frames: dict[int, bytes] = {}
         first, last = events[0].seq, events[-1].seq
-        raw: list[tuple[int, bytes]] = []  # (fd, data) for the writer threads
-        owners: list[_LiveSocket] = []
-        threaded = self.writer.threads > 1
         for live in list(self._live):
             transport = live.transport
             if live.cursor != first - 1 or transport.is_closing():
@@ -295,23 +270,10 @@ class EventDelivery:
             data = joined.get((live.principal, live.kind))
             if data is None:
                 data = joined[(live.principal, live.kind)] = self._encode_for(live, events, frames)
-            if not data:
-                continue
-            if live.fd >= 0 and not transport.get_write_buffer_size():
-                if threaded:
-                    raw.append((live.fd, data))
-                    owners.append(live)
-                    continue
-                sent = write_one(live.fd, data)  # at once: the first client need not wait
-                if sent != len(data):
-                    self._finish(live, data, sent)
-            else:
-                # Bytes already queued in the transport go first: it writes this too.
-                transport.write(data)
-                self._check_backlog(live)
-        if raw:
-            for index, sent in self.writer.write(raw):
-                self._finish(owners[index], raw[index][1], sent)
+            if data:
+                transport.write(data)  # sent at once when nothing is queued before it
+                if transport.get_write_buffer_size() > LIVE_BUFFER_LIMIT:
+                    self._let_go(live)  # a slow reader: its task takes over with flow control
 
     def _encode_for(self, live: _LiveSocket, events: Sequence[Event],
                     frames: dict[int, bytes]) -> bytes:
@@ -328,18 +290,6 @@ class EventDelivery:
         if live.kind == "sse-chunked":
             data = b"%x\r\n%b\r\n" % (len(data), data)
         return data
-
-    def _finish(self, live: _LiveSocket, data: bytes, sent: int) -> None:
-        """A raw write that did not take the whole batch: the transport sends the rest."""
-        if sent < 0:
-            self._let_go(live)  # the connection failed; its transport notices on its own
-            return
-        live.transport.write(data[sent:])
-        self._check_backlog(live)
-
-    def _check_backlog(self, live: _LiveSocket) -> None:
-        if live.transport.get_write_buffer_size() > LIVE_BUFFER_LIMIT:
-            self._let_go(live)  # a slow reader: its task takes over with flow control
 
     def _let_go(self, live: _LiveSocket) -> None:
         if live in self._live:
@@ -412,7 +362,6 @@ class EventDelivery:
         self.journal.wake()
         for live in list(self._live):
             self._let_go(live)
-        self.writer.close()
         for ws in list(self._sockets):
             try:
                 await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")

@@ -125,6 +125,16 @@ class Harness:
         result: dict[str, Any] = await response.json()
         return result
 
+    async def subscription_when(self, sub_id: str, check: Callable[[dict[str, Any]], bool],
+                                timeout: float = 4.0) -> dict[str, Any]:
+        """The subscription once `check` holds for it, or as it is after `timeout` s."""
+        deadline = time.monotonic() + timeout
+        while True:
+            state = await self.subscription(sub_id)
+            if check(state) or time.monotonic() >= deadline:
+                return state
+            await asyncio.sleep(0.02)
+
     async def polled(self, after: int = 0) -> list[dict[str, Any]]:
         response = await self.client.get("/api/v1/events", params={"after": after, "limit": 1000},
                                          headers=CRM)
@@ -190,11 +200,8 @@ def test_the_callback_receives_every_event_in_order_as_polling_sees_it(tmp_path:
         assert json.loads(first.body)["subscription"] == sub["id"]
         assert first.headers["Content-Type"] == "application/json"
         assert all(len(d.events) <= 100 for d in h.callback.deliveries)  # batches
-        for _ in range(50):
-            if (await h.subscription(sub["id"]))["after"] == 255:
-                break
-            await asyncio.sleep(0.02)
-        assert (await h.subscription(sub["id"]))["after"] == 255
+        state = await h.subscription_when(sub["id"], lambda s: s["after"] == 255)
+        assert state["after"] == 255
 
     run(tmp_path, body)
 
@@ -240,11 +247,7 @@ def test_a_refused_connection_is_retried_too(tmp_path: Path) -> None:
         await h.callback.stop()  # nobody listens there now
         sub = await h.subscribe(callback_url=with_port)
         await h.append(2)
-        for _ in range(100):
-            state = await h.subscription(sub["id"])
-            if state["failures"] >= 2:
-                break
-            await asyncio.sleep(0.05)
+        state = await h.subscription_when(sub["id"], lambda s: s["failures"] >= 2)
         assert state["failures"] >= 2 and state["state"] == "active"
         assert state["last_error"] and "Connect" in state["last_error"]
 
@@ -257,11 +260,7 @@ def test_a_subscription_that_keeps_failing_ends_and_journals_subscription_ended(
         h.callback.statuses = [500] * 100
         sub = await h.subscribe()
         await h.append(1)
-        for _ in range(200):
-            state = await h.subscription(sub["id"])
-            if state["state"] == "ended":
-                break
-            await asyncio.sleep(0.02)
+        state = await h.subscription_when(sub["id"], lambda s: s["state"] == "ended")
         assert state["state"] == "ended"
         assert "3 times" in state["reason"] and "HTTP 500" in state["reason"]
         assert state["after"] == 0  # seq 1 was never acknowledged
@@ -288,11 +287,7 @@ def test_a_subscription_failing_longer_than_give_up_after_ends(tmp_path: Path) -
         h.callback.statuses = [502] * 100
         sub = await h.subscribe()
         await h.append(1)
-        for _ in range(200):
-            state = await h.subscription(sub["id"])
-            if state["state"] == "ended":
-                break
-            await asyncio.sleep(0.02)
+        state = await h.subscription_when(sub["id"], lambda s: s["state"] == "ended")
         assert state["state"] == "ended" and "HTTP 502" in state["reason"]
         assert 2 <= len(h.callback.deliveries) <= 10
 
@@ -340,10 +335,8 @@ def test_delivery_resumes_after_a_restart_from_the_acknowledged_position(tmp_pat
             sub_id = (await h.subscribe())["id"]
             await h.append(40)
             await callback.wait_for(lambda: len(callback.acknowledged()) >= 40)
-            for _ in range(50):
-                if (await h.subscription(sub_id))["after"] == 40:
-                    break
-                await asyncio.sleep(0.02)
+            state = await h.subscription_when(sub_id, lambda s: s["after"] == 40)
+            assert state["after"] == 40
             callback.statuses = [500] * 1000  # from here on nothing is acknowledged
             await h.append(10)
             await callback.wait_for(lambda: len(callback.deliveries) >= 3)
@@ -484,10 +477,7 @@ def test_a_worker_that_crashes_restarts_and_redelivers_from_the_stored_position(
         assert [seqs(d.events) for d in h.callback.deliveries[:2]] == [[1, 2, 3], [1, 2, 3]]
         await h.append(1)
         await h.callback.wait_for(lambda: seqs(h.callback.acknowledged())[-1] == 4)
-        for _ in range(50):
-            if (await h.subscription(sub["id"]))["after"] == 4:
-                break
-            await asyncio.sleep(0.02)
-        assert (await h.subscription(sub["id"]))["after"] == 4
+        state = await h.subscription_when(sub["id"], lambda s: s["after"] == 4)
+        assert state["after"] == 4
 
     run(tmp_path, body)

@@ -188,7 +188,9 @@ class CmsServer:
             "bindings": sum(1 for _ in self.table),
             "sip": self.endpoint.stats(),
             "events": {"last_seq": self.journal.last_seq, "head": self.journal.head,
-                       "push_clients": self.cti.delivery.connected},
+                       "commits": self.journal.commits,
+                       **{f"{stage}_total_ms": round(1000 * seconds, 3)
+                          for stage, seconds in self.journal.stage_seconds.items()}},
         }
 
     async def stop(self) -> None:

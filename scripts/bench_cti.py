@@ -209,7 +209,7 @@ def run_phase(procs: Processes, workdir: Path, server: Server, kind: str, run: i
         _wait_ready(logs, client_procs)
         if kind != "poll":
             # At least ours (SSE streams of an earlier phase linger until their next write).
-            pushed = server.health()["events"]["push_clients"]
+            pushed = server.health()["push"]["connected"]
             if pushed < clients:
                 raise BenchError(f"{pushed} push channels open, expected {clients}")
         time.sleep(0.5)
@@ -218,14 +218,14 @@ def run_phase(procs: Processes, workdir: Path, server: Server, kind: str, run: i
                           "--rate", str(settings["rate"]), "--seconds", str(settings["seconds"]),
                           "--hold", str(HOLD), "--first", str(first_caller),
                           "--out", str(caller_out))
-        push0 = server.health().get("push", {})
+        health0 = server.health()
         cpu0, began = server.cpu_seconds(), time.monotonic()
         caller = procs.start(argv, workdir / f"caller-{kind}-{run}.log", ROOT)
         if not wait_unreaped(caller, settings["seconds"] + HOLD + 60):
             raise BenchError("the caller did not finish")
         cms_cpu = 100.0 * (server.cpu_seconds() - cpu0) / (time.monotonic() - began)
         procs.stop(caller)
-        push1 = server.health().get("push", {})
+        health1 = server.health()
     finally:
         for proc in client_procs:
             procs.stop(proc, grace=20.0)
@@ -256,33 +256,23 @@ def run_phase(procs: Processes, workdir: Path, server: Server, kind: str, run: i
         first_ms=statistics.median(firsts) if firsts else float("nan"),
         spread_ms=statistics.median(spreads) if spreads else float("nan"),
         sip_200_ms=statistics.median(setups) if setups else float("nan"),
-        fanout_ms=_fanout_mean(push0, push1),
-        fanout_cpu_ms=_fanout_mean(push0, push1, "fanout_cpu_total_ms"),
-        queued_ms=_stage_mean(push0, push1, "queued"),
-        commit_ms=_stage_mean(push0, push1, "commit"),
-        to_loop_ms=_stage_mean(push0, push1, "to_loop"),
+        fanout_ms=_mean(health0, health1, "push", "fanout_total_ms", "fanout_batches"),
+        fanout_cpu_ms=_mean(health0, health1, "push", "fanout_cpu_total_ms", "fanout_batches"),
+        queued_ms=_mean(health0, health1, "events", "queued_total_ms", "commits"),
+        commit_ms=_mean(health0, health1, "events", "commit_total_ms", "commits"),
+        to_loop_ms=_mean(health0, health1, "events", "to_loop_total_ms", "commits"),
         cms_cpu_pct=cms_cpu, load_average=conditions()["load_average"],
     )
 
 
-def _fanout_mean(before: dict[str, Any], after: dict[str, Any],
-                 key: str = "fanout_total_ms") -> float:
-    """Mean ms the CMS spent writing one committed batch to its live channels, in between
-    (`key` fanout_cpu_total_ms: the loop thread's CPU time for it)."""
-    batches = after.get("fanout_batches", 0) - before.get("fanout_batches", 0)
-    if key not in after:
+def _mean(before: dict[str, Any], after: dict[str, Any], section: str, total: str,
+          count: str) -> float:
+    """Mean per `count` of the `total` added between two /health documents (NaN: none)."""
+    old, new = before.get(section, {}), after.get(section, {})
+    if total not in new:
         return float("nan")
-    total = after.get(key, 0.0) - before.get(key, 0.0)
-    return total / batches if batches > 0 else float("nan")
-
-
-def _stage_mean(before: dict[str, Any], after: dict[str, Any], stage: str) -> float:
-    """Mean ms per journal commit in one stage (queued: first append -> commit starts;
-    commit: the fsync'd transaction; to_loop: commit done -> delivery on the event loop)."""
-    commits = after.get("commits", 0) - before.get("commits", 0)
-    key = f"{stage}_total_ms"
-    total = after.get(key, 0.0) - before.get(key, 0.0)
-    return total / commits if commits > 0 else float("nan")
+    counted = new.get(count, 0) - old.get(count, 0)
+    return (new[total] - old.get(total, 0.0)) / counted if counted > 0 else float("nan")
 
 
 def run_cti_bench(cms_path: str, quick: bool, workdir: Path, extra_args: tuple[str, ...] = (),

@@ -243,13 +243,9 @@ class EventDelivery:
             self.fanout_max = max(self.fanout_max, took)
 
     def stats(self) -> dict[str, object]:
-        """Push channels open, what the fan-out has cost so far, and the journal's stages."""
+        """Push channels open and what the fan-out has cost so far."""
         batches = self.fanout_batches
-        stages = {f"{name}_total_ms": round(1000 * seconds, 3)
-                  for name, seconds in self.journal.stage_seconds.items()}
-        return {"connected": self.connected, "live": len(self._live),
-                "commits": self.journal.commits, **stages,
-                "fallbacks": self.fallbacks,
+        return {"connected": self.connected, "live": len(self._live), "fallbacks": self.fallbacks,
                 "fanout_batches": batches, "fanout_total_ms": round(1000 * self.fanout_seconds, 3),
                 "fanout_mean_ms": round(1000 * self.fanout_seconds / batches, 3) if batches else 0,
                 "fanout_max_ms": round(1000 * self.fanout_max, 3),

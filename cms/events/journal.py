@@ -344,16 +344,14 @@ class Journal:
 
     # -- delivery (on the loop)
 
-    def _committed_batch(self, events: list[Event],
-                         times: tuple[float, float, float] | None = None) -> None:
-        if times is not None:
-            # Where an event's time goes before delivery: waiting for the writer, the
-            # fsync'd commit, the hop back to the loop (sums over batches, for /health).
-            since, began, done = times
-            stages = self.stage_seconds
-            stages["queued"] += began - since
-            stages["commit"] += done - began
-            stages["to_loop"] += time.monotonic() - done
+    def _committed_batch(self, events: list[Event], times: tuple[float, float, float]) -> None:
+        # Where an event's time goes before delivery: waiting for the writer, the
+        # fsync'd commit, the hop back to the loop (sums over batches, for /health).
+        since, began, done = times
+        stages = self.stage_seconds
+        stages["queued"] += began - since
+        stages["commit"] += done - began
+        stages["to_loop"] += time.monotonic() - done
         self._last = events[-1].seq
         self.commits += 1
         self.committed += len(events)

@@ -15,19 +15,25 @@ shared, noisy machine; with `--together` their callers run at the same time
 from __future__ import annotations
 
 import argparse
-import shutil
-import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .bench import Processes, default_cms, load_average, say
+from .bench import Processes, say
 from .bench_calls import JUDGE_EVERY, CallStep, finish_step, run_step, start_step
-from .bench_common import Cms, agent_name, cores, start_agents, start_cms
-from .bench_errors import BenchError
+from .bench_common import (
+    Cms,
+    add_ab_arguments,
+    agent_name,
+    bench_main,
+    bench_workdir,
+    cores,
+    report_rounds,
+    start_agents,
+    start_cms,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,20 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m scripts.bench_calls_cpu", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--rate", type=int, default=200, help="offered calls/s (200)")
-    parser.add_argument("--rounds", type=int, default=5, help="runs per CMS (5)")
+    add_ab_arguments(parser, "CMS", " (A)", "a second cms executable (B) to compare with A")
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds of calls per run (5)")
     parser.add_argument("--agents", type=int, default=100, help="auto-answering agents (100)")
-    parser.add_argument("--cms", default=default_cms(), help="the cms executable (A)")
-    parser.add_argument("--cms-b", help="a second cms executable (B) to compare with A")
-    parser.add_argument(
-        "--cms-arg", action="append", default=[], metavar="ARG", help="extra `cms serve` argument"
-    )
     parser.add_argument(
         "--together", action="store_true",
         help="run A's and B's callers at the same time, each CMS at --rate (both CMSes share "
         "core 1 then, and meet exactly the same moments of a noisy machine)",
     )
-    parser.add_argument("--keep", action="store_true", help="keep the work directory")
     return parser
 
 
@@ -63,21 +63,6 @@ def start_side(procs: Processes, workdir: Path, cms: str, args: argparse.Namespa
                           [agent_name(i) for i in range(1, args.agents + 1)], gen_core,
                           extra_args=("--judge-every", str(JUDGE_EVERY)))
     return server, agents
-
-
-def report(cpu: dict[str, list[float]], args: argparse.Namespace) -> None:
-    say()
-    say(f"CMS CPU ms/call at {args.rate}/s, {args.rounds} alternating rounds of "
-        f"{args.seconds:g} s, load now {load_average()}")
-    for name, values in cpu.items():
-        if values:
-            say(f"  {name}: median {statistics.median(values):.3f}  runs "
-                + " ".join(f"{v:.3f}" for v in values))
-    if len(cpu) == 2 and all(cpu.values()):
-        ratios = [b / a for a, b in zip(cpu["A"], cpu["B"], strict=False) if a]
-        say(f"  B/A per-round ratio median {statistics.median(ratios):.3f} ("
-            + " ".join(f"{r:.2f}" for r in ratios) + "); ratio of medians "
-            f"{statistics.median(cpu['B']) / statistics.median(cpu['A']):.3f}")
 
 
 def run_round(procs: Processes, workdir: Path, servers: dict[str, tuple[Cms, Any]],
@@ -99,14 +84,13 @@ def run_round(procs: Processes, workdir: Path, servers: dict[str, tuple[Cms, Any
 
 
 def run(args: argparse.Namespace) -> int:
-    workdir = Path(tempfile.mkdtemp(prefix="cms-bench-calls-cpu-"))
     procs = Processes()
     sides = {"A": str(Path(args.cms).resolve())}  # start_cms runs it from its work directory
     if args.cms_b:
         sides["B"] = str(Path(args.cms_b).resolve())
     cpu: dict[str, list[float]] = {name: [] for name in sides}
     ok = True
-    try:
+    with bench_workdir("cms-bench-calls-cpu-", args.keep, procs) as workdir:
         servers = {name: start_side(procs, workdir / name, path, args)
                    for name, path in sides.items()}
         time.sleep(1.0)
@@ -120,23 +104,13 @@ def run(args: argparse.Namespace) -> int:
                 ok = ok and step.clean
                 if round_no and per_call is not None:
                     cpu[name].append(per_call)
-    finally:
-        procs.stop_all()
-        if args.keep:
-            say(f"work directory kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    report(cpu, args)
+    report_rounds(f"CMS CPU ms/call at {args.rate}/s, {args.rounds} alternating rounds of "
+                  f"{args.seconds:g} s", cpu, "A")
     return 0 if ok else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except BenchError as exc:
-        print(f"bench: error: {exc}", file=sys.stderr)
-        return 2
+    return bench_main(run, build_parser(), argv)
 
 
 if __name__ == "__main__":

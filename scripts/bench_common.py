@@ -4,12 +4,17 @@ a `cms serve` with a generated configuration, place_calls agents and callers, /p
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
 import os
 import shlex
+import shutil
+import statistics
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +23,7 @@ from .bench import (
     HOST,
     Processes,
     answers_options,
+    default_cms,
     free_port,
     load_average,
     log_tail,
@@ -212,3 +218,70 @@ def wait_for_line(proc: Any, log: Path, line: str, timeout: float, offset: int =
             return False
         time.sleep(0.02)
     return False
+
+
+# ------------------------------------------------------------- A/B rounds in alternation
+
+
+def add_ab_arguments(parser: argparse.ArgumentParser, what: str, cms_a: str = "",
+                     cms_b: str = "a second cms executable to compare with the first") -> None:
+    """The options an alternating-rounds benchmark shares: --rounds, --cms, --cms-b,
+    --cms-arg, --keep (`what` takes one run per round: "CMS", "registrar")."""
+    parser.add_argument("--rounds", type=int, default=5, help=f"runs per {what} (5)")
+    parser.add_argument("--cms", default=default_cms(), help=f"the cms executable{cms_a}")
+    parser.add_argument("--cms-b", help=cms_b)
+    parser.add_argument(
+        "--cms-arg", action="append", default=[], metavar="ARG", help="extra `cms serve` argument"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+
+
+@contextlib.contextmanager
+def bench_workdir(prefix: str, keep: bool, procs: Processes) -> Iterator[Path]:
+    """A temporary work directory; on the way out every process stops and (unless `keep`)
+    the directory goes."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield workdir
+    finally:
+        procs.stop_all()
+        if keep:
+            say(f"work directory kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def report_rounds(title: str, values: dict[str, list[float]], baseline: str, *,
+                  width: int = 0, value_format: str = ".3f", ratio_format: str = ".3f",
+                  runs_format: str | None = None) -> None:
+    """The medians of each side's per-round figures, then each other side's per-round ratios
+    to `baseline` (their median, and the ratio of the medians)."""
+    say()
+    say(f"{title}, load now {load_average()}")
+    for name, runs in values.items():
+        if runs:
+            say(f"  {name:{width}s} median {statistics.median(runs):{value_format}}  runs "
+                + " ".join(f"{v:{runs_format or value_format}}" for v in runs))
+    base = values.get(baseline)
+    if not base:
+        return
+    for name, runs in values.items():
+        if name == baseline:
+            continue
+        ratios = [v / b for v, b in zip(runs, base, strict=False) if b]
+        if ratios:
+            say(f"  {name}/{baseline} per-round ratio median "
+                f"{statistics.median(ratios):{ratio_format}} ("
+                + " ".join(f"{r:.2f}" for r in ratios) + "); ratio of medians "
+                f"{statistics.median(runs) / statistics.median(base):{ratio_format}}")
+
+
+def bench_main(run: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser,
+               argv: Sequence[str] | None) -> int:
+    """Parse, run, and turn a BenchError into exit status 2."""
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except BenchError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 2

@@ -19,20 +19,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import shutil
-import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 from .bench import (
     Processes,
     Registrar,
     Settings,
     cms_registrar,
-    default_cms,
     kamailio_registrar,
     load_average,
     pinning,
@@ -42,7 +37,12 @@ from .bench import (
     user_names,
     write_injection_file,
 )
-from .bench_errors import BenchError
+from .bench_common import (
+    add_ab_arguments,
+    bench_main,
+    bench_workdir,
+    report_rounds,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,21 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m scripts.bench_registrar_cpu", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--rate", type=int, default=2000, help="offered registrations/s (2000)")
-    parser.add_argument("--rounds", type=int, default=5, help="runs per registrar (5)")
+    add_ab_arguments(parser, "registrar")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per run (5)")
     parser.add_argument("--users", type=int, default=1000, help="users agent0001.. (1000)")
-    parser.add_argument("--cms", default=default_cms(), help="the cms executable")
-    parser.add_argument("--cms-b", help="a second cms executable to compare with the first")
-    parser.add_argument(
-        "--cms-arg", action="append", default=[], metavar="ARG", help="extra `cms serve` argument"
-    )
     parser.add_argument(
         "--warmup", type=float, default=2.0,
         help="seconds of unmeasured load per registrar first (2): every phone registers once, "
         "so the first round is not also the CMS's first sight of each account",
     )
     parser.add_argument("--no-kamailio", action="store_true", help="CMS runs only")
-    parser.add_argument("--keep", action="store_true", help="keep the work directory")
     return parser
 
 
@@ -80,25 +74,25 @@ def settings_for(args: argparse.Namespace, cms: str) -> Settings:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_for(args, args.cms)
-    workdir = Path(tempfile.mkdtemp(prefix="cms-bench-cpu-"))
     procs = Processes()
-    names = user_names(settings.users)
-    write_injection_file(workdir / "users.csv", names)
-    registrars: list[Registrar] = []
-    if not args.no_kamailio:
-        registrars.append(kamailio_registrar(settings, workdir))
-    registrars.append(cms_registrar(settings, workdir, names))
-    if args.cms_b:
-        sub = workdir / "b"
-        sub.mkdir()
-        other = cms_registrar(settings_for(args, args.cms_b), sub, names)
-        other.name = "cms-b"
-        registrars.append(other)
-    if settings.sipp_core is not None:
-        os.sched_setaffinity(0, {settings.sipp_core})
-    cpu: dict[str, list[float]] = {reg.name: [] for reg in registrars}
+    cpu: dict[str, list[float]] = {}
     ok = True
-    try:
+    with bench_workdir("cms-bench-cpu-", args.keep, procs) as workdir:
+        names = user_names(settings.users)
+        write_injection_file(workdir / "users.csv", names)
+        registrars: list[Registrar] = []
+        if not args.no_kamailio:
+            registrars.append(kamailio_registrar(settings, workdir))
+        registrars.append(cms_registrar(settings, workdir, names))
+        if args.cms_b:
+            sub = workdir / "b"
+            sub.mkdir()
+            other = cms_registrar(settings_for(args, args.cms_b), sub, names)
+            other.name = "cms-b"
+            registrars.append(other)
+        if settings.sipp_core is not None:
+            os.sched_setaffinity(0, {settings.sipp_core})
+        cpu = {reg.name: [] for reg in registrars}
         start_registrars(registrars, procs, settings, workdir)
         time.sleep(1.0)
         if args.warmup > 0:
@@ -116,38 +110,14 @@ def run(args: argparse.Namespace) -> int:
                 if step.ok:
                     cpu[reg.name].append(step.cpu_us_per_reg or 0.0)
                 time.sleep(settings.pause)
-    finally:
-        procs.stop_all()
-        if args.keep:
-            say(f"work directory kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    say()
-    say(f"CPU us/registration at {args.rate}/s, {args.rounds} alternating rounds, "
-        f"load now {load_average()}")
-    for name, values in cpu.items():
-        if values:
-            say(f"  {name:9s} median {statistics.median(values):6.1f}  runs "
-                + " ".join(f"{v:.1f}" for v in values))
-    if "kamailio" in cpu:
-        for name in cpu:
-            if name == "kamailio":
-                continue
-            ratios = [c / k for c, k in zip(cpu[name], cpu["kamailio"], strict=False) if k]
-            if ratios:
-                say(f"  {name}/kamailio per-round ratio median {statistics.median(ratios):.2f} "
-                    "(" + " ".join(f"{r:.2f}" for r in ratios) + "); ratio of medians "
-                    f"{statistics.median(cpu[name]) / statistics.median(cpu['kamailio']):.2f}")
+    report_rounds(f"CPU us/registration at {args.rate}/s, {args.rounds} alternating rounds",
+                  cpu, "kamailio", width=9, value_format="6.1f", runs_format=".1f",
+                  ratio_format=".2f")
     return 0 if ok else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except BenchError as exc:
-        print(f"bench: error: {exc}", file=sys.stderr)
-        return 2
+    return bench_main(run, build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ Rules worth knowing:
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 from typing import TypeAlias
@@ -802,26 +803,27 @@ class Acd:
             queue = self._queues[caller.queue]
             if queue.settings.strategy is Strategy.LONGEST_IDLE:
                 picked = self._longest_idle(queue, caller.tried)
-                if picked is None:
-                    blocked.add(queue.name)
-                    continue
-                self._offer(caller, queue, [picked], now, out)
-                if not self._ready:
-                    return
-                continue
-            candidates = self._candidates(queue)
-            if not candidates:
+                chosen = None if picked is None else [picked]
+            else:
+                chosen = self._choose(queue, caller.tried)
+            if chosen is None:
                 blocked.add(queue.name)
                 continue
-            fresh = [c for c in candidates if c.user not in caller.tried]
-            if not fresh:
-                # Everyone free has missed this caller: start a new round.
-                caller.tried.clear()
-                fresh = candidates
-            self._offer(caller, queue, choose(queue.settings.strategy, fresh, queue.last_offered),
-                        now, out)
+            self._offer(caller, queue, chosen, now, out)
             if not self._ready:
                 return
+
+    def _choose(self, queue: QueueRuntime, tried: set[str]) -> list[Candidate] | None:
+        """The queue strategy's pick among the members not yet tried by this caller, else
+        (a new round: `tried` is cleared) among all; None when no member is eligible."""
+        candidates = self._candidates(queue)
+        if not candidates:
+            return None
+        fresh = [c for c in candidates if c.user not in tried]
+        if not fresh:
+            tried.clear()  # everyone free has missed this caller: start a new round
+            fresh = candidates
+        return choose(queue.settings.strategy, fresh, queue.last_offered)
 
     def _longest_idle(self, queue: QueueRuntime, tried: set[str]) -> Candidate | None:
         """What `choose(LONGEST_IDLE, ...)` would pick, in one pass over the members.
@@ -831,16 +833,10 @@ class Acd:
         the least (penalty, idle_since, member order) among the members not yet
         tried by this caller, else (a new round: `tried` is cleared) among all.
         """
-        ready, agents, registered = self._ready, self._agents, self._registered
         penalties = queue.settings.penalties
         best: tuple[int, float, int] | None = None  # among the fresh
         best_any: tuple[int, float, int] | None = None  # among all eligible
-        for index, user in enumerate(queue.members):
-            if user not in ready:
-                continue
-            agent = agents[user]
-            if agent.device not in registered:
-                continue
+        for index, user, agent in self._eligible(queue):
             key = (penalties.get(user, 0), agent.idle_since, index)
             if best_any is None or key < best_any:
                 best_any = key
@@ -854,23 +850,25 @@ class Acd:
         penalty, idle_since, index = best
         user = queue.members[index]
         return Candidate(user, index, penalty, idle_since,
-                         agents[user].calls_taken.get(queue.name, 0))
+                         self._agents[user].calls_taken.get(queue.name, 0))
 
     def _candidates(self, queue: QueueRuntime) -> list[Candidate]:
-        # Runs over every member at each offer: names bound once, penalties read directly.
-        found: list[Candidate] = []
-        ready, agents, registered = self._ready, self._agents, self._registered
         penalties = queue.settings.penalties
         name = queue.name
+        return [Candidate(user, index, penalties.get(user, 0), agent.idle_since,
+                          agent.calls_taken.get(name, 0))
+                for index, user, agent in self._eligible(queue)]
+
+    def _eligible(self, queue: QueueRuntime) -> Iterator[tuple[int, str, Agent]]:
+        """(member order, user, agent) of each ready member whose device is registered.
+
+        Runs over every member at each offer: names bound once."""
+        ready, agents, registered = self._ready, self._agents, self._registered
         for index, user in enumerate(queue.members):
-            if user not in ready:
-                continue
-            agent = agents[user]
-            if agent.device not in registered:
-                continue
-            found.append(Candidate(user, index, penalties.get(user, 0), agent.idle_since,
-                                   agent.calls_taken.get(name, 0)))
-        return found
+            if user in ready:
+                agent = agents[user]
+                if agent.device in registered:
+                    yield index, user, agent
 
     def _offer(
         self, caller: Caller, queue: QueueRuntime, chosen: list[Candidate], now: float,

@@ -59,64 +59,27 @@ class LegStats:
 class _Route:
     """One direction of a bridge: packets received on `source` go out on `target`."""
 
-    __slots__ = ("target", "out", "endpoint", "packets", "audio_pt", "dtmf_pt", "table")
+    __slots__ = ("target", "out", "send", "packets", "audio_pt", "dtmf_pt", "table")
 
     def __init__(self, source: Leg, target: Leg) -> None:
         if source.format is None or target.format is None:
             raise ValueError("configure both legs (format and peer) before bridging them")
         self.target = target
         self.out = target.out
-        self.endpoint = target.endpoint
+        self.send = target.endpoint.send
         self.packets = source.endpoint.packets
         self.audio_pt = target.format.payload_type
         self.dtmf_pt = target.format.dtmf_payload_type
         self.table = transcode_table(source.format.codec, target.format.codec)
 
-    def relay_audio(self, buf: bytearray, length: int, seq: int, ts: int, ssrc: int,
-                    now: float) -> None:
-        """Rewrite the header in place (and transcode the payload), then send.
-
-        Leg._on_packet does the common case itself (same codec, same source)."""
-        out = self.out
-        if ssrc != out.feed:
-            if out.held:
-                return  # Injected DTMF is playing on the target.
-            out.follow(seq, ts, ssrc, now)
-            marker = 0x80  # A new source: let the phone's jitter buffer resynchronise.
-        else:
-            marker = buf[1] & 0x80
-        # Inline OutboundStream.map_relayed: this runs for every relayed packet.
-        seq = (seq + out.seq_offset) & SEQ_MASK
-        ts = (ts + out.ts_offset) & TS_MASK
-        if (seq - out.seq) & SEQ_MASK < HALF_SEQ:
-            out.seq = seq
-        if (ts - out.ts) & TS_MASK < HALF_TS:
-            out.ts = ts
-            out.time = now
-        _REWRITE.pack_into(buf, 1, marker | self.audio_pt, seq, ts, out.ssrc)
+    def transcode(self, buf: bytearray, length: int) -> None:
+        """Translate the payload in place to the target's codec."""
         table = self.table
-        if table is not None:
-            if buf[0] == 0x80:
-                buf[12:length] = buf[12:length].translate(table)
-            else:
-                start, end = payload_bounds(buf, length)
-                buf[start:end] = buf[start:end].translate(table)
-        self.send(self.packets[length])
-
-    def send(self, packet: memoryview) -> None:
-        """Send to the target's phone, on its connected socket directly when it has one
-        (counted as RtpEndpoint.send would), else through RtpEndpoint.send."""
-        endpoint = self.endpoint
-        send = endpoint.connected_send
-        if send is None:
-            endpoint.send(packet)
-            return
-        try:
-            send(packet)
-        except OSError as exc:
-            endpoint.send_failed(exc)
-            return
-        endpoint.sent += 1
+        if buf[0] == 0x80:
+            buf[12:length] = buf[12:length].translate(table)
+        else:
+            start, end = payload_bounds(buf, length)
+            buf[start:end] = buf[start:end].translate(table)
 
     def relay_event(self, buf: bytearray, length: int, seq: int, ts: int, ssrc: int,
                     now: float) -> None:
@@ -291,11 +254,14 @@ class Leg:
                     self.tap(buf, length)
                 return
             out = route.out
-            if ssrc != out.feed or route.table is not None:
-                route.relay_audio(buf, length, seq, ts, ssrc, now)
-                return
-            # The common case, inlined from _Route.relay_audio (same codec, same source):
-            # this runs for every relayed packet.
+            if ssrc == out.feed:
+                marker = marker_pt & 0x80
+            elif out.held:
+                return  # Injected DTMF is playing on the target.
+            else:
+                out.follow(seq, ts, ssrc, now)
+                marker = 0x80  # A new source: let the phone's jitter buffer resynchronise.
+            # Inline OutboundStream.map_relayed: this runs for every relayed packet.
             seq = (seq + out.seq_offset) & SEQ_MASK
             ts = (ts + out.ts_offset) & TS_MASK
             if (seq - out.seq) & SEQ_MASK < HALF_SEQ:
@@ -303,18 +269,10 @@ class Leg:
             if (ts - out.ts) & TS_MASK < HALF_TS:
                 out.ts = ts
                 out.time = now
-            _rewrite(buf, 1, marker_pt & 0x80 | route.audio_pt, seq, ts, out.ssrc)
-            endpoint = route.endpoint
-            send = endpoint.connected_send
-            if send is None:
-                endpoint.send(route.packets[length])
-                return
-            try:
-                send(route.packets[length])
-            except OSError as exc:
-                endpoint.send_failed(exc)
-                return
-            endpoint.sent += 1
+            _rewrite(buf, 1, marker | route.audio_pt, seq, ts, out.ssrc)
+            if route.table is not None:
+                route.transcode(buf, length)
+            route.send(route.packets[length])
         elif pt == self._dtmf_pt:
             if self.rx.update_sequence(seq, ssrc):
                 self._on_event(buf, length, seq, ts, ssrc, now)

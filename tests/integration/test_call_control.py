@@ -12,11 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -24,88 +21,36 @@ import pytest
 from baresip_runner import Baresip
 from baresip_runner import available as baresip_available
 from baresip_runner import config_text as baresip_config
-from cms_process import (
-    DESK,
-    CmsProcess,
-    config_text,
-    user_extension,
-    user_name,
-    user_password,
+from call_setups import (
+    AGENT1_HZ,
+    AGENT2_HZ,
+    CALLER_HZ,
+    agent_api,
+    answered,
+    answering,
+    assert_hears,
+    consult_in_progress,
+    customer,
+    heard,
+    queue_call,
+    run,
+    setup,
+    three_agents,  # noqa: F401 (the `cms` fixture)
+    until,
 )
-from cti_client import SUPERVISOR, Api, serve_with_supervisor
+from cms_process import DESK, CmsProcess, user_extension, user_name, user_password
+from cti_client import SUPERVISOR, Api
 from sipp_runner import SIPP, free_media_port, start_sipp
 
 from cms.media.sources import ToneSource
 from cms.sip.message import Headers
 from scripts.sip_ua import AnswerPolicy, Call, UserAgent
-from scripts.ua_media import CallMedia, dominant_frequency, level_dbfs
+from scripts.ua_media import dominant_frequency, level_dbfs
 
 pytestmark = pytest.mark.integration
 
-TIMEOUT = aiohttp.ClientTimeout(total=15)
-CALLER_HZ = 440.0
-AGENT1_HZ = 1000.0
-AGENT2_HZ = 1600.0
-T = TypeVar("T")
 
-
-# --------------------------------------------------------------------------- fixtures, helpers
-
-
-@pytest.fixture
-def cms(tmp_path: Path) -> Iterator[CmsProcess]:
-    """A CMS with agent0001..agent0003 (auto_logon, queue sales = 600) and supervisor boss."""
-    with serve_with_supervisor(tmp_path, config_text(users=3, ring_timeout=20)) as server:
-        yield server
-
-
-def run(cms: CmsProcess, scenario: Callable[[], Awaitable[T]]) -> T:
-    """Run one async scenario; on failure print the end of the CMS log."""
-    try:
-        return asyncio.run(scenario())  # type: ignore[arg-type]
-    except BaseException:
-        print(f"--- cms log:\n{cms.log_text()[-15000:]}")
-        raise
-
-
-@asynccontextmanager
-async def setup(cms: CmsProcess, *agents: tuple[int, AnswerPolicy | None]
-                ) -> AsyncIterator[tuple[aiohttp.ClientSession, list[UserAgent]]]:
-    """Registered agent phones (logged on, ready) and an HTTP session."""
-    async with AsyncExitStack() as stack:
-        session = await stack.enter_async_context(aiohttp.ClientSession(timeout=TIMEOUT))
-        boss = await Api(cms, session).login(*SUPERVISOR)
-        phones = []
-        for index, policy in agents:
-            name = user_name(index)
-            ua = UserAgent(cms.sip_address, user=name, answer=policy,
-                           password=user_password(name))
-            await ua.start()
-            stack.push_async_callback(ua.close)
-            assert await ua.register() == 200
-            await boss.wait_event("agent.state_changed", user=name, state="ready")
-            phones.append(ua)
-        yield session, phones
-
-
-@asynccontextmanager
-async def customer(cms: CmsProcess) -> AsyncIterator[UserAgent]:
-    """The caller's phone (not registered), closed afterwards."""
-    caller = UserAgent(cms.sip_address, user="customer")
-    await caller.start()
-    try:
-        yield caller
-    finally:
-        await caller.close()
-
-
-def answering(tone: float, ring_for: float | None = 0.0) -> AnswerPolicy:
-    return AnswerPolicy(ring_for=ring_for, source=lambda: ToneSource(tone))
-
-
-async def agent_api(cms: CmsProcess, session: aiohttp.ClientSession, index: int) -> Api:
-    name = user_name(index)
-    return await Api(cms, session).login(name, user_password(name))
+# --------------------------------------------------------------------------- helpers
 
 
 def tone_strength(samples: np.ndarray, frequency: float) -> float:
@@ -114,37 +59,6 @@ def tone_strength(samples: np.ndarray, frequency: float) -> float:
     bins = np.fft.rfftfreq(samples.size, 1 / 8000)
     near = spectrum[np.abs(bins - frequency) <= 15]
     return float(20 * np.log10(near.max() / (np.median(spectrum) + 1e-9)))
-
-
-async def heard(media: CallMedia, seconds: float = 0.8) -> np.ndarray:
-    """What a phone hears over the next `seconds`."""
-    since = time.monotonic()
-    await asyncio.sleep(seconds)
-    return media.samples(since=since)
-
-
-async def assert_hears(media: CallMedia, frequency: float) -> None:
-    audio = await heard(media)
-    assert audio.size >= 4000, f"only {audio.size} samples heard"
-    assert dominant_frequency(audio) == pytest.approx(frequency, abs=20)
-    assert level_dbfs(audio) > -25
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
-
-
-async def queue_call(caller: UserAgent, agent: UserAgent) -> tuple[Call, Call]:
-    """A caller's call into queue 600 answered by `agent`: (caller's, agent's)."""
-    call = await caller.call("600", ToneSource(CALLER_HZ))
-    assert call.status == 200, call.reason
-    incoming = await agent.next_incoming(8)
-    await asyncio.wait_for(incoming.answered.wait(), 8)
-    return call, incoming
 
 
 async def offered(cms: CmsProcess, session: aiohttp.ClientSession, caller: UserAgent,
@@ -252,9 +166,7 @@ def test_hold_plays_music_retrieve_rebridges_dtmf_reaches_caller_and_blind_trans
         async with setup(cms, (1, answering(AGENT1_HZ)), (2, answering(AGENT2_HZ))) as (
                 session, (phone1, phone2)):
             async with customer(cms) as caller:
-                call, agent_side = await queue_call(caller, phone1)
-                api = await agent_api(cms, session, 1)
-                (view,) = (await api.ok("GET", "/calls"))["calls"]
+                call, agent_side, api, view = await answered(cms, session, caller, phone1)
                 await assert_hears(call.media, AGENT1_HZ)
                 # The phone's own hold (re-INVITE sendonly) is a call event too.
                 await agent_side.reinvite("sendonly")
@@ -319,9 +231,7 @@ def test_blind_transfer_to_the_queue_reaches_another_agent(cms: CmsProcess) -> N
         async with setup(cms, (1, answering(AGENT1_HZ)), (2, answering(AGENT2_HZ))) as (
                 session, (phone1, phone2)):
             async with customer(cms) as caller:
-                call, agent_side = await queue_call(caller, phone1)
-                api = await agent_api(cms, session, 1)
-                (view,) = (await api.ok("GET", "/calls"))["calls"]
+                call, agent_side, api, view = await answered(cms, session, caller, phone1)
                 moved = await api.ok("POST", f"/calls/{view['id']}/transfer",
                                      {"to": "600", "mode": "blind"})
                 assert moved["queue"] == "sales"
@@ -406,38 +316,18 @@ def test_a_baresip_agent_transfers_by_refer_and_the_caller_reaches_the_target(
 # --------------------------------------------------------------------------- consult, complete
 
 
-async def consulted(cms: CmsProcess, session: aiohttp.ClientSession, phone1: UserAgent,
-                    phone2: UserAgent, caller: UserAgent
-                    ) -> tuple[Api, str, str, Call, Call, Call]:
-    """Caller ↔ agent1, then agent1 consults agent2 (answered): ids and the three calls."""
-    call, agent_side = await queue_call(caller, phone1)
-    api = await agent_api(cms, session, 1)
-    (view,) = (await api.ok("GET", "/calls"))["calls"]
-    consult = await api.ok("POST", f"/calls/{view['id']}/consult", {"to": user_name(2)})
-    assert consult["kind"] == "consult" and consult["related"] == view["id"]
-    target = await phone2.next_incoming(5)
-    await asyncio.wait_for(target.answered.wait(), 5)
-    await assert_hears(agent_side.media, AGENT2_HZ)  # agent1 talks to agent2 ...
-    music = await heard(call.media)  # ... while the caller hears hold music
-    assert dominant_frequency(music) != pytest.approx(AGENT1_HZ, abs=30)
-    return api, view["id"], consult["id"], call, agent_side, target
-
-
 def test_consult_then_complete_as_transfer_joins_caller_and_consulted(cms: CmsProcess) -> None:
     async def scenario() -> None:
-        async with setup(cms, (1, answering(AGENT1_HZ)), (2, answering(AGENT2_HZ))) as (
-                session, (phone1, phone2)):
-            async with customer(cms) as caller:
-                api, call_id, consult_id, call, agent_side, target = await consulted(
-                    cms, session, phone1, phone2, caller)
-                await api.ok("POST", f"/calls/{call_id}/complete",
-                             {"consult_id": consult_id, "as": "transfer"})
-                await asyncio.wait_for(agent_side.ended.wait(), 5)
-                await assert_hears(call.media, AGENT2_HZ)
-                await assert_hears(target.media, CALLER_HZ)
-                await api.wait_event("call.transferred", call_id=call_id, mode="consult")
-                await call.hang_up()
-                await asyncio.wait_for(target.ended.wait(), 5)
+        async with consult_in_progress(cms) as (
+                _session, (api, call_id, consult_id, call, agent_side, target)):
+            await api.ok("POST", f"/calls/{call_id}/complete",
+                         {"consult_id": consult_id, "as": "transfer"})
+            await asyncio.wait_for(agent_side.ended.wait(), 5)
+            await assert_hears(call.media, AGENT2_HZ)
+            await assert_hears(target.media, CALLER_HZ)
+            await api.wait_event("call.transferred", call_id=call_id, mode="consult")
+            await call.hang_up()
+            await asyncio.wait_for(target.ended.wait(), 5)
 
     run(cms, scenario)
 
@@ -445,33 +335,30 @@ def test_consult_then_complete_as_transfer_joins_caller_and_consulted(cms: CmsPr
 def test_consult_then_complete_as_conference_lets_each_hear_the_other_two(
         cms: CmsProcess) -> None:
     async def scenario() -> None:
-        async with setup(cms, (1, answering(AGENT1_HZ)), (2, answering(AGENT2_HZ))) as (
-                session, (phone1, phone2)):
-            async with customer(cms) as caller:
-                api, call_id, consult_id, call, agent_side, target = await consulted(
-                    cms, session, phone1, phone2, caller)
-                done = await api.ok("POST", f"/calls/{call_id}/complete",
-                                    {"consult_id": consult_id, "as": "conference"})
-                assert len(done["parties"]) == 3
-                await asyncio.sleep(0.3)
-                for media, hears, not_own in ((call.media, (AGENT1_HZ, AGENT2_HZ), CALLER_HZ),
-                                              (agent_side.media, (CALLER_HZ, AGENT2_HZ),
-                                               AGENT1_HZ),
-                                              (target.media, (CALLER_HZ, AGENT1_HZ),
-                                               AGENT2_HZ)):
-                    audio = await heard(media, 0.6)
-                    others = [tone_strength(audio, frequency) for frequency in hears]
-                    assert min(others) > 40
-                    # Not its own voice back (G.711 intermodulation of the others stays far
-                    # below them; its own voice mixed in would be as strong as they are).
-                    assert tone_strength(audio, not_own) < min(others) - 30
-                await api.wait_event("call.conferenced", call_id=call_id)
-                # Agent 2 leaves: caller and agent 1 keep talking, bridged again.
-                await target.hang_up()
-                await assert_hears(call.media, AGENT1_HZ)
-                await assert_hears(agent_side.media, CALLER_HZ)
-                await call.hang_up()
-                await asyncio.wait_for(agent_side.ended.wait(), 5)
+        async with consult_in_progress(cms) as (
+                _session, (api, call_id, consult_id, call, agent_side, target)):
+            done = await api.ok("POST", f"/calls/{call_id}/complete",
+                                {"consult_id": consult_id, "as": "conference"})
+            assert len(done["parties"]) == 3
+            await asyncio.sleep(0.3)
+            for media, hears, not_own in ((call.media, (AGENT1_HZ, AGENT2_HZ), CALLER_HZ),
+                                          (agent_side.media, (CALLER_HZ, AGENT2_HZ),
+                                           AGENT1_HZ),
+                                          (target.media, (CALLER_HZ, AGENT1_HZ),
+                                           AGENT2_HZ)):
+                audio = await heard(media, 0.6)
+                others = [tone_strength(audio, frequency) for frequency in hears]
+                assert min(others) > 40
+                # Not its own voice back (G.711 intermodulation of the others stays far
+                # below them; its own voice mixed in would be as strong as they are).
+                assert tone_strength(audio, not_own) < min(others) - 30
+            await api.wait_event("call.conferenced", call_id=call_id)
+            # Agent 2 leaves: caller and agent 1 keep talking, bridged again.
+            await target.hang_up()
+            await assert_hears(call.media, AGENT1_HZ)
+            await assert_hears(agent_side.media, CALLER_HZ)
+            await call.hang_up()
+            await asyncio.wait_for(agent_side.ended.wait(), 5)
 
     run(cms, scenario)
 
@@ -482,9 +369,7 @@ def test_a_refused_consult_leaves_the_caller_held_until_retrieved(cms: CmsProces
         async with setup(cms, (1, answering(AGENT1_HZ)), (2, busy)) as (
                 session, (phone1, _phone2)):
             async with customer(cms) as caller:
-                call, agent_side = await queue_call(caller, phone1)
-                api = await agent_api(cms, session, 1)
-                (view,) = (await api.ok("GET", "/calls"))["calls"]
+                call, agent_side, api, view = await answered(cms, session, caller, phone1)
                 consult = await api.ok("POST", f"/calls/{view['id']}/consult",
                                        {"to": user_name(2)})
                 await api.wait_event("call.ended", call_id=consult["id"], outcome="busy")

@@ -10,62 +10,49 @@ not the agent's conversation with the consulted party. Who hears whom is judged 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from cms_process import CmsProcess, config_text, user_name
-from cti_client import SUPERVISOR, Api, serve_with_supervisor
-from test_call_control import (
+from call_setups import (
     AGENT1_HZ,
     AGENT2_HZ,
     CALLER_HZ,
-    agent_api,
+    answered,
     answering,
     assert_hears,
-    consulted,
+    consult_in_progress,
     customer,
     heard,
-    queue_call,
     run,
     setup,
+    three_agents,  # noqa: F401 (the `cms` fixture)
 )
+from cms_process import CmsProcess, user_name
+from cti_client import SUPERVISOR, Api
 
 from scripts.ua_media import dominant_frequency, level_dbfs
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def cms(tmp_path: Path) -> Iterator[CmsProcess]:
-    """A CMS with agent0001..agent0003 (auto_logon, queue sales = 600) and supervisor boss."""
-    with serve_with_supervisor(tmp_path, config_text(users=3, ring_timeout=20)) as server:
-        yield server
-
-
 def test_agent_hanging_up_an_answered_consult_transfers_the_caller(cms: CmsProcess) -> None:
     async def scenario() -> None:
-        async with setup(cms, (1, answering(AGENT1_HZ)), (2, answering(AGENT2_HZ))) as (
-                session, (phone1, phone2)):
-            async with customer(cms) as caller:
-                api, call_id, consult_id, call, agent_side, target = await consulted(
-                    cms, session, phone1, phone2, caller)
+        async with consult_in_progress(cms) as (
+                session, (api, call_id, consult_id, call, agent_side, target)):
+            assert await agent_side.hang_up() == 200
 
-                assert await agent_side.hang_up() == 200
-
-                await assert_hears(call.media, AGENT2_HZ)
-                await assert_hears(target.media, CALLER_HZ)
-                moved = await api.wait_event("call.transferred", call_id=call_id)
-                assert (moved["mode"], moved["reason"], moved["consult_id"]) == (
-                    "consult", "agent_hangup", consult_id)
-                await api.wait_event("call.ended", call_id=consult_id, outcome="completed")
-                boss = await Api(cms, session).login(*SUPERVISOR)
-                view = await boss.ok("GET", f"/calls/{call_id}")
-                assert view["agent"] == user_name(2) and view["state"] == "connected"
-                assert not call.ended.is_set() and not target.ended.is_set()
-                await call.hang_up()
-                await asyncio.wait_for(target.ended.wait(), 5)
-                await boss.wait_event("call.ended", call_id=call_id, agent=user_name(2))
+            await assert_hears(call.media, AGENT2_HZ)
+            await assert_hears(target.media, CALLER_HZ)
+            moved = await api.wait_event("call.transferred", call_id=call_id)
+            assert (moved["mode"], moved["reason"], moved["consult_id"]) == (
+                "consult", "agent_hangup", consult_id)
+            await api.wait_event("call.ended", call_id=consult_id, outcome="completed")
+            boss = await Api(cms, session).login(*SUPERVISOR)
+            view = await boss.ok("GET", f"/calls/{call_id}")
+            assert view["agent"] == user_name(2) and view["state"] == "connected"
+            assert not call.ended.is_set() and not target.ended.is_set()
+            await call.hang_up()
+            await asyncio.wait_for(target.ended.wait(), 5)
+            await boss.wait_event("call.ended", call_id=call_id, agent=user_name(2))
 
     run(cms, scenario)
 
@@ -75,9 +62,7 @@ def test_agent_hanging_up_a_ringing_consult_sends_the_caller_there(cms: CmsProce
         async with setup(cms, (1, answering(AGENT1_HZ)),
                          (2, answering(AGENT2_HZ, ring_for=1.5))) as (session, (phone1, phone2)):
             async with customer(cms) as caller:
-                call, agent_side = await queue_call(caller, phone1)
-                api = await agent_api(cms, session, 1)
-                (view,) = (await api.ok("GET", "/calls"))["calls"]
+                call, agent_side, api, view = await answered(cms, session, caller, phone1)
                 consult = await api.ok("POST", f"/calls/{view['id']}/consult",
                                        {"to": user_name(2)})
                 ringing = await phone2.next_incoming(5)  # rings 1.5 s before answering
@@ -105,26 +90,22 @@ def test_agent_hanging_up_a_ringing_consult_sends_the_caller_there(cms: CmsProce
 def test_consulted_party_hanging_up_leaves_the_caller_held_for_the_agent(
         cms: CmsProcess) -> None:
     async def scenario() -> None:
-        async with setup(cms, (1, answering(AGENT1_HZ)), (2, answering(AGENT2_HZ))) as (
-                session, (phone1, phone2)):
-            async with customer(cms) as caller:
-                api, call_id, consult_id, call, agent_side, target = await consulted(
-                    cms, session, phone1, phone2, caller)
+        async with consult_in_progress(cms) as (
+                _session, (api, call_id, consult_id, call, agent_side, target)):
+            assert await target.hang_up() == 200
 
-                assert await target.hang_up() == 200
-
-                await api.wait_event("call.ended", call_id=consult_id)
-                music = await heard(call.media)  # still held: music, not the agent
-                assert dominant_frequency(music) != pytest.approx(AGENT1_HZ, abs=30)
-                assert level_dbfs(music) > -40
-                assert not agent_side.ended.is_set() and not call.ended.is_set()
-                view = await api.ok("GET", f"/calls/{call_id}")
-                assert view["state"] == "held" and not view["related"]
-                await api.ok("POST", f"/calls/{call_id}/retrieve")
-                await assert_hears(call.media, AGENT1_HZ)
-                await assert_hears(agent_side.media, CALLER_HZ)
-                await call.hang_up()
-                await asyncio.wait_for(agent_side.ended.wait(), 5)
+            await api.wait_event("call.ended", call_id=consult_id)
+            music = await heard(call.media)  # still held: music, not the agent
+            assert dominant_frequency(music) != pytest.approx(AGENT1_HZ, abs=30)
+            assert level_dbfs(music) > -40
+            assert not agent_side.ended.is_set() and not call.ended.is_set()
+            view = await api.ok("GET", f"/calls/{call_id}")
+            assert view["state"] == "held" and not view["related"]
+            await api.ok("POST", f"/calls/{call_id}/retrieve")
+            await assert_hears(call.media, AGENT1_HZ)
+            await assert_hears(agent_side.media, CALLER_HZ)
+            await call.hang_up()
+            await asyncio.wait_for(agent_side.ended.wait(), 5)
 
     run(cms, scenario)
 
@@ -132,27 +113,23 @@ def test_consulted_party_hanging_up_leaves_the_caller_held_for_the_agent(
 def test_held_caller_hanging_up_leaves_agent_and_consulted_party_talking(
         cms: CmsProcess) -> None:
     async def scenario() -> None:
-        async with setup(cms, (1, answering(AGENT1_HZ)), (2, answering(AGENT2_HZ))) as (
-                session, (phone1, phone2)):
-            async with customer(cms) as caller:
-                api, call_id, consult_id, call, agent_side, target = await consulted(
-                    cms, session, phone1, phone2, caller)
+        async with consult_in_progress(cms) as (
+                _session, (api, call_id, consult_id, call, agent_side, target)):
+            assert await call.hang_up() == 200
 
-                assert await call.hang_up() == 200
-
-                await api.wait_event("call.ended", call_id=call_id, outcome="caller_hangup")
-                await assert_hears(agent_side.media, AGENT2_HZ)
-                await assert_hears(target.media, AGENT1_HZ)
-                assert not agent_side.ended.is_set() and not target.ended.is_set()
-                view = await api.ok("GET", f"/calls/{consult_id}")
-                assert view["state"] == "connected" and not view["related"]
-                states = [e["state"] for e in await api.all_events()
-                          if e["type"] == "agent.state_changed" and e["user"] == user_name(1)]
-                assert states[-1] == "on_call"  # still busy: no wrap-up yet
-                assert await agent_side.hang_up() == 200
-                await asyncio.wait_for(target.ended.wait(), 5)
-                await api.wait_event("call.ended", call_id=consult_id)
-                await api.wait_event("agent.state_changed", user=user_name(1),
-                                     state="wrap_up")
+            await api.wait_event("call.ended", call_id=call_id, outcome="caller_hangup")
+            await assert_hears(agent_side.media, AGENT2_HZ)
+            await assert_hears(target.media, AGENT1_HZ)
+            assert not agent_side.ended.is_set() and not target.ended.is_set()
+            view = await api.ok("GET", f"/calls/{consult_id}")
+            assert view["state"] == "connected" and not view["related"]
+            states = [e["state"] for e in await api.all_events()
+                      if e["type"] == "agent.state_changed" and e["user"] == user_name(1)]
+            assert states[-1] == "on_call"  # still busy: no wrap-up yet
+            assert await agent_side.hang_up() == 200
+            await asyncio.wait_for(target.ended.wait(), 5)
+            await api.wait_event("call.ended", call_id=consult_id)
+            await api.wait_event("agent.state_changed", user=user_name(1),
+                                 state="wrap_up")
 
     run(cms, scenario)

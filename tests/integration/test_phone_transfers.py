@@ -10,83 +10,34 @@ phone's dialog with the CMS, which the CMS must resolve itself.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from urllib.parse import quote
 
 import pytest
-from cms_process import CmsProcess, config_text, user_extension, user_name
-from cti_client import SUPERVISOR, Api, serve_with_supervisor
-from test_call_control import (
+from call_setups import (
     AGENT1_HZ,
     AGENT2_HZ,
     CALLER_HZ,
     answering,
     assert_hears,
     customer,
+    early_replaces_of,
+    phone_consult,
+    phone_consult_ringing,
     queue_call,
+    record_notifies,
+    refer_with_replaces,
+    replaces_of,
     run,
     setup,
+    three_agents,  # noqa: F401 (the `cms` fixture)
+    until,
 )
+from cms_process import CmsProcess, user_extension, user_name
+from cti_client import SUPERVISOR, Api
 
 from cms.media.sources import ToneSource
-from cms.sip.message import Headers, Request
-from cms.sip.responses import make_response
-from cms.sip.transaction import ServerTransaction
-from scripts.sip_ua import Call, UserAgent
+from cms.sip.message import Headers
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def cms(tmp_path: Path) -> Iterator[CmsProcess]:
-    """A CMS with agent0001..agent0003 (auto_logon, queue sales = 600) and supervisor boss."""
-    with serve_with_supervisor(tmp_path, config_text(users=3, ring_timeout=20)) as server:
-        yield server
-
-
-def record_notifies(call: Call) -> list[str]:
-    """Answer NOTIFYs in `call`'s dialog with 200 (the UA says 501) and keep their sipfrags."""
-    bodies: list[str] = []
-    plain: Callable[[ServerTransaction | None, Request], None] = call._in_dialog
-
-    def handle(tx: ServerTransaction | None, request: Request) -> None:
-        if (tx is not None and request.method == "NOTIFY" and call.dialog is not None
-                and call.dialog.receive_request(request)):
-            assert request.headers.first("event") == "refer"
-            bodies.append(request.body.decode().strip())
-            call.ua.respond(tx, make_response(request, 200))
-            return
-        plain(tx, request)
-
-    call._in_dialog = handle  # type: ignore[method-assign]
-    return bodies
-
-
-def replaces_of(call: Call) -> str:
-    """The Replaces value naming `call`'s dialog as the CMS (its other end) sees it."""
-    assert call.dialog is not None
-    return (f"{call.dialog.call_id};to-tag={call.dialog.remote_tag}"
-            f";from-tag={call.dialog.local_tag}")
-
-
-async def refer(phone: UserAgent, call: Call, refer_to: str) -> int:
-    """REFER in `call`'s dialog; the final status."""
-    assert call.dialog is not None
-    extra = Headers()
-    extra["refer-to"] = [refer_to]
-    extra["referred-by"] = [f"<sip:{phone.user}@cms.test>"]
-    request = call.dialog.new_request("REFER", phone.sent_by, "UDP", extra)
-    response = await phone.request(request, call.remote)
-    assert response is not None
-    return response.status
-
-
-async def until_true(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 @pytest.mark.parametrize("refer_in", ["held call", "consult call"])
@@ -102,10 +53,7 @@ def test_refer_with_replaces_joins_the_held_caller_with_the_consulted_phone(
                 # The agent's phone holds the caller and calls agent 2 through the CMS.
                 await first.reinvite("sendonly")
                 await boss.wait_event("call.held", call_id=original["id"], by="agent")
-                second = await phone1.call(user_extension(2), answering(AGENT1_HZ).source())
-                assert second.status == 200, second.reason
-                target = await phone2.next_incoming(5)
-                await asyncio.wait_for(target.answered.wait(), 5)
+                second, target = await phone_consult(phone1, phone2)
                 await assert_hears(second.media, AGENT2_HZ)
                 (consult,) = [c for c in (await boss.ok("GET", "/calls"))["calls"]
                               if c["id"] != original["id"]]
@@ -114,8 +62,7 @@ def test_refer_with_replaces_joins_the_held_caller_with_the_consulted_phone(
                     second, first)
                 notifies = record_notifies(refer_dialog)
 
-                status = await refer(phone1, refer_dialog, f"<sip:{user_extension(2)}@cms.test"
-                                     f"?Replaces={quote(replaces_of(replaced), safe='')}>")
+                status = await refer_with_replaces(phone1, refer_dialog, replaces_of(replaced))
 
                 assert status == 202
                 await asyncio.wait_for(first.ended.wait(), 5)  # the CMS hangs up both
@@ -155,15 +102,10 @@ def test_refer_with_replaces_of_a_call_still_ringing_sends_the_caller_there(
                 call, first = await queue_call(caller, phone1)
                 (original,) = (await boss.ok("GET", "/calls"))["calls"]
                 await first.reinvite("sendonly")
-                second = await phone1.call(user_extension(2), wait=False)
-                ringing = await phone2.next_incoming(5)
-                await asyncio.wait_for(second.ringing.wait(), 5)
+                second, ringing = await phone_consult_ringing(phone1, phone2)
                 notifies = record_notifies(first)
-                # The CMS's early To tag is not known to match; Call-ID and From tag are.
-                early = f"{second.call_id};to-tag=early;from-tag={second.local_tag}"
 
-                status = await refer(phone1, first, f"<sip:{user_extension(2)}@cms.test"
-                                     f"?Replaces={quote(early, safe='')}>")
+                status = await refer_with_replaces(phone1, first, early_replaces_of(second))
 
                 assert status == 202
                 await asyncio.wait_for(first.ended.wait(), 5)
@@ -195,13 +137,12 @@ def test_refer_with_replaces_of_an_unknown_dialog_fails_and_keeps_the_call(
                 call, first = await queue_call(caller, phone1)
                 await first.reinvite("sendonly")
                 notifies = record_notifies(first)
-                bogus = quote("no-such-call@x;to-tag=a1;from-tag=b2", safe="")
 
-                status = await refer(phone1, first,
-                                     f"<sip:{user_extension(2)}@cms.test?Replaces={bogus}>")
+                status = await refer_with_replaces(phone1, first,
+                                                   "no-such-call@x;to-tag=a1;from-tag=b2")
 
                 assert status == 202
-                await until_true(lambda: len(notifies) == 2)
+                await until(lambda: len(notifies) == 2)
                 assert notifies == ["SIP/2.0 100 Trying",
                                     "SIP/2.0 481 Call/Transaction Does Not Exist"]
                 await asyncio.sleep(0.3)
@@ -225,13 +166,11 @@ def test_refer_with_replaces_of_another_phones_call_is_forbidden(cms: CmsProcess
                 assert theirs.status == 200
                 their_side = await phone2.next_incoming(5)
                 notifies = record_notifies(first)
-                named = quote(replaces_of(their_side), safe="")
 
-                status = await refer(phone1, first,
-                                     f"<sip:{user_extension(2)}@cms.test?Replaces={named}>")
+                status = await refer_with_replaces(phone1, first, replaces_of(their_side))
 
                 assert status == 202
-                await until_true(lambda: len(notifies) == 2)
+                await until(lambda: len(notifies) == 2)
                 assert notifies == ["SIP/2.0 100 Trying", "SIP/2.0 403 Forbidden"]
                 await asyncio.sleep(0.3)
                 assert not any(c.ended.is_set() for c in (call, first, theirs, their_side))

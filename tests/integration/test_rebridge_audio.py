@@ -14,27 +14,27 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from pathlib import Path
-from urllib.parse import quote
 
 import pytest
-from cms_process import CmsProcess, config_text, user_extension
-from cti_client import serve_with_supervisor
-from test_call_control import (
+from call_setups import (
     AGENT1_HZ,
     AGENT2_HZ,
     CALLER_HZ,
-    agent_api,
+    answered,
     answering,
-    consulted,
+    consult_in_progress,
     customer,
+    early_replaces_of,
     heard,
+    phone_consult_ringing,
     queue_call,
+    record_notifies,
+    refer_with_replaces,
     run,
     setup,
+    three_agents,  # noqa: F401 (the `cms` fixture)
 )
-from test_phone_transfers import record_notifies, refer
+from cms_process import CmsProcess
 
 from scripts.ua_media import CallMedia, dominant_frequency, level_dbfs
 
@@ -42,13 +42,6 @@ pytestmark = pytest.mark.integration
 
 MAX_GAP = 0.3  # seconds; relaying starts with the next packet (~20 ms), 300 ms is a clear fault
 LISTEN = 1.0  # seconds of audio recorded after the re-bridge before judging
-
-
-@pytest.fixture
-def cms(tmp_path: Path) -> Iterator[CmsProcess]:
-    """A CMS with agent0001..agent0003 (auto_logon, queue sales = 600) and supervisor boss."""
-    with serve_with_supervisor(tmp_path, config_text(users=3, ring_timeout=20)) as server:
-        yield server
 
 
 def first_heard(media: CallMedia, frequency: float, since: float) -> float | None:
@@ -74,9 +67,7 @@ def test_cti_retrieve_rebridges_both_parties_at_once(cms: CmsProcess) -> None:
     async def scenario() -> None:
         async with setup(cms, (1, answering(AGENT1_HZ))) as (session, (phone1,)):
             async with customer(cms) as caller:
-                call, agent_side = await queue_call(caller, phone1)
-                api = await agent_api(cms, session, 1)
-                (view,) = (await api.ok("GET", "/calls"))["calls"]
+                call, agent_side, api, view = await answered(cms, session, caller, phone1)
                 await api.ok("POST", f"/calls/{view['id']}/hold")
                 await heard(call.media, 1.0)  # hold music for a while
 
@@ -94,20 +85,16 @@ def test_cti_retrieve_rebridges_both_parties_at_once(cms: CmsProcess) -> None:
 def test_consult_completed_as_transfer_rebridges_both_parties_at_once(
         cms: CmsProcess) -> None:
     async def scenario() -> None:
-        async with setup(cms, (1, answering(AGENT1_HZ)), (2, answering(AGENT2_HZ))) as (
-                session, (phone1, phone2)):
-            async with customer(cms) as caller:
-                api, call_id, consult_id, call, _agent_side, target = await consulted(
-                    cms, session, phone1, phone2, caller)
+        async with consult_in_progress(cms) as (
+                _session, (api, call_id, consult_id, call, _agent_side, target)):
+            since = time.monotonic()
+            await api.ok("POST", f"/calls/{call_id}/complete",
+                         {"consult_id": consult_id, "as": "transfer"})
+            await asyncio.sleep(LISTEN)
 
-                since = time.monotonic()
-                await api.ok("POST", f"/calls/{call_id}/complete",
-                             {"consult_id": consult_id, "as": "transfer"})
-                await asyncio.sleep(LISTEN)
-
-                assert_prompt(call.media, AGENT2_HZ, since, "caller")
-                assert_prompt(target.media, CALLER_HZ, since, "consulted agent")
-                await call.hang_up()
+            assert_prompt(call.media, AGENT2_HZ, since, "caller")
+            assert_prompt(target.media, CALLER_HZ, since, "consulted agent")
+            await call.hang_up()
 
     run(cms, scenario)
 
@@ -118,9 +105,7 @@ def test_blind_transfer_to_the_queue_after_hold_music_bridges_at_the_answer(
         async with setup(cms, (1, answering(AGENT1_HZ)), (2, answering(AGENT2_HZ))) as (
                 session, (phone1, phone2)):
             async with customer(cms) as caller:
-                call, _agent_side = await queue_call(caller, phone1)
-                api = await agent_api(cms, session, 1)
-                (view,) = (await api.ok("GET", "/calls"))["calls"]
+                call, _agent_side, api, view = await answered(cms, session, caller, phone1)
                 await api.ok("POST", f"/calls/{view['id']}/hold")
                 await heard(call.media, 0.5)
 
@@ -147,14 +132,10 @@ def test_semi_attended_transfer_of_a_phone_held_caller_talks_both_ways_at_the_an
             async with customer(cms) as caller:
                 call, first = await queue_call(caller, phone1)
                 await first.reinvite("sendonly")  # the CMS offers the caller sendonly too
-                second = await phone1.call(user_extension(2), wait=False)
-                await phone2.next_incoming(5)
-                await asyncio.wait_for(second.ringing.wait(), 5)
+                second, _ringing = await phone_consult_ringing(phone1, phone2)
                 record_notifies(first)
-                early = f"{second.call_id};to-tag=early;from-tag={second.local_tag}"
 
-                assert await refer(phone1, first, f"<sip:{user_extension(2)}@cms.test"
-                                   f"?Replaces={quote(early, safe='')}>") == 202
+                assert await refer_with_replaces(phone1, first, early_replaces_of(second)) == 202
                 target = await phone2.next_incoming(5)
                 await asyncio.wait_for(target.answered.wait(), 5)
                 await asyncio.sleep(LISTEN)

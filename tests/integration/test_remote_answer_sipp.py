@@ -13,23 +13,24 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from cms_process import CmsProcess, config_text, user_name
-from cti_client import SUPERVISOR, Api, serve_with_supervisor
+from call_setups import (
+    CALLER_HZ,
+    TIMEOUT,
+    agent_api,
+    assert_hears,
+    customer,
+    run,
+    three_agents,  # noqa: F401 (the `cms` fixture)
+)
+from cms_process import CmsProcess, user_name
+from cti_client import SUPERVISOR, Api
 from sipp_runner import SIPP, SippProcess, free_media_port, start_sipp
-from test_call_control import CALLER_HZ, TIMEOUT, agent_api, assert_hears, customer, run
 from test_calls import register_sipp_agent
 
 from cms.media.sources import ToneSource
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(SIPP is None, reason="sipp (sip-tester) is not installed")]
-
-
-@pytest.fixture
-def cms(tmp_path: Path) -> Iterator[CmsProcess]:
-    """A CMS with agent0001..agent0003 (auto_logon, queue sales = 600) and supervisor boss."""
-    with serve_with_supervisor(tmp_path, config_text(users=3, ring_timeout=20)) as server:
-        yield server
 
 
 @pytest.fixture

@@ -10,16 +10,11 @@ the ACD would offer that caller to the agent's phone (an INVITE, cancelled at on
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from contextlib import suppress
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
-from cms_process import CmsProcess, config_text, user_extension, user_name, user_password
-from cti_client import SUPERVISOR, Api, serve_with_supervisor
-from test_call_control import (
+from call_setups import (
     AGENT1_HZ,
     AGENT2_HZ,
     CALLER_HZ,
@@ -27,11 +22,17 @@ from test_call_control import (
     assert_hears,
     consulted,
     customer,
+    phone_consult,
     queue_call,
+    record_notifies,
+    refer_with_replaces,
+    replaces_of,
     run,
     setup,
+    three_agents,  # noqa: F401 (the `cms` fixture)
 )
-from test_phone_transfers import record_notifies, refer, replaces_of
+from cms_process import CmsProcess, user_extension, user_name, user_password
+from cti_client import SUPERVISOR, Api
 
 from cms.media.sources import ToneSource
 from cms.sip.message import Headers
@@ -40,14 +41,7 @@ from scripts.sip_ua import UserAgent
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def cms(tmp_path: Path) -> Iterator[CmsProcess]:
-    """A CMS with agent0001..agent0003 (auto_logon, queue sales = 600) and supervisor boss."""
-    with serve_with_supervisor(tmp_path, config_text(users=3, ring_timeout=20)) as server:
-        yield server
-
-
-async def waiting_caller(cms: CmsProcess, boss: Api, caller: UserAgent) -> None:
+async def waiting_caller(boss: Api, caller: UserAgent) -> None:
     """`caller` calls the queue while every agent is busy: it waits there."""
     call = await caller.call("600", ToneSource(CALLER_HZ))
     assert call.status == 200, call.reason
@@ -79,16 +73,12 @@ def test_refer_with_replaces_keeps_the_consulted_agent_busy(cms: CmsProcess) -> 
             async with customer(cms) as caller, customer(cms) as other_caller:
                 call, first = await queue_call(caller, phone1)
                 await first.reinvite("sendonly")
-                second = await phone1.call(user_extension(2), answering(AGENT1_HZ).source())
-                assert second.status == 200, second.reason
-                target = await phone2.next_incoming(5)
-                await asyncio.wait_for(target.answered.wait(), 5)
-                await waiting_caller(cms, boss, other_caller)
+                second, target = await phone_consult(phone1, phone2)
+                await waiting_caller(boss, other_caller)
                 record_notifies(first)
                 after = await last_seq(boss)
 
-                assert await refer(phone1, first, f"<sip:{user_extension(2)}@cms.test"
-                                   f"?Replaces={quote(replaces_of(second), safe='')}>") == 202
+                assert await refer_with_replaces(phone1, first, replaces_of(second)) == 202
 
                 await asyncio.wait_for(first.ended.wait(), 5)
                 await assert_left_busy(boss, phone2, user_name(2), after)
@@ -108,7 +98,7 @@ def test_agent_hanging_up_an_answered_consult_keeps_the_consulted_agent_busy(
             async with customer(cms) as caller, customer(cms) as other_caller:
                 _api, _call_id, _consult_id, call, agent_side, target = await consulted(
                     cms, session, phone1, phone2, caller)
-                await waiting_caller(cms, boss, other_caller)
+                await waiting_caller(boss, other_caller)
                 after = await last_seq(boss)
 
                 assert await agent_side.hang_up() == 200
@@ -160,7 +150,7 @@ def test_an_agent_taking_its_call_over_on_another_phone_stays_on_call_then_wraps
             async with customer(cms) as caller, customer(cms) as other_caller, UserAgent(
                     cms.sip_address, user=name, password=user_password(name)) as desk:
                 call, first = await queue_call(caller, phone1)
-                await waiting_caller(cms, boss, other_caller)
+                await waiting_caller(boss, other_caller)
                 after = await last_seq(boss)
                 extra = Headers()
                 extra["replaces"] = [replaces_of(first)]

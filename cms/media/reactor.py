@@ -65,7 +65,6 @@ class EpollReactor:
         self._by_fd: list[Callable[[], None] | None] = []
         self._loop.add_reader(self._epoll.fileno(), self._ready)
         self.wakeups = 0
-        self.polls = 0  # epoll_wait calls of ours (rounds, including each wake-up's last).
         # The receive buffer every endpoint on this reactor shares (see RtpEndpoint).
         self.buffer = bytearray(BUFFER_SIZE)
         self.packets = Packets(self.buffer)
@@ -106,7 +105,6 @@ class EpollReactor:
         budget = MAX_READS_PER_WAKEUP
         while budget > 0:
             events = poll(0, budget)
-            self.polls += 1
             if not events:
                 return
             budget -= len(events)

@@ -4,8 +4,7 @@ Reads one JSON command per line on stdin, answers one JSON line on stdout:
   {"open": [[a_host, a_port, b_host, b_port], ...]}  -> {"routes": [[host, port, host, port]]}
       per call two bridged PCMU legs, leg A toward the caller's address and leg B toward
       the callee's; the reply says where A sends (leg A's port) and where B sends (leg B's)
-  {"close": true}  -> {"closed": n, "relayed": packets the legs sent, "wakeups": the
-      reactor's wake-ups and epoll polls so far (null without one)}
+  {"close": true}  -> {"closed": n, "relayed": packets the legs sent}
   {"quit": true}   -> exits
 Options: --kernel-filter (connect() each leg's socket to its peer), --transcode (leg B in
 PCMA), --no-epoll (one event-loop reader per socket).
@@ -52,10 +51,7 @@ class RelayServer:
             for leg in self.legs:
                 self.service.close_leg(leg)
             closed, self.legs = len(self.legs) // 2, []
-            reactor = self.service.reactor
-            wakeups = reactor.wakeups if reactor is not None else None
-            polls = reactor.polls if reactor is not None else None
-            return {"closed": closed, "relayed": relayed, "wakeups": wakeups, "polls": polls}
+            return {"closed": closed, "relayed": relayed}
         return {"error": f"unknown command {sorted(command)}"}
 
 

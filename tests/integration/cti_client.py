@@ -123,14 +123,8 @@ class Api:
     async def until_event(self, after: int, match: Callable[[dict[str, Any]], bool],
                           timeout: float = 10) -> dict[str, Any]:
         """Long-poll from `after` until an event matches; that event."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            page = await self.poll(after, wait=1)
-            for event in page["events"]:
-                if match(event):
-                    return dict(event)
-            after = page["next"]
-        raise AssertionError("no matching event in time")
+        events = await self.poll_until(after, lambda seen: any(map(match, seen)), timeout)
+        return dict(next(e for e in events if match(e)))
 
     async def all_events(self, after: int = 0) -> list[dict[str, Any]]:
         """Every committed event after `after` (polling until caught up)."""

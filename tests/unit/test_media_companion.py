@@ -28,6 +28,15 @@ def sequences(packets: list[bytes]) -> list[int]:
     return [struct.unpack_from("!H", p, 2)[0] for p in packets]
 
 
+def open_endpoint(reactor: EpollReactor) -> tuple[RtpEndpoint, list[bytes]]:
+    """An endpoint with companions on a shared free port, and what its sink receives."""
+    endpoint = RtpEndpoint(PortAllocator("127.0.0.1", 0, 0, shared=True).open(),
+                           reactor=reactor, companion=True)
+    received: list[bytes] = []
+    endpoint.sink = lambda buf, length: received.append(bytes(buf[:length]))
+    return endpoint, received
+
+
 def test_a_shared_port_is_still_taken_for_everyone_else() -> None:
     first = bind_udp("127.0.0.1", 0, shared=True)
     assert first is not None
@@ -40,10 +49,7 @@ def test_a_shared_port_is_still_taken_for_everyone_else() -> None:
 def test_peer_packets_use_the_companion_and_strangers_are_still_counted() -> None:
     async def scenario() -> None:
         reactor = EpollReactor()
-        allocator = PortAllocator("127.0.0.1", 0, 0, shared=True)
-        endpoint = RtpEndpoint(allocator.open(), reactor=reactor, companion=True)
-        received: list[bytes] = []
-        endpoint.sink = lambda buf, length: received.append(bytes(buf[:length]))
+        endpoint, received = open_endpoint(reactor)
         phone, stranger, moved = udp(), udp(), udp()
         endpoint.set_peer(phone.getsockname())
         assert endpoint._companion is not None
@@ -77,10 +83,7 @@ def test_peer_packets_use_the_companion_and_strangers_are_still_counted() -> Non
 def test_latching_gets_a_companion_once_latched() -> None:
     async def scenario() -> None:
         reactor = EpollReactor()
-        endpoint = RtpEndpoint(PortAllocator("127.0.0.1", 0, 0, shared=True).open(),
-                               reactor=reactor, companion=True)
-        received: list[bytes] = []
-        endpoint.sink = lambda buf, length: received.append(bytes(buf[:length]))
+        endpoint, received = open_endpoint(reactor)
         phone = udp()
         endpoint.set_peer(("127.0.0.1", 9), latch=True)
         assert endpoint._companion is None
@@ -100,8 +103,7 @@ def test_latching_gets_a_companion_once_latched() -> None:
 def test_closing_frees_the_port() -> None:
     async def scenario() -> None:
         reactor = EpollReactor()
-        endpoint = RtpEndpoint(PortAllocator("127.0.0.1", 0, 0, shared=True).open(),
-                               reactor=reactor, companion=True)
+        endpoint, _ = open_endpoint(reactor)
         phone = udp()
         endpoint.set_peer(phone.getsockname())
         port = endpoint.local_address[1]
@@ -119,10 +121,7 @@ def test_past_the_budget_legs_do_without_a_companion(monkeypatch: pytest.MonkeyP
     async def scenario() -> None:
         monkeypatch.setattr(_Companions, "limit", _Companions.open)
         reactor = EpollReactor()
-        endpoint = RtpEndpoint(PortAllocator("127.0.0.1", 0, 0, shared=True).open(),
-                               reactor=reactor, companion=True)
-        received: list[bytes] = []
-        endpoint.sink = lambda buf, length: received.append(bytes(buf[:length]))
+        endpoint, received = open_endpoint(reactor)
         phone = udp()
         endpoint.set_peer(phone.getsockname())
         assert endpoint._companion is None

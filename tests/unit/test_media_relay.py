@@ -315,7 +315,7 @@ def test_relayed_packets_the_kernel_refuses_are_counted_as_send_errors() -> None
         def refuse(data: object) -> int:
             raise OSError(errno.ENOBUFS, "No buffer space available")
 
-        b.endpoint.connected_send = refuse  # The relay sends on it directly.
+        b.endpoint.connected_send = refuse  # The peer-connected socket the relay sends on.
         for _ in range(3):
             phone_a.send(a)
         await asyncio.sleep(0.05)

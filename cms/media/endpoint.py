@@ -10,7 +10,7 @@ import socket
 from collections.abc import Callable
 
 from .ports import bind_companion, bind_udp
-from .reactor import BUFFER_SIZE, Packets, Reactor
+from .reactor import BUFFER_SIZE, EpollReactor, Packets, Reactor
 from .rtp import HEADER_SIZE
 
 log = logging.getLogger("cms.media.endpoint")
@@ -29,11 +29,9 @@ def _drop(buf: bytearray, length: int) -> None:
 
 
 def _receive_buffer(reactor: Reactor | None) -> tuple[bytearray, Packets]:
-    # A reactor's shared buffer (see EpollReactor.buffer), or one of our own.
-    shared = getattr(reactor, "buffer", None)
-    packets = getattr(reactor, "packets", None)
-    if isinstance(shared, bytearray) and isinstance(packets, Packets):
-        return shared, packets
+    # An epoll reactor's shared buffer (see EpollReactor.buffer), or one of our own.
+    if isinstance(reactor, EpollReactor):
+        return reactor.buffer, reactor.packets
     buffer = bytearray(BUFFER_SIZE)
     return buffer, Packets(buffer)
 

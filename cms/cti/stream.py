@@ -89,9 +89,8 @@ class EventDelivery:
         self.closing = False
         self._sockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
         self._live: set[_LiveSocket] = set()
-        # Long-poll bodies of the newest batch: (cursor, limit, principal) -> (body, next).
+        # Long-poll bodies since the last commit: (cursor, limit, principal) -> (body, next).
         self._poll_bodies: dict[tuple[int, int, Principal | None], tuple[bytes | None, int]] = {}
-        self._poll_seq = -1
         self.connected = 0  # push channels open now
         # Fan-out cost (commit callback): batches written, seconds spent, the longest one.
         self.fanout_batches = 0
@@ -99,7 +98,7 @@ class EventDelivery:
         self.fanout_max = 0.0
         self.fanout_cpu_seconds = 0.0
         self.fallbacks = 0  # times a live channel left the fast path (slow, closed, or behind)
-        journal.subscribe(self._fan_out)
+        journal.subscribe(self._committed)
 
     def start_at(self, after: int | None) -> int:
         """The cursor to start from: `after`, or the newest event when absent."""
@@ -145,9 +144,6 @@ class EventDelivery:
         body is built once per batch for all of them that see the same events.
         """
         journal = self.journal
-        if self._poll_seq != journal.last_seq:
-            self._poll_bodies.clear()
-            self._poll_seq = journal.last_seq
         key = (cursor, limit, None if principal.sees_all else principal)
         cached = self._poll_bodies.get(key)
         if cached is not None:
@@ -227,10 +223,14 @@ class EventDelivery:
         except (ConnectionError, RuntimeError):
             return  # the client went away mid-send
 
+    def _committed(self, events: Sequence[Event]) -> None:
+        """A batch is committed (the journal's callback, before any waiter runs)."""
+        self._poll_bodies.clear()  # built for the batch before
+        if self._live:
+            self._fan_out(events)
+
     def _fan_out(self, events: Sequence[Event]) -> None:
-        """Write a committed batch to every live channel (runs in the commit callback)."""
-        if not self._live:
-            return
+        """Write a committed batch to every live channel."""
         started, cpu = time.perf_counter(), time.thread_time()
         try:
             self._write_live(events)

@@ -680,6 +680,27 @@ def test_place_calls_has_help() -> None:
     assert "--expect-tone" in result.stdout and "--agent" in result.stdout
 
 
+def sipp_agent_refusing_holds(cms: CmsProcess, tmp_path: Path,
+                              sipp_phones: list[SippProcess], scenario: str) -> SippProcess:
+    """agent0001's phone: SIPp echoing RTP and answering the hold re-INVITE as `scenario`
+    says."""
+    return sipp_agent(cms, tmp_path, sipp_phones, "agent0001", scenario,
+                      extra=["-mp", str(free_media_port()), "-rtp_echo"])
+
+
+@contextlib.asynccontextmanager
+async def queue_call_put_on_hold(cms: CmsProcess) -> AsyncIterator[Call]:
+    """A call through the queue to agent0001, which the caller then puts on hold (the CMS
+    answers the caller's re-INVITE 200 and sends its own to the agent's phone)."""
+    await wait_event(cms, "agent.state_changed", user="agent0001", state="ready")
+    async with phone(cms) as caller:
+        call = await caller.call("600", ToneSource(CALLER_HZ))
+        await wait_event(cms, "agent.state_changed", user="agent0001", state="on_call")
+        held = await call.reinvite("sendonly")
+        assert held is not None and held.status == 200
+        yield call
+
+
 @needs_sipp
 def test_a_hold_refused_with_491_is_offered_again_after_the_rfc_wait(
     start_cms: StartCms, tmp_path: Path, sipp_phones: list[SippProcess],
@@ -687,17 +708,10 @@ def test_a_hold_refused_with_491_is_offered_again_after_the_rfc_wait(
     """The agent's phone answers the CMS's hold re-INVITE 491 (glare): the CMS, owner of
     that dialog's Call-ID, offers the hold again within RFC 3261's 2.1-4 s."""
     cms = start_cms(users=5)
-    agent = sipp_agent(cms, tmp_path, sipp_phones, "agent0001", "uas_reinvite_glare.xml",
-                       extra=["-mp", str(free_media_port()), "-rtp_echo"])
+    agent = sipp_agent_refusing_holds(cms, tmp_path, sipp_phones, "uas_reinvite_glare.xml")
 
     async def scenario() -> None:
-        await wait_event(cms, "agent.state_changed", user="agent0001", state="ready")
-        async with phone(cms) as caller:
-            call = await caller.call("600", ToneSource(CALLER_HZ))
-            await asyncio.wait_for(call.answered.wait(), 5)
-            await wait_event(cms, "agent.state_changed", user="agent0001", state="on_call")
-            held = await call.reinvite("sendonly")
-            assert held is not None and held.status == 200
+        async with queue_call_put_on_hold(cms) as call:
             # The scenario fails on a BYE before the retry: give the retry its 4 s at most.
             await asyncio.sleep(4.5)
             await call.hang_up()
@@ -714,16 +728,10 @@ def test_a_re_invite_answered_481_ends_the_call(
     """The agent's phone no longer knows the dialog (481 to the hold re-INVITE): the CMS
     ends the call, so the caller is not left talking to no one (RFC 3261 14.1)."""
     cms = start_cms(users=5)
-    agent = sipp_agent(cms, tmp_path, sipp_phones, "agent0001", "uas_reinvite_481.xml",
-                       extra=["-mp", str(free_media_port()), "-rtp_echo"])
+    agent = sipp_agent_refusing_holds(cms, tmp_path, sipp_phones, "uas_reinvite_481.xml")
 
     async def scenario() -> None:
-        await wait_event(cms, "agent.state_changed", user="agent0001", state="ready")
-        async with phone(cms) as caller:
-            call = await caller.call("600", ToneSource(CALLER_HZ))
-            await wait_event(cms, "agent.state_changed", user="agent0001", state="on_call")
-            held = await call.reinvite("sendonly")
-            assert held is not None and held.status == 200
+        async with queue_call_put_on_hold(cms) as call:
             await asyncio.wait_for(call.ended.wait(), 5)  # the CMS's BYE
         (record,) = await wait_records(cms, 1)
         assert record["outcome"] == "unreachable"

@@ -44,12 +44,12 @@ class ReceiveStats:
     """
 
     __slots__ = ("clock_rate", "ssrc", "jitter", "duplicates", "late", "restarts", "_base",
-                 "_max", "_cycles", "_received", "_seen", "_bad", "_transit", "_rate",
+                 "_max", "_cycles", "_received", "_seen", "_bad", "_transit",
                  "_done_expected", "_done_received", "_prior_expected", "_prior_received")
 
     def __init__(self, clock_rate: int = CLOCK_RATE) -> None:
-        self.clock_rate = clock_rate
-        self._rate = float(clock_rate)  # float * float is CPython's fast path, float * int not.
+        # A float: float * float is CPython's fast path, float * int not.
+        self.clock_rate = float(clock_rate)
         self.ssrc: int | None = None
         self.jitter = 0.0
         self.duplicates = 0
@@ -83,7 +83,7 @@ class ReceiveStats:
         # Interarrival jitter (RFC 3550 A.8), in timestamp units; the transit time's constant
         # offset cancels out in the difference. Before a first transit, _transit is NaN: then
         # the comparisons below are false and the jitter is left alone.
-        transit = arrival * self._rate - timestamp
+        transit = arrival * self.clock_rate - timestamp
         delta = transit - self._transit
         self._transit = transit
         if delta < 0:

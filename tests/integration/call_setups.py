@@ -116,6 +116,13 @@ async def assert_hears(media: CallMedia, frequency: float) -> None:
     assert level_dbfs(audio) > -25
 
 
+async def assert_hears_hold_music(media: CallMedia, seconds: float = 0.8) -> None:
+    """Over the next `seconds` `media` hears hold music: not agent 1, and not silence."""
+    music = await heard(media, seconds)
+    assert dominant_frequency(music) != pytest.approx(AGENT1_HZ, abs=30)
+    assert level_dbfs(music) > -40
+
+
 async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():

@@ -22,10 +22,10 @@ from call_setups import (
     CALLER_HZ,
     answered,
     answering,
+    assert_hears_hold_music,
     consult_in_progress,
     customer,
     early_replaces_of,
-    heard,
     phone_consult_ringing,
     queue_call,
     record_notifies,
@@ -69,7 +69,7 @@ def test_cti_retrieve_rebridges_both_parties_at_once(cms: CmsProcess) -> None:
             async with customer(cms) as caller:
                 call, agent_side, api, view = await answered(cms, session, caller, phone1)
                 await api.ok("POST", f"/calls/{view['id']}/hold")
-                await heard(call.media, 1.0)  # hold music for a while
+                await assert_hears_hold_music(call.media, 1.0)
 
                 since = time.monotonic()
                 await api.ok("POST", f"/calls/{view['id']}/retrieve")
@@ -107,7 +107,7 @@ def test_blind_transfer_to_the_queue_after_hold_music_bridges_at_the_answer(
             async with customer(cms) as caller:
                 call, _agent_side, api, view = await answered(cms, session, caller, phone1)
                 await api.ok("POST", f"/calls/{view['id']}/hold")
-                await heard(call.media, 0.5)
+                await assert_hears_hold_music(call.media, 0.5)
 
                 await api.ok("POST", f"/calls/{view['id']}/transfer",
                              {"to": "600", "mode": "blind"})

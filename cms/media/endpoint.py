@@ -265,8 +265,9 @@ class RtpEndpoint:
     def _read_one(self) -> None:
         # The hot path with a reactor: one datagram from the negotiated peer, to the sink.
         recvfrom_into = self._recvfrom_into
+        buf = self.buffer
         try:
-            length, source = recvfrom_into(self.buffer)
+            length, source = recvfrom_into(buf)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -275,7 +276,6 @@ class RtpEndpoint:
         if source != self.filter.peer:
             self._from_stranger(length, source)
             return
-        buf = self.buffer
         if length < HEADER_SIZE or buf[0] & 0xC0 != 0x80:
             self.dropped_invalid += 1
             return
@@ -305,14 +305,14 @@ class RtpEndpoint:
         # locals before the call: CPython 3.11 specialises that attribute load, not a
         # method-style call through it.
         recv_into = self._recv_into
+        buf = self.buffer
         try:
-            length = recv_into(self.buffer)
+            length = recv_into(buf)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
             self._on_error(exc)
             return
-        buf = self.buffer
         if length < HEADER_SIZE or buf[0] & 0xC0 != 0x80:
             self.dropped_invalid += 1
             return

@@ -289,7 +289,7 @@ class CallManager:
             call.direction = "internal" if self._trusted_user(caller_number) else "inbound"
         self.started(call)
         if destination is not None:
-            self._answer_caller(call, offer)
+            self.answer_incoming(call, leg, offer)
             call.state = CallState.QUEUED
             call.queued_at = now
             leg.media.play(self.hold_audio(call))
@@ -331,9 +331,12 @@ class CallManager:
             return False
         return True
 
-    def _answer_caller(self, call: Call, offer: SessionDescription | None = None) -> None:
-        """200 the caller's INVITE; `offer`: its SDP when parsed already (not parsed twice)."""
-        leg = call.caller
+    def answer_incoming(self, call: Call, leg: SipLeg, offer: SessionDescription | None = None,
+                        allow: str = "INVITE, ACK, CANCEL, BYE, OPTIONS") -> None:
+        """200 an incoming leg's INVITE with the CMS's SDP; the leg is UP from now on.
+
+        `offer`: the INVITE's SDP when parsed already (not parsed twice).
+        """
         assert leg.invite is not None and leg.server_tx is not None
         tag = new_tag()
         contact = self.contact(leg.peer)
@@ -349,7 +352,7 @@ class CallManager:
         extra = Headers()
         extra["contact"] = [f"<{contact}>"]
         extra["content-type"] = ["application/sdp"]
-        extra["allow"] = ["INVITE, ACK, CANCEL, BYE, OPTIONS"]
+        extra["allow"] = [allow]
         response = make_response(leg.invite, 200, to_tag=tag, headers=extra, body=answer.encode())
         self.endpoint.respond(leg.server_tx, response)
         leg.state = LegState.UP
@@ -503,7 +506,7 @@ class CallManager:
             self.run_acd(self.acd.offer_answered(call.id, leg.user, now))
         else:
             if call.caller.state is not LegState.UP:
-                self._answer_caller(call)
+                self.answer_incoming(call, call.caller)
             self._connect(call, leg, now)
 
     def _outgoing_failed(self, call: Call, leg: SipLeg, status: int, now: float) -> None:

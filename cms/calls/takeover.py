@@ -14,18 +14,17 @@ from typing import TYPE_CHECKING
 
 from cms.media.relay import bridge
 from cms.net.peer import Peer
-from cms.sip.dialog import Dialog
 from cms.sip.errors import ParseError
 from cms.sip.headers import parse_name_addr
-from cms.sip.message import Headers, Request
+from cms.sip.message import Request
 from cms.sip.replaces import parse_replaces
-from cms.sip.responses import make_response, new_tag
-from cms.sip.sdp import make_answer, negotiate, parse_sdp
+from cms.sip.responses import make_response
+from cms.sip.sdp import negotiate, parse_sdp
 from cms.sip.transaction import InviteServerTransaction, ServerTransaction
 
 from .attended import find_leg, other_side, resume
 from .commands import forget_leg
-from .model import Call, LegState, SipLeg
+from .model import LegState, SipLeg
 
 if TYPE_CHECKING:
     from .manager import CallManager
@@ -69,7 +68,9 @@ def on_invite_with_replaces(m: CallManager, tx: ServerTransaction, request: Requ
     new = SipLeg(old.role, peer, m.media.open_leg(name=f"{old.role} {user or 'replacing'}"),
                  invite=request, server_tx=tx, negotiated=negotiated, user=user, device=user)
     m.configure_media(new)
-    _answer(m, call, new)
+    m.answer_incoming(call, new, offer,
+                      allow="INVITE, ACK, CANCEL, BYE, OPTIONS, REFER, NOTIFY")
+    call.answered_at = call.answered_at or time.time()
     # Busy on the call before the old leg's user is freed (free in between, the ACD could
     # offer the new user a waiting caller); the same user on another phone keeps its key:
     # it stays on the call, and its queue call's wrap-up comes when the call ends.
@@ -93,22 +94,3 @@ def on_invite_with_replaces(m: CallManager, tx: ServerTransaction, request: Requ
            to=user or (from_uri.user_unescaped or ""), mode="replaces", via="invite")
     log.info("call %s: %s replaced by %s", call.id, old.user or old.role, user or peer.addr)
 
-
-def _answer(m: CallManager, call: Call, leg: SipLeg) -> None:
-    """200 with the CMS's answer to a new incoming leg; it is UP from now on."""
-    assert leg.invite is not None and leg.server_tx is not None and leg.negotiated is not None
-    tag = new_tag()
-    contact = m.contact(leg.peer)
-    host, port = m.media_address(leg)
-    answer = make_answer(parse_sdp(leg.invite.body), leg.negotiated, host, port)
-    leg.local_sdp = answer
-    leg.dialog = Dialog.from_uas(leg.invite, tag, contact)
-    m.endpoint.dialog_handlers[leg.dialog.key] = m.dialog_handler(call, leg)
-    extra = Headers()
-    extra["contact"] = [f"<{contact}>"]
-    extra["content-type"] = ["application/sdp"]
-    extra["allow"] = ["INVITE, ACK, CANCEL, BYE, OPTIONS, REFER, NOTIFY"]
-    m.endpoint.respond(leg.server_tx, make_response(leg.invite, 200, to_tag=tag, headers=extra,
-                                                    body=answer.encode()))
-    leg.state = LegState.UP
-    call.answered_at = call.answered_at or time.time()

@@ -178,10 +178,15 @@ def test_waiting_long_polls_of_one_principal_share_the_batch_body(tmp_path: Path
                                                   params={"after": 0, "wait": 5}, headers=h))
                  for h in (CRM, CRM, agent, agent)]
         await asyncio.sleep(0.2)
+        built: list[int] = []  # pages read from the journal once the four polls wait
+        page = cti.delivery._page
+        cti.delivery._page = lambda principal, cursor, limit: (  # type: ignore[method-assign]
+            built.append(cursor), page(principal, cursor, limit))[1]
         journal.append("agent.state_changed", {"user": "someone"})
         journal.append("agent.state_changed", {"user": "agent1"})
         await journal.flush()
         bodies = [await (await poll).read() for poll in polls]
+        assert built == [0, 0]  # one body for the two that see all, one for the two agent1s
         crm1, crm2, agent1, agent2 = (json.loads(b) for b in bodies)
         assert crm1 == crm2 and [e["seq"] for e in crm1["events"]] == [1, 2]
         assert agent1 == agent2 and [e["seq"] for e in agent1["events"]] == [2]

@@ -110,6 +110,11 @@ def business_partner(attached: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _attached_columns(attached: Mapping[str, Any]) -> tuple[str, str | None]:
+    """The attached_data and business_partner columns for attached data."""
+    return json.dumps(attached, separators=(",", ":")), business_partner(attached)
+
+
 def _seconds(stamp: str) -> float:
     return datetime.fromisoformat(stamp).timestamp()
 
@@ -206,9 +211,7 @@ class InteractionLog:
             return
         db.execute(
             "UPDATE interactions SET attached_data = ?, business_partner = ?, updated_seq = ?"
-            " WHERE id = ?",
-            (json.dumps(attached, separators=(",", ":")), business_partner(attached), event.seq,
-             call_id))
+            " WHERE id = ?", (*_attached_columns(attached), event.seq, call_id))
 
     def _ended(self, db: sqlite3.Connection, event: Event, call_id: str) -> None:
         data = event.data
@@ -216,14 +219,13 @@ class InteractionLog:
         answered = None
         if isinstance(talk, (int, float)) and not isinstance(talk, bool):
             answered = iso_time(_seconds(event.time) - float(talk))
-        values = (event.time, str(data.get("outcome") or ""), answered,
-                  str(data.get("agent") or ""), str(data.get("agent") or ""),
+        agent = str(data.get("agent") or "")
+        values = (event.time, str(data.get("outcome") or ""), answered, agent, agent,
                   str(data.get("queue") or ""), event.seq, call_id)
         attached = data.get("attached_data")
         if isinstance(attached, Mapping):
             # One UPDATE of the row, not two: the final attached data goes with the end.
-            db.execute(_ENDED_WITH_ATTACHED, (json.dumps(attached, separators=(",", ":")),
-                                              business_partner(attached), *values))
+            db.execute(_ENDED_WITH_ATTACHED, (*_attached_columns(attached), *values))
         else:
             db.execute(_ENDED, values)
 

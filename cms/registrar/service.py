@@ -207,14 +207,11 @@ class Registrar:
                 except ParseError as exc:
                     return make_response(request, 400, f"Bad Contact ({exc})")
                 _remember(self._contacts, contact, parsed)
-            expires_param = parsed.expires
-            if expires_param is not None:
-                param_seconds = _delta_seconds(expires_param)
-                if param_seconds is None:
-                    return make_response(request, 400, "Bad Contact expires")
-                expires = param_seconds
-            else:
+            expires = parsed.expires
+            if expires is None:
                 expires = default_expires
+            elif expires == _MALFORMED:
+                return make_response(request, 400, "Bad Contact expires")
             if 0 < expires < settings.min_expires:
                 extra = Headers()
                 extra["min-expires"] = [str(settings.min_expires)]
@@ -318,10 +315,9 @@ class Registrar:
                 return None
             _remember(self._contacts, contact, parsed)
         if parsed.expires is not None:
-            param_seconds = _delta_seconds(parsed.expires)
-            if param_seconds is None:
+            if parsed.expires == _MALFORMED:
                 return None
-            expires = param_seconds
+            expires = parsed.expires
         if expires < settings.min_expires or parsed.q is False:
             return None  # a removal (0), a 423 or a 400: `handle` answers those
         expires = min(expires, settings.max_expires)
@@ -353,6 +349,9 @@ class Registrar:
 _MEMO_LIMIT = 50_000
 
 
+_MALFORMED = -1  # _ParsedContact.expires of a parameter that is not delta-seconds
+
+
 def _delta_seconds(text: str) -> int | None:
     """An Expires value (RFC 3261 §25 delta-seconds: ASCII digits), or None if malformed.
 
@@ -378,7 +377,7 @@ class _ParsedContact:
 
     key: str
     uri: str
-    expires: str | None
+    expires: int | None  # the expires parameter's seconds; _MALFORMED: not delta-seconds
     q: float | None | bool  # False: an unparsable q
     instance: str | None
 
@@ -391,7 +390,12 @@ class _ParsedContact:
             q = float(q_text) if q_text else None
         except ValueError:
             q = False
-        return cls(contact_key(address.uri), str(address.uri), address.params.get("expires"), q,
+        expires_text = address.params.get("expires")
+        expires = None
+        if expires_text is not None:
+            seconds = _delta_seconds(expires_text)
+            expires = _MALFORMED if seconds is None else seconds
+        return cls(contact_key(address.uri), str(address.uri), expires, q,
                    address.params.get("+sip.instance"))
 
 

@@ -120,11 +120,10 @@ class CmsServer:
         self.feed.acd_event(event)
 
     def _on_call_record(self, record: Mapping[str, Any]) -> None:
-        if log.isEnabledFor(logging.INFO):
-            log.info("call %s %s: %s -> %s, queue %s, agent %s, wait %s s, talk %s s",
-                     record.get("id"), record.get("outcome"), record.get("caller"),
-                     record.get("target"), record.get("queue") or "-",
-                     record.get("agent") or "-", record.get("wait"), record.get("talk"))
+        log.info("call %s %s: %s -> %s, queue %s, agent %s, wait %s s, talk %s s",
+                 record.get("id"), record.get("outcome"), record.get("caller"),
+                 record.get("target"), record.get("queue") or "-",
+                 record.get("agent") or "-", record.get("wait"), record.get("talk"))
         self.feed.call_record(record)
 
     # --- CTI hooks ---

@@ -86,14 +86,10 @@ def _account(m: CallManager, call: Call, leg: SipLeg) -> str:
 
 # -- REFER with Replaces
 
-def on_refer_with_replaces(m: CallManager, call: Call, leg: SipLeg, tx: ServerTransaction,
-                           request: Request, replaces: Replaces) -> None:
-    """`leg`'s phone asks to join its party here with the far end of the dialog named."""
-    transferee = other_side(call, leg)
-    if (transferee is None or transferee.state is not LegState.UP
-            or call.conference is not None or call.related in m.calls or call.shares_caller):
-        m.endpoint.respond(tx, make_response(request, 403, "Cannot Transfer Now"))
-        return
+def on_refer_with_replaces(m: CallManager, call: Call, leg: SipLeg, transferee: SipLeg,
+                           tx: ServerTransaction, request: Request, replaces: Replaces) -> None:
+    """`leg`'s phone asks to join its party here (`transferee`, checked by
+    `transfers.on_refer`) with the far end of the dialog named."""
     # RFC 3515: accept, then report the (here: instant) outcome of the triggered "INVITE".
     m.endpoint.respond(tx, make_response(request, 202))
     notify_sipfrag(m, leg, TRYING, final=False)

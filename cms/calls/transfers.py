@@ -228,13 +228,13 @@ def on_refer(m: CallManager, call: Call, leg: SipLeg, tx: ServerTransaction,
     except ParseError:
         m.endpoint.respond(tx, make_response(request, 400, "Bad Refer-To"))
         return
-    if replaces is not None:
-        attended.on_refer_with_replaces(m, call, leg, tx, request, replaces)
-        return
-    other = call.caller if leg is call.other else call.other if leg is call.caller else None
+    other = attended.other_side(call, leg)
     if (other is None or other.state is not LegState.UP or call.conference is not None
             or call.related in m.calls or call.shares_caller):
         m.endpoint.respond(tx, make_response(request, 403, "Cannot Transfer Now"))
+        return
+    if replaces is not None:
+        attended.on_refer_with_replaces(m, call, leg, other, tx, request, replaces)
         return
     try:
         kind, name = resolve(m, target)
@@ -242,5 +242,5 @@ def on_refer(m: CallManager, call: Call, leg: SipLeg, tx: ServerTransaction,
         m.endpoint.respond(tx, make_response(request, 404, "No Such Number"))
         return
     m.endpoint.respond(tx, make_response(request, 202))
-    attended.notify_sipfrag(m, leg, "SIP/2.0 200 OK")
+    attended.notify_sipfrag(m, leg, attended.DONE)
     blind_transfer(m, call, leg, other, target, kind, name, via="refer")

@@ -96,14 +96,27 @@ def judge(call: Call, index: int, expect_tone: float | None) -> CallResult:
     """Turn a finished call into its result (only counted packets for an unrecorded call)."""
     media = call.media
     setup = call.setup_time if call.direction == "out" else None
-    if not media.recorded:
-        return CallResult(
-            index=index, call_id=call.call_id, status=call.status, reason=call.reason,
-            setup_ms=round(1000 * setup, 2) if setup is not None else None,
-            ended_by=call.ended_by, packets_received=media.received, audio_heard=False,
-            heard_hz=None, heard_dbfs=None, tone_heard=None, tone_after_ms=None,
-            attached_data=call.attached_data, judged=False,
-        )
+    heard = False
+    heard_hz = heard_dbfs = tone_heard = tone_after = None
+    digits = ""
+    if media.recorded:
+        heard, heard_hz, heard_dbfs, tone_heard, tone_after = listen(call, expect_tone)
+        digits = media.leg.stats().digits
+    return CallResult(
+        index=index, call_id=call.call_id, status=call.status, reason=call.reason,
+        setup_ms=round(1000 * setup, 2) if setup is not None else None,
+        ended_by=call.ended_by, packets_received=media.received, audio_heard=heard,
+        heard_hz=heard_hz, heard_dbfs=heard_dbfs, tone_heard=tone_heard,
+        tone_after_ms=tone_after, digits_received=digits,
+        attached_data=call.attached_data, judged=media.recorded,
+    )
+
+
+def listen(call: Call, expect_tone: float | None
+           ) -> tuple[bool, float | None, float | None, bool | None, float | None]:
+    """What a recorded call heard: (any audio, dominant Hz and dBFS of the last second,
+    expected tone heard, ms from the 200 to its first block)."""
+    media = call.media
     packets = media.recording.audio_packets(media.payload_type)
     heard = any(level_dbfs(media.codec.decode(p.payload)) > SILENCE_DBFS for p in packets)
     heard_hz = heard_dbfs = None
@@ -118,14 +131,7 @@ def judge(call: Call, index: int, expect_tone: float | None) -> CallResult:
         tone_heard = len(matching) >= TONE_MIN_BLOCKS
         if matching and call.answered_at is not None:
             tone_after = round(1000 * max(0.0, matching[0].arrival - call.answered_at), 1)
-    return CallResult(
-        index=index, call_id=call.call_id, status=call.status, reason=call.reason,
-        setup_ms=round(1000 * setup, 2) if setup is not None else None,
-        ended_by=call.ended_by, packets_received=media.recording.count, audio_heard=heard,
-        heard_hz=heard_hz, heard_dbfs=heard_dbfs, tone_heard=tone_heard,
-        tone_after_ms=tone_after, digits_received=media.leg.stats().digits,
-        attached_data=call.attached_data,
-    )
+    return heard, heard_hz, heard_dbfs, tone_heard, tone_after
 
 
 def percentile(values: Sequence[float], p: float) -> float | None:

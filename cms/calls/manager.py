@@ -267,7 +267,7 @@ class CallManager:
         caller_number = from_header.uri.user_unescaped or ""
         media = self.media.open_leg(name=f"caller {caller_number}")
         leg = SipLeg("caller", peer, media, invite=request, server_tx=tx, negotiated=negotiated)
-        self._configure_media(leg)
+        self.configure_media(leg)
         call = Call(
             id=secrets.token_hex(8), caller=leg, caller_number=caller_number, target=target,
             kind=destination.kind if destination is not None else "direct",
@@ -340,7 +340,7 @@ class CallManager:
         assert leg.invite is not None and leg.server_tx is not None
         tag = new_tag()
         contact = self.contact(leg.peer)
-        host, port = self._media_address(leg)
+        host, port = self.media_address(leg)
         if leg.negotiated is None:  # late offer: the ACK will carry the caller's answer
             answer = make_offer(host, port)
         else:
@@ -387,7 +387,7 @@ class CallManager:
             return None
         media = self.media.open_leg(name=f"{role} {user}")
         leg = SipLeg(role, peer, media, user=user, device=device)
-        host_media, port_media = self._media_address(leg)
+        host_media, port_media = self.media_address(leg)
         offer = make_offer(host_media, port_media)
         leg.local_sdp = offer
         sent_by = self.endpoint.sent_by(peer)
@@ -499,7 +499,7 @@ class CallManager:
             self.bye(leg)
             self._outgoing_failed(call, leg, 488, now)
             return
-        self._configure_media(leg)
+        self.configure_media(leg)
         if leg is call.caller:
             self._originator_answered(call, leg, now)
         elif leg.role == "agent":
@@ -736,7 +736,7 @@ class CallManager:
             log.info("call %s: the ACK has no usable SDP answer; hanging up", call.id)
             self.end(call, "no_media")
             return
-        self._configure_media(leg)
+        self.configure_media(leg)
         other = call.other
         if (other is not None and other.state is LegState.UP and not other.cms_held
                 and call.conference is None and other.media.format is not None):
@@ -758,9 +758,9 @@ class CallManager:
             return
         leg.negotiated = negotiated
         was_held, leg.held = leg.held, is_hold(offer)
-        self._configure_media(leg)
+        self.configure_media(leg)
         assert leg.local_sdp is not None
-        host, port = self._media_address(leg)
+        host, port = self.media_address(leg)
         answer = make_answer(offer, negotiated, host, port,
                              session_id=leg.local_sdp.origin.session_id,
                              version=leg.local_sdp.origin.session_version + 1)
@@ -776,13 +776,10 @@ class CallManager:
         other = call.other if leg is call.caller else call.caller
         if (other is not None and other.state is LegState.UP and other.dialog is not None
                 and call.conference is None and leg.held != was_held):
-            self._send_reinvite(call, other, "sendonly" if leg.held else "sendrecv")
+            self.offer_direction(call, other, "sendonly" if leg.held else "sendrecv")
 
     def offer_direction(self, call: Call, leg: SipLeg, direction: str) -> None:
         """Re-INVITE `leg` with the CMS's SDP in `direction` (sendonly: hold, sendrecv: resume)."""
-        self._send_reinvite(call, leg, direction)
-
-    def _send_reinvite(self, call: Call, leg: SipLeg, direction: str) -> None:
         assert leg.dialog is not None and leg.local_sdp is not None
         sdp = with_direction(leg.local_sdp, direction)  # type: ignore[arg-type]
         leg.local_sdp = sdp
@@ -824,7 +821,7 @@ class CallManager:
             if (leg.reinvites == sent and leg.state is LegState.UP and leg.dialog is not None
                     and leg.local_sdp is not None and call.state is not CallState.ENDED):
                 audio = leg.local_sdp.audio
-                self._send_reinvite(call, leg, audio.direction if audio else "sendrecv")
+                self.offer_direction(call, leg, audio.direction if audio else "sendrecv")
 
         asyncio.get_running_loop().call_later(wait, retry)
 
@@ -939,13 +936,6 @@ class CallManager:
 
     def configure_media(self, leg: SipLeg) -> None:
         """Set a leg's RTP format and destination from its negotiated SDP."""
-        self._configure_media(leg)
-
-    def media_address(self, leg: SipLeg) -> tuple[str, int]:
-        """Where the leg's phone sends RTP (what the CMS's SDP names)."""
-        return self._media_address(leg)
-
-    def _configure_media(self, leg: SipLeg) -> None:
         negotiated = leg.negotiated
         if negotiated is None:
             return
@@ -959,7 +949,8 @@ class CallManager:
         remote = negotiated.remote if negotiated.remote[1] else None
         leg.media.configure(media_format, remote)
 
-    def _media_address(self, leg: SipLeg) -> tuple[str, int]:
+    def media_address(self, leg: SipLeg) -> tuple[str, int]:
+        """Where the leg's phone sends RTP (what the CMS's SDP names)."""
         host, port = leg.media.local_address
         if host in ("0.0.0.0", "::"):
             host = self.endpoint.sent_by(leg.peer).rpartition(":")[0] or self.media_host

@@ -69,7 +69,7 @@ class CallStep:
     setup_p99_ms: float | None = None
     cms_cpu_pct: float = 0.0
     cms_cpu_ms_per_call: float | None = None  # CMS CPU time over the step / answered calls
-    caller_cpu_pct: float = 0.0
+    caller_cpu_pct: float | None = None  # None: the callers did not finish, not measured
     agents_cpu_pct: float | None = None  # the auto-answering agents' process, same core
     wall_s: float = 0.0
     load_average: str = ""
@@ -83,6 +83,9 @@ class CallStep:
         def ms(value: float | None) -> str:
             return "n/a" if value is None else f"{value:.1f}"
 
+        def pct(value: float | None) -> str:
+            return " n/a" if value is None else f"{value:3.0f}%"
+
         fails = f" {self.failures}" if self.failures else ""
         per_call = "n/a" if self.cms_cpu_ms_per_call is None else f"{self.cms_cpu_ms_per_call:.2f}"
         return (
@@ -91,8 +94,8 @@ class CallStep:
             f"achieved {self.achieved:6.1f}/s  setup p50 "
             f"{ms(self.setup_p50_ms)} ms p99 {ms(self.setup_p99_ms)} ms  cms cpu "
             f"{self.cms_cpu_pct:3.0f}% of a core ({per_call} ms/call)  "
-            f"callers {self.caller_cpu_pct:3.0f}%  "
-            + ("" if self.agents_cpu_pct is None else f"agents {self.agents_cpu_pct:3.0f}%  ")
+            f"callers {pct(self.caller_cpu_pct)}  "
+            + ("" if self.agents_cpu_pct is None else f"agents {pct(self.agents_cpu_pct)}  ")
             + f"load {self.load_average}  {'clean' if self.clean else 'NOT clean'}"
         )
 
@@ -145,16 +148,17 @@ def finish_step(procs: Processes, run: StepRun) -> CallStep:
     step, caller, rate, calls = run.step, run.caller, run.step.rate, run.step.calls
     try:
         if wait_unreaped(caller, run.seconds + 60):
-            caller_cpu = process_cpu_seconds(caller.pid) - run.caller_cpu0
+            caller_cpu: float | None = process_cpu_seconds(caller.pid) - run.caller_cpu0
         else:
             say(f"  callers at {rate}/s did not finish in time; stopped")
-            caller_cpu = 0.0
+            caller_cpu = None  # not measured: the stopped process is reaped unread
     finally:
         procs.stop(caller)
     step.wall_s = time.monotonic() - run.began
     cms_cpu = run.cms.cpu_seconds() - run.cpu0
     step.cms_cpu_pct = 100.0 * cms_cpu / step.wall_s
-    step.caller_cpu_pct = 100.0 * caller_cpu / step.wall_s
+    if caller_cpu is not None:
+        step.caller_cpu_pct = 100.0 * caller_cpu / step.wall_s
     if run.agents is not None and run.agents.poll() is None:
         agents_cpu = process_cpu_seconds(run.agents.pid) - run.agents_cpu0
         step.agents_cpu_pct = 100.0 * agents_cpu / step.wall_s

@@ -35,3 +35,11 @@ def test_the_agents_line_says_what_the_agents_side_saw() -> None:
 
     assert agents_line(summary) == ("agents answered 900 calls, failed 1 {'no RTP': 1}, "
                                     "heard 90/90 judged")
+
+
+def test_the_callers_cpu_of_a_step_whose_callers_were_stopped_is_not_shown_as_zero() -> None:
+    unmeasured = CallStep(rate=100, calls=500).line()
+    measured = CallStep(rate=100, calls=500, caller_cpu_pct=12.0).line()
+
+    assert "callers  n/a " in unmeasured
+    assert "callers  12% " in measured

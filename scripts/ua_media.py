@@ -291,9 +291,8 @@ class CallMedia:
 
     def _on_tick(self, tick: int) -> None:
         # Leg._on_tick for a cached payload: header, payload, send (nothing to compute).
+        # Subscribed only by _start_loop, once `_loop` holds the tone's payloads.
         loop = self._loop
-        if not loop:
-            return
         out = self.leg.out
         seq, ts, marker = out.next_generated(tick, time.monotonic())
         payload = loop[self._loop_at]

@@ -25,7 +25,7 @@ from cms.sip.responses import make_response
 from cms.sip.transaction import ResponseReceived, ServerTransaction, TimedOut
 
 from . import transfers
-from .commands import forget_leg, resolve
+from .commands import adopt_leg, forget_leg, resolve
 from .control import CallCommandError
 from .model import Call, LegState, SipLeg
 
@@ -185,17 +185,13 @@ def _refusal(m: CallManager, call: Call, leg: SipLeg, found: tuple[Call, SipLeg]
 def _join(m: CallManager, call: Call, leg: SipLeg, transferee: SipLeg, consult: Call,
           replaced: SipLeg, target: SipLeg) -> None:
     """Move `target` from `consult` into `call` in place of `leg`; `consult` ends."""
-    # Busy on `call` before its consult key is freed: free in between, the ACD would offer
-    # the target a waiting caller.
-    m.acd_busy(call, target.user)
+    adopt_leg(m, call, target)  # before its consult key is freed
     # The transferor's two legs leave (their BYEs follow the NOTIFY); the ACD frees its user.
     forget_leg(m, call, leg)
     forget_leg(m, consult, replaced)
     for user in list(consult.acd_keys):
         m.acd_free(consult, user)
     consult.caller, consult.other = replaced, None  # what the consult still owns
-    if target.dialog is not None:
-        m.endpoint.dialog_handlers[target.dialog.key] = m.dialog_handler(call, target)
     if transferee is not call.caller:
         call.caller_number = transferee.device or transferee.user or call.caller_number
     call.caller, call.other = transferee, target

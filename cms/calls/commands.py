@@ -404,6 +404,17 @@ def release_leg(m: CallManager, call: Call, leg: SipLeg) -> None:
     forget_leg(m, call, leg)
 
 
+def adopt_leg(m: CallManager, call: Call, leg: SipLeg) -> None:
+    """`leg` moves into `call`: its in-dialog requests come here, its user is busy here.
+
+    Busy here before the caller frees the user's key on the call it leaves: free in
+    between, the ACD would offer the user a waiting caller.
+    """
+    m.acd_busy(call, leg.user)
+    if leg.dialog is not None:
+        m.endpoint.dialog_handlers[leg.dialog.key] = m.dialog_handler(call, leg)
+
+
 def forget_leg(m: CallManager, call: Call, leg: SipLeg) -> None:
     """Close an ended leg's media and forget its dialog; the ACD frees its user."""
     m.close_media(leg)

@@ -23,6 +23,7 @@ from cms.sip.transaction import ServerTransaction
 from . import attended
 from .commands import (
     RINGBACK_HZ,
+    adopt_leg,
     check_party,
     command_error,
     hold_party,
@@ -126,12 +127,8 @@ def _join_consult(m: CallManager, call: Call, consult: Call, agent_leg: SipLeg, 
     """The consulted leg moves over to the original call: transfer, or a 3-party mix."""
     consult.other = None
     call.related = ""
-    # Busy on `call` before the consult's key is freed: free in between, the ACD would
-    # offer the target a waiting caller.
-    m.acd_busy(call, target.user)
+    adopt_leg(m, call, target)
     m.acd_free(consult, target.user)
-    if target.dialog is not None:
-        m.endpoint.dialog_handlers[target.dialog.key] = m.dialog_handler(call, target)
     held.cms_held = target.cms_held = False
     attended.resume(m, call, held)  # held by the agent's phone too: it must talk again
     if as_ == "transfer":

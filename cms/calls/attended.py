@@ -27,7 +27,7 @@ from cms.sip.transaction import ResponseReceived, ServerTransaction, TimedOut
 from . import transfers
 from .commands import adopt_leg, forget_leg, resolve
 from .control import CallCommandError
-from .model import Call, LegState, SipLeg
+from .model import Call, LegHandler, LegState, SipLeg
 
 if TYPE_CHECKING:
     from .manager import CallManager
@@ -44,14 +44,16 @@ FORBIDDEN = "SIP/2.0 403 Forbidden"
 
 def find_leg(m: CallManager, replaces: Replaces) -> tuple[Call, SipLeg] | None:
     """The live call and leg whose dialog with the CMS `replaces` names."""
-    keys = replaces.keys()
-    for call in m.calls.values():
+    for key in replaces.keys():
+        handler = m.endpoint.dialog_handlers.get(key)
+        if not isinstance(handler, LegHandler):
+            continue
+        call, leg = handler.call, handler.leg
         # A CTI consult's caller is the agent leg of another call: that call owns it.
         own = () if call.shares_caller else (call.caller,)
-        for leg in (*own, call.other, *call.members):
-            if (leg is not None and leg.dialog is not None and leg.state is LegState.UP
-                    and leg.dialog.key in keys):
-                return call, leg
+        if (leg.state is LegState.UP and m.calls.get(call.id) is call
+                and leg in (*own, call.other, *call.members)):
+            return call, leg
     return None
 
 

@@ -74,7 +74,7 @@ from cms.sip.transaction import (
 
 from . import commands, takeover, transfers
 from .control import CallView, CompleteAs, TransferMode
-from .model import Call, CallState, LegState, SipLeg
+from .model import Call, CallState, LegHandler, LegState, SipLeg
 from .records import CallRecordStore, as_plain
 from .views import call_info, party_view
 
@@ -693,11 +693,9 @@ class CallManager:
 
     # -- in-dialog requests
 
-    def dialog_handler(self, call: Call, leg: SipLeg
-                        ) -> Callable[[ServerTransaction | None, Request, Peer | None], None]:
-        def handle(tx: ServerTransaction | None, request: Request, peer: Peer | None) -> None:
-            self._in_dialog(call, leg, tx, request)
-        return handle
+    def dialog_handler(self, call: Call, leg: SipLeg) -> LegHandler:
+        """What the endpoint calls for requests in `leg`'s dialog (it also names the leg)."""
+        return LegHandler(self, call, leg)
 
     def _in_dialog(self, call: Call, leg: SipLeg, tx: ServerTransaction | None,
                    request: Request) -> None:

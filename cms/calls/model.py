@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cms.media.mixer import Conference
 from cms.media.relay import Leg as MediaLeg
@@ -13,7 +13,10 @@ from cms.net.peer import Peer
 from cms.sip.dialog import Dialog
 from cms.sip.message import Request
 from cms.sip.sdp import Negotiated, SessionDescription
-from cms.sip.transaction import ClientTransaction, InviteServerTransaction
+from cms.sip.transaction import ClientTransaction, InviteServerTransaction, ServerTransaction
+
+if TYPE_CHECKING:
+    from .manager import CallManager
 
 
 class LegState(Enum):
@@ -96,3 +99,19 @@ class Call:
             if leg is not None and leg not in legs:
                 legs.append(leg)
         return legs
+
+
+@dataclass(frozen=True, slots=True)
+class LegHandler:
+    """The endpoint's handler of one leg's dialog: passes its requests to the manager.
+
+    Keyed by the dialog, it is also how a Replaces header finds its leg without a scan.
+    """
+
+    manager: CallManager
+    call: Call
+    leg: SipLeg
+
+    def __call__(self, tx: ServerTransaction | None, request: Request,
+                 peer: Peer | None) -> None:
+        self.manager._in_dialog(self.call, self.leg, tx, request)

@@ -161,7 +161,7 @@ def left_during_consult(m: CallManager, call: Call, leg: SipLeg) -> bool:
     if consult is None or not consult.shares_caller or call.conference is not None:
         return False
     if leg is consult.caller:
-        return agent_left_consult(m, call, leg)
+        return agent_left_consult(m, call, consult, leg)
     if leg not in (call.caller, call.other):
         return False
     agent_leg = consult.caller
@@ -179,7 +179,7 @@ def left_during_consult(m: CallManager, call: Call, leg: SipLeg) -> bool:
     return True
 
 
-def agent_left_consult(m: CallManager, call: Call, leg: SipLeg) -> bool:
+def agent_left_consult(m: CallManager, call: Call, consult: Call, leg: SipLeg) -> bool:
     """The agent hung up (BYE on `leg`) while consulting: hand the held party on.
 
     What a contact-centre user expects, and what PBXs do on "hang up to transfer": the
@@ -191,7 +191,6 @@ def agent_left_consult(m: CallManager, call: Call, leg: SipLeg) -> bool:
     (When the consulted party hangs up instead, the caller stays held for the agent to
     retrieve or consult again: see `CallManager.finish`.)
     """
-    consult = m.calls[call.related]
     held = call.caller if call.other is leg else call.other
     if held is None or held.state is not LegState.UP:
         return False

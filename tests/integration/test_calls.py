@@ -21,7 +21,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,6 +31,7 @@ import pytest
 from baresip_runner import Baresip
 from baresip_runner import available as baresip_available
 from baresip_runner import config_text as baresip_config
+from call_setups import until
 from cms_process import REPO, CmsProcess, StartCms, user_password
 from sipp_runner import SIPP, SippProcess, free_media_port, start_sipp
 
@@ -129,15 +130,6 @@ async def wait_events(cms: CmsProcess, kind: str, count: int, timeout: float = 5
     """Wait until `count` such events are journalled (they trail the SIP that causes them)."""
     await until(lambda: len(acd_events(cms, kind, **match)) >= count, timeout)
     return acd_events(cms, kind, **match)
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait (without blocking the loop) until `predicate()` holds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 @contextlib.asynccontextmanager

@@ -219,7 +219,7 @@ class RtpEndpoint:
         self._companion_peer = peer
         self._recv_into = companion.recv_into
         self.connected_send = companion.send
-        self._reactor.add_reader(companion.fileno(), self._read_one_connected)
+        self._watch_connected(companion.fileno())
 
     def _drop_companion(self) -> None:
         companion = self._companion
@@ -260,7 +260,14 @@ class RtpEndpoint:
         if not self._connected:
             self._connected = True
             self._reactor.remove_reader(self._fd)
-            self._reactor.add_reader(self._fd, self._reader())
+            if self._reads == 1:
+                self._watch_connected(self._fd)
+            else:
+                self._reactor.add_reader(self._fd, self._reader())
+
+    def _watch_connected(self, fd: int) -> None:
+        # A socket connected to the peer (companion or kernel filter), with a reactor.
+        self._reactor.add_reader(fd, self._read_one_connected)
 
     def _read_one(self) -> None:
         # The hot path with a reactor: one datagram from the negotiated peer, to the sink.
@@ -313,6 +320,17 @@ class RtpEndpoint:
         except OSError as exc:
             self._on_error(exc)
             return
+        if length < HEADER_SIZE or buf[0] & 0xC0 != 0x80:
+            self.dropped_invalid += 1
+            return
+        self.received += 1
+        sink = self.sink
+        sink(buf, length)
+
+    def deliver(self, length: int) -> None:
+        """Take a datagram of `length` bytes from the peer, already in `buffer` (a reactor
+        that reads the connected socket itself calls this): as `_read_one_connected`."""
+        buf = self.buffer
         if length < HEADER_SIZE or buf[0] & 0xC0 != 0x80:
             self.dropped_invalid += 1
             return

@@ -22,6 +22,7 @@ from .dtmf import DigitPressed, DtmfDetector, DtmfNotice, DtmfSender
 from .endpoint import Address, RtpEndpoint
 from .formats import FRAME_MS, MediaFormat, transcode_table
 from .rtp import RtpError, payload_bounds
+from .slots import SlotOutboundStream, SlotReceiveStats, SlotTable
 from .sources import AudioSource
 from .stats import ReceiveStats, StreamStats
 from .stream import HALF_SEQ, HALF_TS, SEQ_MASK, TS_MASK, OutboundStream
@@ -112,8 +113,14 @@ class Leg:
         self.name = name
         self.on_dtmf = on_dtmf
         self.format: MediaFormat | None = None
-        self.out = OutboundStream()
-        self.rx = ReceiveStats()
+        table: SlotTable | None = getattr(endpoint, "table", None)
+        if table is not None:
+            # The endpoint's reactor relays batches itself: our state lives in its table.
+            self.out: OutboundStream = SlotOutboundStream(table, endpoint.slot)  # type: ignore[attr-defined]
+            self.rx: ReceiveStats = SlotReceiveStats(table, endpoint.slot)  # type: ignore[attr-defined]
+        else:
+            self.out = OutboundStream()
+            self.rx = ReceiveStats()
         self.dropped_payload_type = 0
         self._digits: list[str] = []
         self._detector = DtmfDetector()
@@ -138,9 +145,11 @@ class Leg:
         self._dtmf_pt = -1 if dtmf_pt is None else dtmf_pt
         self.endpoint.set_peer(remote, latch=latch, nat_host=nat_host)
         if self._route is not None:
-            self._route = _Route(self, self._route.target)
+            _set_route(self, _Route(self, self._route.target))
+        else:
+            _set_route(self, None)  # Publishes the new audio payload type.
         if self._fed_by is not None:
-            self._fed_by._route = _Route(self._fed_by, self)
+            _set_route(self._fed_by, _Route(self._fed_by, self))
 
     @property
     def local_address(self) -> Address:
@@ -190,7 +199,7 @@ class Leg:
 
     def _unfeed(self) -> None:
         if self._fed_by is not None:
-            self._fed_by._route = None
+            _set_route(self._fed_by, None)
             self._fed_by = None
         self._player = None
         self._update_ticking()
@@ -355,7 +364,7 @@ def connect(source: Leg, target: Leg) -> None:
     target._unfeed()
     if source._route is not None:
         source._route.target._fed_by = None
-    source._route = route
+    _set_route(source, route)
     target._fed_by = source
     target.out.release()
 
@@ -370,8 +379,26 @@ def disconnect(leg: Leg) -> None:
     """Stop relaying to and from `leg` (generated feeds are untouched)."""
     if leg._route is not None:
         leg._route.target._fed_by = None
-        leg._route = None
+        _set_route(leg, None)
     if leg._fed_by is not None:
-        leg._fed_by._route = None
+        _set_route(leg._fed_by, None)
         leg._fed_by = None
         leg.out.release()
+
+
+def _set_route(leg: Leg, route: _Route | None) -> None:
+    """Set where `leg` relays to, and tell a batch-relaying reactor (see cms.media.slots)."""
+    leg._route = route
+    endpoint = leg.endpoint
+    table: SlotTable | None = getattr(endpoint, "table", None)
+    if table is None:
+        return
+    slot: int = endpoint.slot  # type: ignore[attr-defined]
+    target = -1  # The per-packet path: no route, or one that transcodes.
+    if route is not None and route.table is None:
+        target_endpoint = route.target.endpoint
+        if getattr(target_endpoint, "table", None) is table:
+            target = target_endpoint.slot  # type: ignore[attr-defined]
+            table.out_pt[slot] = route.audio_pt
+    table.target[slot] = target
+    table.audio_pt[slot] = leg._audio_pt

@@ -7,7 +7,8 @@ Reads one JSON command per line on stdin, answers one JSON line on stdout:
   {"close": true}  -> {"closed": n, "relayed": packets the legs sent}
   {"quit": true}   -> exits
 Options: --kernel-filter (connect() each leg's socket to its peer), --transcode (leg B in
-PCMA), --no-epoll (one event-loop reader per socket).
+PCMA), --no-epoll (one event-loop reader per socket), --no-uring (the epoll reactor even where
+io_uring works).
 
     python -m cms.media.relay_server --host 127.0.0.1
 """
@@ -58,7 +59,7 @@ class RelayServer:
 async def serve(args: argparse.Namespace) -> None:
     """Answer commands from stdin until "quit" or end of input."""
     service = MediaService(args.host, (0, 0), kernel_filter=args.kernel_filter,
-                           epoll=not args.no_epoll)
+                           epoll=not args.no_epoll, uring=not args.no_uring)
     service.start()
     server = RelayServer(service, transcode=args.transcode)
     loop = asyncio.get_running_loop()
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="relay-only process for benchmarks")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--no-epoll", action="store_true")
+    parser.add_argument("--no-uring", action="store_true")
     parser.add_argument("--kernel-filter", action="store_true")
     parser.add_argument("--transcode", action="store_true")
     args = parser.parse_args(argv)

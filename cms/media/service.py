@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import resource
 import select
+
+from cms.net.uring import Ring
 
 from .clock import MediaClock
 from .endpoint import RtpEndpoint
 from .ports import DEFAULT_RANGE, PortAllocator
 from .reactor import EpollReactor
 from .relay import DtmfListener, Leg
+from .uring_reactor import UringEndpoint, UringReactor
+
+log = logging.getLogger("cms.media.service")
 
 
 def raise_open_file_limit() -> int:
@@ -31,8 +37,11 @@ class MediaService:
 
     def __init__(self, host: str = "0.0.0.0", ports: tuple[int, int] = DEFAULT_RANGE, *,
                  kernel_filter: bool = False, epoll: bool = True,
-                 companion: bool = True) -> None:
+                 companion: bool = True, uring: bool = True) -> None:
         self._epoll = epoll and hasattr(select, "epoll")
+        # Peer-connected sockets received and relayed in batches (see cms.media.uring_reactor)
+        # where io_uring works; the epoll reactor otherwise.
+        self.uring = uring and self._epoll and Ring.available()
         # A connected companion socket per leg for its peer's packets (see RtpEndpoint): the
         # ports are bound shareable (SO_REUSEPORT) for it.
         self.companion = companion and self._epoll and not kernel_filter
@@ -50,13 +59,26 @@ class MediaService:
         """A new leg on a fresh even port (needs a running event loop); configure it once SDP
         is negotiated."""
         if self._epoll and self.reactor is None:
-            self.reactor = EpollReactor()
+            self.reactor = self._new_reactor()
         sock = self.allocator.open()
-        endpoint = RtpEndpoint(sock, kernel_filter=self.kernel_filter, reactor=self.reactor,
-                               on_close=self.allocator.release, companion=self.companion)
+        endpoint_type = RtpEndpoint
+        if self.uring and isinstance(self.reactor, UringReactor):
+            endpoint_type = UringEndpoint
+        endpoint = endpoint_type(sock, kernel_filter=self.kernel_filter,
+                                 reactor=self.reactor,  # type: ignore[arg-type]
+                                 on_close=self.allocator.release, companion=self.companion)
         leg = Leg(endpoint, self.clock, name=name, on_dtmf=on_dtmf)
         self.legs.add(leg)
         return leg
+
+    def _new_reactor(self) -> EpollReactor:
+        if self.uring:
+            try:
+                return UringReactor()
+            except OSError as exc:
+                log.warning("io_uring not usable (%s): RTP goes through epoll", exc)
+                self.uring = False
+        return EpollReactor()
 
     def close_leg(self, leg: Leg) -> None:
         """Close a leg and forget it."""

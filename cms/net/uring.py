@@ -273,10 +273,18 @@ class Ring:
         """Completions waiting to be read."""
         return (int(self._cq_tail[0]) - int(self._cq_head[0])) % (1 << 32)
 
-    def completions(self) -> np.ndarray:
-        """A copy of every waiting completion (user_data, res, flags), consumed."""
+    def flush(self) -> None:
+        """Enter the kernel without submitting: completions it holds back as task work (see
+        SETUP_COOP_TASKRUN) are posted, so `ready()` sees them."""
+        _syscall(_SYS_IO_URING_ENTER, self.fd, 0, 0, ENTER_GETEVENTS, None, 0)
+
+    def completions(self, limit: int | None = None) -> np.ndarray:
+        """A copy of every waiting completion (user_data, res, flags), or of the first
+        `limit`, consumed."""
         head = int(self._cq_head[0])
         count = (int(self._cq_tail[0]) - head) % (1 << 32)
+        if limit is not None:
+            count = min(count, limit)
         if not count:
             return self.cqes[:0].copy()
         start = head & self._cq_mask

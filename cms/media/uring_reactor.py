@@ -1,0 +1,303 @@
+"""RTP through io_uring: peer-connected sockets received and relayed a batch at a time.
+
+An `EpollReactor` calls Python once per packet; here the sockets that only hear their
+negotiated peer (an endpoint's connected companion, or its kernel-filtered socket) each
+carry one multishot receive into a shared pool of provided buffers, and one wake-up takes
+every completion the ring holds: the relay's common case (see cms.media.fastpath) is done
+for all of them with numpy and sent straight from the receive buffers in one submission;
+any other packet is copied into the reactor's shared buffer and handed to the endpoint's
+usual per-packet path, so its behaviour is unchanged. Sockets that hear strangers (a leg's
+shared port, latching legs) stay on the epoll set.
+
+user_data of an entry: bits 62-63 its kind, bits 48-61 the slot's generation when it was
+queued (a completion from before the slot's receive was cancelled or the slot reused is
+recognised and only its buffer recycled), bits 32-47 a sent buffer's id, bits 0-31 the slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import Any, cast
+
+import numpy as np
+
+from cms.net.uring import (
+    CQE_F_BUFFER,
+    CQE_F_MORE,
+    MSG_DONTWAIT,
+    OP_ASYNC_CANCEL,
+    OP_RECV,
+    OP_SEND,
+    RECV_MULTISHOT,
+    SQE_BUFFER_SELECT,
+    Ring,
+)
+
+from .endpoint import RtpEndpoint
+from .fastpath import FastPath, header_view
+from .reactor import BUFFER_SIZE, EpollReactor
+from .slots import SlotTable, _Int
+
+log = logging.getLogger("cms.media.uring")
+
+_RECV, _SEND, _CANCEL = 0, 1, 2
+_KIND_SHIFT = 62
+_GEN_SHIFT = 48
+_GEN_MASK = 0x3FFF
+_BID_SHIFT = 32
+_SLOT_MASK = 0xFFFFFFFF
+BUFFER_GROUP = 1
+BUFFERS = 8192  # Receive buffers: enough for every leg's packets of a slow wake-up.
+ENTRIES = 4096  # Submission entries; completions per chunk stay below, as a chunk's sends.
+MAX_CHUNKS_PER_WAKEUP = 8  # Then other callbacks run (the ring fd stays readable).
+_QUIET_ERRORS = (errno.ENOBUFS, errno.ECANCELED, errno.ECONNREFUSED, errno.EHOSTUNREACH,
+                 errno.ENETUNREACH)
+
+
+class UringEndpoint(RtpEndpoint):
+    """An RtpEndpoint whose peer-connected socket is served by a UringReactor."""
+
+    __slots__ = ("_table", "_slot", "_send_through")
+
+    received = _Int("received")  # type: ignore[assignment]
+    sent = _Int("sent")  # type: ignore[assignment]
+
+    def __init__(self, sock: socket.socket, *, reactor: UringReactor, **options: Any) -> None:
+        self._table = reactor.table
+        self._slot = reactor.table.allocate()
+        reactor.table.own(self._slot, self)
+        self._send_through: Callable[[bytes | bytearray | memoryview], int] | None = None
+        super().__init__(sock, reactor=reactor, **options)
+
+    @property  # type: ignore[override]
+    def connected_send(self) -> Callable[[bytes | bytearray | memoryview], int] | None:
+        """As RtpEndpoint's; the batch path sends through the same socket, and only while
+        this is that socket's own `send` (anything else is called per packet)."""
+        return self._send_through
+
+    @connected_send.setter
+    def connected_send(self, send: Callable[[bytes | bytearray | memoryview], int] | None
+                       ) -> None:
+        self._send_through = send
+        owner = getattr(send, "__self__", None)
+        own = isinstance(owner, socket.socket) and send == owner.send
+        self._table.send_fd[self._slot] = owner.fileno() if own else -1  # type: ignore[union-attr]
+
+    @property
+    def table(self) -> SlotTable:
+        """Where this endpoint's (and its leg's) per-packet state lives."""
+        return self._table
+
+    @property
+    def slot(self) -> int:
+        """Its row in `table`."""
+        return self._slot
+
+    def _watch_connected(self, fd: int) -> None:
+        cast(UringReactor, self._reactor).add_connected(fd, self)
+
+    def close(self) -> None:
+        """Stop reading, close the sockets and give the port and the slot back."""
+        if self.closed:
+            return
+        super().close()
+        self._table.release(self._slot)
+
+
+class UringReactor(EpollReactor):
+    """An EpollReactor whose peer-connected sockets are received through io_uring."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None, *,
+                 buffers: int = BUFFERS, entries: int = ENTRIES) -> None:
+        self.ring = Ring(entries, cq_entries=4 * entries)
+        super().__init__(loop)
+        try:
+            self.pool = self.ring.buffer_ring(BUFFER_GROUP, buffers, BUFFER_SIZE)
+        except BaseException:
+            self.close()
+            raise
+        self.headers = header_view(self.pool.data)
+        self.table = SlotTable()
+        self.fast_path = FastPath(self.table)
+        self.clock: Callable[[], float] = time.monotonic  # One reading per batch.
+        self._chunk = entries // 2
+        self._watched: dict[int, int] = {}  # fd -> slot
+        self._endpoints: dict[int, UringEndpoint] = {}  # slot -> endpoint, while watched
+        self._scratch = np.frombuffer(self.buffer, dtype=np.uint8)
+        self._loop.add_reader(self.ring.fd, self._completed)
+        self.batches = 0  # Chunks of completions handled (for tests and benchmarks).
+        self.relayed_fast = 0
+        self.relayed_slow = 0
+
+    # -- sockets
+
+    def add_connected(self, fd: int, endpoint: UringEndpoint) -> None:
+        """Receive `fd` (connected to the endpoint's peer) through the ring."""
+        if fd in self._watched:
+            self.remove_reader(fd)
+        slot = endpoint.slot
+        self._watched[fd] = slot
+        self._endpoints[slot] = endpoint
+        self.table.fd[slot] = fd
+        self._arm(np.array([slot], dtype=np.int64))
+        self.ring.submit()
+
+    def remove_reader(self, fd: int) -> bool:
+        """Stop watching `fd` (an epoll one, or one received through the ring)."""
+        slot = self._watched.pop(fd, None)
+        if slot is None:
+            return super().remove_reader(fd)
+        table = self.table
+        user_data = self._user_data(_RECV, slot)
+        table.generation[slot] += 1  # What its receive still completes is now stale.
+        table.fd[slot] = -1
+        self._endpoints.pop(slot, None)
+        # The ring holds the socket until its receive ends: closing the fd would not.
+        self.ring.prepare(OP_ASYNC_CANCEL, -1, user_data, 0, _CANCEL << _KIND_SHIFT,
+                          count=1)
+        self.ring.submit()
+        return True
+
+    def close(self) -> None:
+        """Stop watching everything; the ring's pending operations end with it."""
+        if self.ring.fd >= 0:
+            try:
+                self._loop.remove_reader(self.ring.fd)
+            except (ValueError, OSError):
+                pass
+        if hasattr(self, "_epoll"):
+            super().close()
+        self.ring.close()
+
+    def _user_data(self, kind: int, slot: int) -> int:
+        generation = int(self.table.generation[slot]) & _GEN_MASK
+        return kind << _KIND_SHIFT | generation << _GEN_SHIFT | slot
+
+    def _arm(self, slots: np.ndarray) -> None:
+        # A multishot receive per slot, each completion filling one provided buffer.
+        table = self.table
+        user_data = ((table.generation[slots] & _GEN_MASK) << _GEN_SHIFT | slots).astype(
+            np.uint64)
+        self.ring.prepare(OP_RECV, table.fd[slots], 0, 0, user_data, count=len(slots),
+                          ioprio=RECV_MULTISHOT, flags=SQE_BUFFER_SELECT,
+                          buf_group=BUFFER_GROUP)
+
+    # -- completions
+
+    def _completed(self) -> None:
+        self.wakeups += 1
+        ring = self.ring
+        for _ in range(MAX_CHUNKS_PER_WAKEUP):
+            if not ring.ready():
+                return
+            self._handle(ring.completions(self._chunk))
+
+    def drain(self) -> None:
+        """Handle everything received so far, the epoll set's sockets too (tests, benches)."""
+        ring = self.ring
+        while True:
+            ring.flush()
+            busy = ring.ready() > 0
+            if busy:
+                self._completed()
+            if self._epoll.poll(0, 1):
+                busy = True
+                self._ready()
+            if not busy:
+                return
+
+    def _handle(self, done: np.ndarray) -> None:
+        self.batches += 1
+        table = self.table
+        pool = self.pool
+        user_data = done["user_data"]
+        results = done["res"]
+        flags = done["flags"]
+        kinds = user_data >> np.uint64(_KIND_SHIFT)
+        slots = (user_data & np.uint64(_SLOT_MASK)).astype(np.int64)
+        live = (table.generation[slots] & _GEN_MASK) == (
+            (user_data >> np.uint64(_GEN_SHIFT)) & np.uint64(_GEN_MASK)).astype(np.int64)
+        sends = kinds == _SEND
+        if sends.any():
+            self._sent(slots[sends], results[sends], live[sends],
+                       ((user_data[sends] >> np.uint64(_BID_SHIFT)) & np.uint64(0xFFFF)))
+        receives = kinds == _RECV
+        with_buffer = receives & (flags & CQE_F_BUFFER != 0)
+        bids = (flags >> 16).astype(np.int64)
+        stale = with_buffer & ~live
+        if stale.any():
+            pool.recycle(bids[stale].astype(np.uint16))
+        ended = receives & live & (flags & CQE_F_MORE == 0)
+        packets = np.flatnonzero(with_buffer & live)
+        if len(packets):
+            self._received(slots[packets], bids[packets], results[packets])
+        if ended.any():
+            self._rearm(slots[ended], results[ended])
+
+    def _sent(self, slots: np.ndarray, results: np.ndarray, live: np.ndarray,
+              bids: np.ndarray) -> None:
+        # Sends were counted when queued; a failure is taken back and reported (rare).
+        self.pool.recycle(bids.astype(np.uint16))
+        for index in np.flatnonzero((results < 0) & live).tolist():
+            endpoint = self._endpoints.get(int(slots[index]))
+            if endpoint is not None:
+                endpoint.sent -= 1
+                code = -int(results[index])
+                endpoint.send_failed(OSError(code, os.strerror(code)))
+
+    def _received(self, slots: np.ndarray, bids: np.ndarray, lengths: np.ndarray) -> None:
+        now = self.clock()
+        relayed = self.fast_path.relay(self.headers, slots, bids, lengths, now)
+        fast = relayed.fast
+        if len(fast):
+            targets = relayed.targets
+            fast_bids = bids[fast]
+            np.add.at(self.table.sent, targets, 1)  # Rounds may repeat a target.
+            user_data = (np.uint64(_SEND << _KIND_SHIFT)
+                         | (self.table.generation[targets] & _GEN_MASK).astype(np.uint64)
+                         << np.uint64(_GEN_SHIFT)
+                         | fast_bids.astype(np.uint64) << np.uint64(_BID_SHIFT)
+                         | targets.astype(np.uint64))
+            self.ring.prepare(OP_SEND, relayed.fds, self.pool.address(fast_bids),
+                              lengths[fast], user_data, count=len(fast),
+                              op_flags=MSG_DONTWAIT)
+            self.relayed_fast += len(fast)
+        # Sent before any slower packet of the same leg is, so the order holds.
+        self.ring.submit()
+        slow = relayed.slow
+        if len(slow):
+            self.relayed_slow += len(slow)
+            self._slow(slots[slow].tolist(), bids[slow].tolist(), lengths[slow].tolist())
+
+    def _slow(self, slots: list[int], bids: list[int], lengths: list[int]) -> None:
+        # The per-packet path: each packet in the shared buffer, to its endpoint as if read.
+        data = self.pool.data
+        scratch = self._scratch
+        endpoints = self._endpoints
+        for slot, bid, length in zip(slots, bids, lengths, strict=True):
+            endpoint = endpoints.get(slot)
+            if endpoint is None:
+                continue  # Closed by an earlier packet's handler.
+            scratch[:length] = data[bid, :length]
+            try:
+                endpoint.deliver(length)
+            except Exception:
+                log.exception("RTP handler for slot %d failed", slot)
+        self.pool.recycle(np.array(bids, dtype=np.uint16))
+
+    def _rearm(self, slots: np.ndarray, results: np.ndarray) -> None:
+        # A multishot receive ends when the buffers run out or on an error: start another.
+        for code in set((-results[results < 0]).tolist()):
+            if code not in _QUIET_ERRORS:
+                log.warning("RTP receive through io_uring failed: %s", os.strerror(code))
+        slots = np.unique(slots)
+        slots = slots[self.table.fd[slots] >= 0]
+        if len(slots):
+            self._arm(slots)
+            self.ring.submit()

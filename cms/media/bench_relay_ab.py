@@ -80,12 +80,15 @@ class Side:
                                      ssrc)
                 phone.sendto(header + PAYLOAD, address)
         reactor = self.service.reactor
+        drain = getattr(reactor, "drain", None)  # An io_uring reactor's; epoll: the loop.
         sent0 = self.relayed()
         cpu0 = time.process_time()
-        while True:
+        while drain is None:
             reactor._ready()
             if not reactor._epoll.poll(0, 1):
                 break
+        if drain is not None:
+            drain()
         cpu1 = time.process_time()
         relayed = self.relayed() - sent0
         for phone in self.phones:

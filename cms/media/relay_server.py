@@ -8,7 +8,7 @@ Reads one JSON command per line on stdin, answers one JSON line on stdout:
   {"quit": true}   -> exits
 Options: --kernel-filter (connect() each leg's socket to its peer), --transcode (leg B in
 PCMA), --no-epoll (one event-loop reader per socket), --no-uring (the epoll reactor even where
-io_uring works).
+io_uring works), --report (reactor counters to stderr on "close").
 
     python -m cms.media.relay_server --host 127.0.0.1
 """
@@ -29,10 +29,26 @@ from .service import MediaService, raise_open_file_limit
 class RelayServer:
     """The MediaService of a B2BUA without the SIP: bridged leg pairs on command."""
 
-    def __init__(self, service: MediaService, transcode: bool = False) -> None:
+    def __init__(self, service: MediaService, transcode: bool = False,
+                 report: bool = False) -> None:
         self.service = service
         self.transcode = transcode
+        self.report = report
         self.legs: list[Leg] = []
+        self._counted: dict[str, int] = {}
+
+    def _report(self, relayed: int) -> None:
+        # The reactor's counters since the last report, to stderr (not the command channel).
+        reactor = self.service.reactor
+        counts = {"relayed": relayed}
+        for name in ("wakeups", "batches", "relayed_fast", "relayed_slow", "rearmed",
+                     "enobufs"):
+            counts[name] = getattr(reactor, name, 0) - self._counted.get(name, 0)
+            self._counted[name] = getattr(reactor, name, 0)
+        ring = getattr(reactor, "ring", None)
+        if ring is not None:
+            counts["overflowed"] = ring.overflowed
+        print(f"relay_server: {json.dumps(counts)}", file=sys.stderr, flush=True)
 
     def handle(self, command: dict[str, Any]) -> dict[str, Any]:
         """One command's reply (see the module docstring)."""
@@ -49,6 +65,8 @@ class RelayServer:
             return {"routes": routes}
         if "close" in command:
             relayed = sum(leg.endpoint.sent for leg in self.legs)
+            if self.report:
+                self._report(relayed)
             for leg in self.legs:
                 self.service.close_leg(leg)
             closed, self.legs = len(self.legs) // 2, []
@@ -61,7 +79,7 @@ async def serve(args: argparse.Namespace) -> None:
     service = MediaService(args.host, (0, 0), kernel_filter=args.kernel_filter,
                            epoll=not args.no_epoll, uring=not args.no_uring)
     service.start()
-    server = RelayServer(service, transcode=args.transcode)
+    server = RelayServer(service, transcode=args.transcode, report=args.report)
     loop = asyncio.get_running_loop()
     done = loop.create_future()
 
@@ -88,6 +106,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--no-epoll", action="store_true")
     parser.add_argument("--no-uring", action="store_true")
+    parser.add_argument("--report", action="store_true",
+                        help="print the reactor's wake-ups and batches to stderr on close")
     parser.add_argument("--kernel-filter", action="store_true")
     parser.add_argument("--transcode", action="store_true")
     args = parser.parse_args(argv)

@@ -12,6 +12,12 @@ shared port, latching legs) stay on the epoll set.
 user_data of an entry: bits 62-63 its kind, bits 48-61 the slot's generation when it was
 queued (a completion from before the slot's receive was cancelled or the slot reused is
 recognised and only its buffer recycled), bits 32-47 a sent buffer's id, bits 0-31 the slot.
+
+A relayed packet's buffer is recycled as soon as the submission that sends it returns: the
+send carries MSG_DONTWAIT, which makes io_uring complete it inline (REQ_F_NOWAIT: a full
+socket buffer fails it with EAGAIN rather than arming a retry), so once io_uring_enter has
+taken the entry the datagram is copied into the kernel. Successful sends post no completion
+(SQE_CQE_SKIP_SUCCESS); failed ones do, and are counted as send errors.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from cms.net.uring import (
     OP_SEND,
     RECV_MULTISHOT,
     SQE_BUFFER_SELECT,
+    SQE_CQE_SKIP_SUCCESS,
     Ring,
 )
 
@@ -130,10 +137,13 @@ class UringReactor(EpollReactor):
         self._watched: dict[int, int] = {}  # fd -> slot
         self._endpoints: dict[int, UringEndpoint] = {}  # slot -> endpoint, while watched
         self._scratch = np.frombuffer(self.buffer, dtype=np.uint8)
+        self._sending: list[np.ndarray] = []  # Buffer ids of sends not yet taken by the kernel.
         self._loop.add_reader(self.ring.fd, self._completed)
         self.batches = 0  # Chunks of completions handled (for tests and benchmarks).
         self.relayed_fast = 0
         self.relayed_slow = 0
+        self.rearmed = 0
+        self.enobufs = 0
 
     # -- sockets
 
@@ -146,7 +156,7 @@ class UringReactor(EpollReactor):
         self._endpoints[slot] = endpoint
         self.table.fd[slot] = fd
         self._arm(np.array([slot], dtype=np.int64))
-        self.ring.submit()
+        self._submit()
 
     def remove_reader(self, fd: int) -> bool:
         """Stop watching `fd` (an epoll one, or one received through the ring)."""
@@ -161,7 +171,7 @@ class UringReactor(EpollReactor):
         # The ring holds the socket until its receive ends: closing the fd would not.
         self.ring.prepare(OP_ASYNC_CANCEL, -1, user_data, 0, _CANCEL << _KIND_SHIFT,
                           count=1)
-        self.ring.submit()
+        self._submit()
         return True
 
     def close(self) -> None:
@@ -195,7 +205,11 @@ class UringReactor(EpollReactor):
         ring = self.ring
         for _ in range(MAX_CHUNKS_PER_WAKEUP):
             if not ring.ready():
-                return
+                # The fd also polls readable for completions the kernel holds back (task
+                # work not run yet, or an overflowed queue): entering posts them.
+                ring.flush()
+                if not ring.ready():
+                    return
             self._handle(ring.completions(self._chunk))
 
     def drain(self) -> None:
@@ -243,7 +257,6 @@ class UringReactor(EpollReactor):
     def _sent(self, slots: np.ndarray, results: np.ndarray, live: np.ndarray,
               bids: np.ndarray) -> None:
         # Sends were counted when queued; a failure is taken back and reported (rare).
-        self.pool.recycle(bids.astype(np.uint16))
         for index in np.flatnonzero((results < 0) & live).tolist():
             endpoint = self._endpoints.get(int(slots[index]))
             if endpoint is not None:
@@ -266,14 +279,23 @@ class UringReactor(EpollReactor):
                          | targets.astype(np.uint64))
             self.ring.prepare(OP_SEND, relayed.fds, self.pool.address(fast_bids),
                               lengths[fast], user_data, count=len(fast),
-                              op_flags=MSG_DONTWAIT)
+                              op_flags=MSG_DONTWAIT, flags=SQE_CQE_SKIP_SUCCESS)
+            self._sending.append(fast_bids)
             self.relayed_fast += len(fast)
         # Sent before any slower packet of the same leg is, so the order holds.
-        self.ring.submit()
+        self._submit()
         slow = relayed.slow
         if len(slow):
             self.relayed_slow += len(slow)
             self._slow(slots[slow].tolist(), bids[slow].tolist(), lengths[slow].tolist())
+
+    def _submit(self) -> None:
+        # Submit what is queued; the buffers of sends the kernel took are free again.
+        self.ring.submit()
+        if self._sending and not self.ring.pending:
+            bids = self._sending
+            self._sending = []
+            self.pool.recycle(np.concatenate(bids).astype(np.uint16))
 
     def _slow(self, slots: list[int], bids: list[int], lengths: list[int]) -> None:
         # The per-packet path: each packet in the shared buffer, to its endpoint as if read.
@@ -298,6 +320,8 @@ class UringReactor(EpollReactor):
                 log.warning("RTP receive through io_uring failed: %s", os.strerror(code))
         slots = np.unique(slots)
         slots = slots[self.table.fd[slots] >= 0]
+        self.rearmed += len(slots)
+        self.enobufs += int((results == -errno.ENOBUFS).sum())
         if len(slots):
             self._arm(slots)
-            self.ring.submit()
+            self._submit()

@@ -267,6 +267,11 @@ class Ring:
         self._pending = max(0, pending - submitted)
         return int(submitted)
 
+    @property
+    def pending(self) -> int:
+        """Entries published but not yet taken by the kernel (a failed or partial submit)."""
+        return self._pending
+
     # -- completion
 
     def ready(self) -> int:

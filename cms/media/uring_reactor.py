@@ -290,9 +290,14 @@ class UringReactor(EpollReactor):
             self._slow(slots[slow].tolist(), bids[slow].tolist(), lengths[slow].tolist())
 
     def _submit(self) -> None:
-        # Submit what is queued; the buffers of sends the kernel took are free again.
-        self.ring.submit()
-        if self._sending and not self.ring.pending:
+        # Submit what is queued; the buffers of sends the kernel took are free again. (A
+        # refused submission, EBUSY or EINTR, is rare: the entries stay queued for the next.)
+        ring = self.ring
+        for _ in range(3):
+            ring.submit()
+            if not ring.pending:
+                break
+        if self._sending and not ring.pending:
             bids = self._sending
             self._sending = []
             self.pool.recycle(np.concatenate(bids).astype(np.uint16))

@@ -23,58 +23,85 @@ NO_SLOT = -1
 NO_FEED = -3  # `OutboundStream.feed is None` (GENERATED is -1, DTMF -2, SSRCs are >= 0).
 NO_SSRC = -1  # `ReceiveStats.ssrc is None`.
 
-# name: (dtype, value of a fresh row)
-_COLUMNS: dict[str, tuple[type, Any]] = {
+# Integer columns (one int64 array, a row per slot), with a fresh row's values.
+INT_COLUMNS: dict[str, int] = {
     # The endpoint: the peer-connected socket received through the ring and the one
     # `connected_send` sends on (-1: none), counters, generation (see release).
-    "fd": (np.int64, -1),
-    "send_fd": (np.int64, -1),
-    "received": (np.int64, 0),
-    "sent": (np.int64, 0),
-    "generation": (np.int64, 0),
+    "fd": -1,
+    "send_fd": -1,
+    "received": 0,
+    "sent": 0,
+    "generation": 0,
     # The leg's route: the target slot (-1: none, or one the vectorised path cannot take),
     # the payload type sent there, and the audio payload type this leg accepts.
-    "target": (np.int64, NO_SLOT),
-    "out_pt": (np.int64, 0),
-    "audio_pt": (np.int64, -1),
+    "target": NO_SLOT,
+    "out_pt": 0,
+    "audio_pt": -1,
     # OutboundStream of what this leg sends.
-    "out_ssrc": (np.int64, 0),
-    "out_seq": (np.int64, 0),
-    "out_ts": (np.int64, 0),
-    "out_time": (np.float64, math.nan),
-    "out_feed": (np.int64, NO_FEED),
-    "out_held": (np.bool_, False),
-    "out_seq_offset": (np.int64, 0),
-    "out_ts_offset": (np.int64, 0),
+    "out_ssrc": 0,
+    "out_seq": 0,
+    "out_ts": 0,
+    "out_feed": NO_FEED,
+    "out_held": 0,
+    "out_seq_offset": 0,
+    "out_ts_offset": 0,
     # ReceiveStats of what this leg receives (the fields its common case touches).
-    "rx_ssrc": (np.int64, NO_SSRC),
-    "rx_max": (np.int64, 0),
-    "rx_cycles": (np.int64, 0),
-    "rx_seen": (np.int64, 0),
-    "rx_received": (np.int64, 0),
-    "rx_transit": (np.float64, math.nan),
-    "rx_jitter": (np.float64, 0.0),
+    "rx_ssrc": NO_SSRC,
+    "rx_max": 0,
+    "rx_cycles": 0,
+    "rx_seen": 0,
+    "rx_received": 0,
 }
+FLOAT_COLUMNS: dict[str, float] = {"out_time": math.nan, "rx_transit": math.nan,
+                                   "rx_jitter": 0.0}
+# Column numbers, for code that takes whole rows at once (cms.media.fastpath).
+INT = {name: index for index, name in enumerate(INT_COLUMNS)}
+FLOAT = {name: index for index, name in enumerate(FLOAT_COLUMNS)}
+WIDTH = len(INT_COLUMNS)
+FLOAT_WIDTH = len(FLOAT_COLUMNS)
+_FRESH_INTS = np.array(list(INT_COLUMNS.values()), dtype=np.int64)
+_FRESH_FLOATS = np.array(list(FLOAT_COLUMNS.values()), dtype=np.float64)
 
 
 class SlotTable:
-    """Columns of per-leg state, one row per slot; rows are handed out and taken back."""
+    """Per-leg state, a row per slot in `ints` and `floats`; each column is also an attribute
+    (a view: `table.sent[slot]`). Rows are handed out and taken back."""
+
+    ints: np.ndarray
+    floats: np.ndarray
+    # The same memory as flat sequences of Python ints and floats: `int_cells[slot * WIDTH +
+    # INT[name]]`. One element costs a fraction of a numpy scalar access, for per-packet code.
+    int_cells: memoryview
+    float_cells: memoryview
 
     def __init__(self, capacity: int = 64) -> None:
         self.capacity = 0
         self._free: list[int] = []
         self._owners: dict[int, list[Slotted]] = {}
-        for name, (dtype, _) in _COLUMNS.items():
-            setattr(self, name, np.zeros(0, dtype=dtype))
+        self.ints = np.zeros((0, len(INT_COLUMNS)), dtype=np.int64)
+        self.floats = np.zeros((0, len(FLOAT_COLUMNS)), dtype=np.float64)
         self._grow(capacity)
 
+    def __getattr__(self, name: str) -> np.ndarray:
+        # A column view (only reached for names that are not plain attributes).
+        if name in INT:
+            column: np.ndarray = self.ints[:, INT[name]]
+            return column
+        if name in FLOAT:
+            column = self.floats[:, FLOAT[name]]
+            return column
+        raise AttributeError(name)
+
     def _grow(self, capacity: int) -> None:
-        # Columns are replaced, never resized in place: owners look them up per access.
+        # Arrays are replaced, never resized in place: owners look them up per access.
         old = self.capacity
-        for name, (dtype, fresh) in _COLUMNS.items():
-            column = np.full(capacity, fresh, dtype=dtype)
-            column[:old] = getattr(self, name)
-            setattr(self, name, column)
+        ints = np.tile(_FRESH_INTS, (capacity, 1))
+        floats = np.tile(_FRESH_FLOATS, (capacity, 1))
+        ints[:old] = self.ints
+        floats[:old] = self.floats
+        self.ints, self.floats = ints, floats
+        self.int_cells = memoryview(ints).cast("B").cast("q")
+        self.float_cells = memoryview(floats).cast("B").cast("d")
         self._free.extend(range(capacity - 1, old - 1, -1))
         self.capacity = capacity
 
@@ -94,14 +121,14 @@ class SlotTable:
         """Take a slot back: its owners keep their values in a private one-row table."""
         private = SlotTable(1)
         private.allocate()
-        for name in _COLUMNS:
-            getattr(private, name)[0] = getattr(self, name)[slot]
+        private.ints[0] = self.ints[slot]
+        private.floats[0] = self.floats[slot]
         for owner in self._owners.pop(slot, []):
             owner._table, owner._slot = private, 0
-        generation = int(self.generation[slot]) + 1
-        for name, (_, fresh) in _COLUMNS.items():
-            getattr(self, name)[slot] = fresh
-        self.generation[slot] = generation  # Completions of the old occupant are ignored.
+        generation = int(self.ints[slot, INT["generation"]]) + 1
+        self.ints[slot] = _FRESH_INTS
+        self.floats[slot] = _FRESH_FLOATS
+        self.ints[slot, INT["generation"]] = generation  # The old occupant's completions are stale.
         self._free.append(slot)
 
 
@@ -114,50 +141,51 @@ class Slotted:
 
 
 class _Int:
-    """A Python int attribute stored in a column (`none`: the value standing for None)."""
+    """A Python int attribute stored in an integer column (`none`: the value for None)."""
 
     def __init__(self, column: str, none: int | None = None) -> None:
-        self.column = column
+        self.index = INT[column]
         self.none = none
 
     def __get__(self, owner: Any, kind: type | None = None) -> Any:
         if owner is None:
             return self
-        value = int(getattr(owner._table, self.column).item(owner._slot))
+        value = owner._table.int_cells[owner._slot * WIDTH + self.index]
         return None if value == self.none else value
 
     def __set__(self, owner: Any, value: int | None) -> None:
-        getattr(owner._table, self.column)[owner._slot] = self.none if value is None else value
+        owner._table.int_cells[owner._slot * WIDTH + self.index] = (
+            self.none if value is None else value)
 
 
 class _Float:
-    """A Python float attribute stored in a column (`optional`: NaN stands for None)."""
+    """A Python float attribute stored in a float column (`optional`: NaN stands for None)."""
 
     def __init__(self, column: str, optional: bool = False) -> None:
-        self.column = column
+        self.index = FLOAT[column]
         self.optional = optional
 
     def __get__(self, owner: Any, kind: type | None = None) -> Any:
         if owner is None:
             return self
-        value = float(getattr(owner._table, self.column).item(owner._slot))
+        value = owner._table.float_cells[owner._slot * FLOAT_WIDTH + self.index]
         return None if self.optional and value != value else value
 
     def __set__(self, owner: Any, value: float | None) -> None:
-        getattr(owner._table, self.column)[owner._slot] = math.nan if value is None else value
+        owner._table.float_cells[owner._slot * FLOAT_WIDTH + self.index] = (
+            math.nan if value is None else value)
 
 
-class _Bool:
-    def __init__(self, column: str) -> None:
-        self.column = column
+class _Bool(_Int):
+    """A bool attribute stored in an integer column as 0 or 1."""
 
     def __get__(self, owner: Any, kind: type | None = None) -> Any:
         if owner is None:
             return self
-        return bool(getattr(owner._table, self.column).item(owner._slot))
+        return bool(owner._table.int_cells[owner._slot * WIDTH + self.index])
 
-    def __set__(self, owner: Any, value: bool) -> None:
-        getattr(owner._table, self.column)[owner._slot] = value
+    def __set__(self, owner: Any, value: int | None) -> None:
+        owner._table.int_cells[owner._slot * WIDTH + self.index] = 1 if value else 0
 
 
 class SlotOutboundStream(OutboundStream, Slotted):

@@ -11,7 +11,7 @@ shared port, latching legs) stay on the epoll set.
 
 user_data of an entry: bits 62-63 its kind, bits 48-61 the slot's generation when it was
 queued (a completion from before the slot's receive was cancelled or the slot reused is
-recognised and only its buffer recycled), bits 32-47 a sent buffer's id, bits 0-31 the slot.
+recognised and only its buffer recycled), bits 0-31 the slot.
 
 A relayed packet's buffer is recycled as soon as the submission that sends it returns: the
 send carries MSG_DONTWAIT, which makes io_uring complete it inline (REQ_F_NOWAIT: a full
@@ -43,13 +43,14 @@ from cms.net.uring import (
     RECV_MULTISHOT,
     SQE_BUFFER_SELECT,
     SQE_CQE_SKIP_SUCCESS,
+    SQE_DTYPE,
     Ring,
 )
 
 from .endpoint import RtpEndpoint
 from .fastpath import FastPath, header_view
 from .reactor import BUFFER_SIZE, EpollReactor
-from .slots import SlotTable, _Int
+from .slots import INT, WIDTH, SlotTable, _Int
 
 log = logging.getLogger("cms.media.uring")
 
@@ -57,12 +58,14 @@ _RECV, _SEND, _CANCEL = 0, 1, 2
 _KIND_SHIFT = 62
 _GEN_SHIFT = 48
 _GEN_MASK = 0x3FFF
-_BID_SHIFT = 32
 _SLOT_MASK = 0xFFFFFFFF
+_BUFFER_MORE = CQE_F_BUFFER | CQE_F_MORE
+_GENERATION, _SENT = INT["generation"], INT["sent"]
 BUFFER_GROUP = 1
 BUFFERS = 8192  # Receive buffers: enough for every leg's packets of a slow wake-up.
 ENTRIES = 4096  # Submission entries; completions per chunk stay below, as a chunk's sends.
 MAX_CHUNKS_PER_WAKEUP = 8  # Then other callbacks run (the ring fd stays readable).
+MIN_BATCH = 24
 _QUIET_ERRORS = (errno.ENOBUFS, errno.ECANCELED, errno.ECONNREFUSED, errno.EHOSTUNREACH,
                  errno.ENETUNREACH)
 
@@ -138,6 +141,15 @@ class UringReactor(EpollReactor):
         self._endpoints: dict[int, UringEndpoint] = {}  # slot -> endpoint, while watched
         self._scratch = np.frombuffer(self.buffer, dtype=np.uint8)
         self._sending: list[np.ndarray] = []  # Buffer ids of sends not yet taken by the kernel.
+        # Batches smaller than this take the per-packet path (measured break-even, roughly).
+        self.min_batch = MIN_BATCH
+        self._addresses = self.pool.address(np.arange(buffers))
+        self._packets = memoryview(self.pool.data).cast("B")  # Flat, for per-packet code.
+        # Relayed packets' sends: the fields that never change filled once.
+        self._send_template = np.zeros(entries, dtype=SQE_DTYPE)
+        self._send_template["opcode"] = OP_SEND
+        self._send_template["flags"] = SQE_CQE_SKIP_SUCCESS
+        self._send_template["op_flags"] = MSG_DONTWAIT
         self._loop.add_reader(self.ring.fd, self._completed)
         self.batches = 0  # Chunks of completions handled (for tests and benchmarks).
         self.relayed_fast = 0
@@ -228,34 +240,112 @@ class UringReactor(EpollReactor):
 
     def _handle(self, done: np.ndarray) -> None:
         self.batches += 1
+        if len(done) < self.min_batch:
+            self._one_by_one(done.tolist())
+            return
+        user_data = done["user_data"]
+        flags = done["flags"]
+        slots = (user_data & np.uint64(_SLOT_MASK)).astype(np.int64)
+        # Kind and generation in one test: a receive (kind 0) of the slot's current arm.
+        tags = (user_data >> np.uint64(_GEN_SHIFT)).astype(np.int64)
+        live = tags == self.table.generation[slots] & _GEN_MASK
+        if live.all() and ((flags & _BUFFER_MORE) == _BUFFER_MORE).all():
+            # The usual batch: packets only, every receive going on.
+            self._received(slots, (flags >> 16).astype(np.int64), done["res"])
+            return
+        self._handle_all(user_data, done["res"], flags, slots)
+
+    def _one_by_one(self, done: list[tuple[int, int, int]]) -> None:
+        # A few completions: one at a time in Python (numpy's cost per call outweighs its
+        # gain on a handful of packets), the common case still on the table's state.
+        cells = self.table.int_cells
+        endpoints = self._endpoints
+        relay_one = self.fast_path.relay_one
+        packets = self._packets
+        size = self.pool.size
+        now = self.clock()
+        used: list[int] = []
+        ended: list[int] = []
+        errors: list[int] = []
+        for user_data, result, flags in done:
+            slot = user_data & _SLOT_MASK
+            kind = user_data >> _KIND_SHIFT
+            live = (user_data >> _GEN_SHIFT) & _GEN_MASK == \
+                cells[slot * WIDTH + _GENERATION] & _GEN_MASK
+            if kind == _SEND:
+                if live and result < 0:
+                    self._send_failed(np.array([slot]), np.array([result]), np.array([True]))
+                continue
+            if kind != _RECV:
+                continue
+            if flags & CQE_F_BUFFER:
+                bid = flags >> 16
+                used.append(bid)
+                endpoint = endpoints.get(slot) if live else None
+                if endpoint is None or endpoint.closed:
+                    pass
+                elif (target := relay_one(packets, bid * size, result, slot, now)) >= 0:
+                    self._send_one(target, packets[bid * size:bid * size + result])
+                else:
+                    self._deliver(endpoint, bid, result)
+            if live and not flags & CQE_F_MORE:
+                ended.append(slot)
+                if result < 0:
+                    errors.append(-result)
+        if used:
+            self.pool.recycle_few(used)
+        if ended:
+            self._rearm(np.array(ended, dtype=np.int64), errors)
+
+    def _send_one(self, target: int, packet: memoryview) -> None:
+        # Through the target's connected socket, as RtpEndpoint.send (its counters are ours).
+        endpoint = self._endpoints.get(target)
+        send = endpoint.connected_send if endpoint is not None else None
+        if send is None:
+            return
+        self.relayed_fast += 1
+        try:
+            send(packet)
+        except OSError as exc:
+            endpoint.send_failed(exc)  # type: ignore[union-attr]
+            return
+        self.table.int_cells[target * WIDTH + _SENT] += 1
+
+    def _deliver(self, endpoint: UringEndpoint, bid: int, length: int) -> None:
+        # The per-packet path: the packet into the shared buffer, as if the endpoint read it.
+        self.relayed_slow += 1
+        self._scratch[:length] = self.pool.data[bid, :length]
+        try:
+            endpoint.deliver(length)
+        except Exception:
+            log.exception("RTP handler for %s failed", endpoint.local_address)
+
+    def _handle_all(self, user_data: np.ndarray, results: np.ndarray, flags: np.ndarray,
+                    slots: np.ndarray) -> None:
+        # Besides packets: failed sends, stale completions, receives that ended.
         table = self.table
         pool = self.pool
-        user_data = done["user_data"]
-        results = done["res"]
-        flags = done["flags"]
         kinds = user_data >> np.uint64(_KIND_SHIFT)
-        slots = (user_data & np.uint64(_SLOT_MASK)).astype(np.int64)
         live = (table.generation[slots] & _GEN_MASK) == (
             (user_data >> np.uint64(_GEN_SHIFT)) & np.uint64(_GEN_MASK)).astype(np.int64)
         sends = kinds == _SEND
         if sends.any():
-            self._sent(slots[sends], results[sends], live[sends],
-                       ((user_data[sends] >> np.uint64(_BID_SHIFT)) & np.uint64(0xFFFF)))
+            self._send_failed(slots[sends], results[sends], live[sends])
         receives = kinds == _RECV
         with_buffer = receives & (flags & CQE_F_BUFFER != 0)
         bids = (flags >> 16).astype(np.int64)
         stale = with_buffer & ~live
         if stale.any():
-            pool.recycle(bids[stale].astype(np.uint16))
+            pool.recycle(bids[stale])
         ended = receives & live & (flags & CQE_F_MORE == 0)
         packets = np.flatnonzero(with_buffer & live)
         if len(packets):
             self._received(slots[packets], bids[packets], results[packets])
         if ended.any():
-            self._rearm(slots[ended], results[ended])
+            codes = results[ended]
+            self._rearm(slots[ended], (-codes[codes < 0]).tolist())
 
-    def _sent(self, slots: np.ndarray, results: np.ndarray, live: np.ndarray,
-              bids: np.ndarray) -> None:
+    def _send_failed(self, slots: np.ndarray, results: np.ndarray, live: np.ndarray) -> None:
         # Sends were counted when queued; a failure is taken back and reported (rare).
         for index in np.flatnonzero((results < 0) & live).tolist():
             endpoint = self._endpoints.get(int(slots[index]))
@@ -268,25 +358,28 @@ class UringReactor(EpollReactor):
         now = self.clock()
         relayed = self.fast_path.relay(self.headers, slots, bids, lengths, now)
         fast = relayed.fast
-        if len(fast):
+        count = len(fast)
+        if count:
             targets = relayed.targets
             fast_bids = bids[fast]
-            np.add.at(self.table.sent, targets, 1)  # Rounds may repeat a target.
-            user_data = (np.uint64(_SEND << _KIND_SHIFT)
-                         | (self.table.generation[targets] & _GEN_MASK).astype(np.uint64)
-                         << np.uint64(_GEN_SHIFT)
-                         | fast_bids.astype(np.uint64) << np.uint64(_BID_SHIFT)
-                         | targets.astype(np.uint64))
-            self.ring.prepare(OP_SEND, relayed.fds, self.pool.address(fast_bids),
-                              lengths[fast], user_data, count=len(fast),
-                              op_flags=MSG_DONTWAIT, flags=SQE_CQE_SKIP_SUCCESS)
+            table = self.table
+            if relayed.rounds == 1:
+                table.sent[targets] += 1
+            else:
+                np.add.at(table.sent, targets, 1)  # A target once per round, maybe more.
+            sends = self._send_template[:count]
+            sends["fd"] = relayed.fds
+            sends["addr"] = self._addresses[fast_bids]
+            sends["len"] = lengths[fast]
+            sends["user_data"] = (table.generation[targets] & _GEN_MASK) << _GEN_SHIFT | \
+                targets | _SEND << _KIND_SHIFT
+            self.ring.push(sends)
             self._sending.append(fast_bids)
-            self.relayed_fast += len(fast)
+            self.relayed_fast += count
         # Sent before any slower packet of the same leg is, so the order holds.
         self._submit()
         slow = relayed.slow
         if len(slow):
-            self.relayed_slow += len(slow)
             self._slow(slots[slow].tolist(), bids[slow].tolist(), lengths[slow].tolist())
 
     def _submit(self) -> None:
@@ -298,35 +391,28 @@ class UringReactor(EpollReactor):
             if not ring.pending:
                 break
         if self._sending and not ring.pending:
-            bids = self._sending
+            sending = self._sending
             self._sending = []
-            self.pool.recycle(np.concatenate(bids).astype(np.uint16))
+            self.pool.recycle(sending[0] if len(sending) == 1 else np.concatenate(sending))
 
     def _slow(self, slots: list[int], bids: list[int], lengths: list[int]) -> None:
-        # The per-packet path: each packet in the shared buffer, to its endpoint as if read.
-        data = self.pool.data
-        scratch = self._scratch
+        # What the vectorised path left, in order, each to its endpoint as if read.
         endpoints = self._endpoints
         for slot, bid, length in zip(slots, bids, lengths, strict=True):
             endpoint = endpoints.get(slot)
-            if endpoint is None:
-                continue  # Closed by an earlier packet's handler.
-            scratch[:length] = data[bid, :length]
-            try:
-                endpoint.deliver(length)
-            except Exception:
-                log.exception("RTP handler for slot %d failed", slot)
-        self.pool.recycle(np.array(bids, dtype=np.uint16))
+            if endpoint is not None and not endpoint.closed:  # Not closed by an earlier one.
+                self._deliver(endpoint, bid, length)
+        self.pool.recycle(np.array(bids, dtype=np.int64))
 
-    def _rearm(self, slots: np.ndarray, results: np.ndarray) -> None:
+    def _rearm(self, slots: np.ndarray, errors: list[int]) -> None:
         # A multishot receive ends when the buffers run out or on an error: start another.
-        for code in set((-results[results < 0]).tolist()):
+        for code in set(errors):
             if code not in _QUIET_ERRORS:
                 log.warning("RTP receive through io_uring failed: %s", os.strerror(code))
         slots = np.unique(slots)
         slots = slots[self.table.fd[slots] >= 0]
         self.rearmed += len(slots)
-        self.enobufs += int((results == -errno.ENOBUFS).sum())
+        self.enobufs += errors.count(errno.ENOBUFS)
         if len(slots):
             self._arm(slots)
             self._submit()

@@ -26,6 +26,7 @@ import ctypes.util
 import mmap
 import os
 import platform
+import struct
 import sys
 
 import numpy as np
@@ -88,6 +89,7 @@ SQE_DTYPE = np.dtype([
 CQE_DTYPE = np.dtype([("user_data", np.uint64), ("res", np.int32), ("flags", np.uint32)])
 BUF_DTYPE = np.dtype([("addr", np.uint64), ("len", np.uint32), ("bid", np.uint16),
                       ("resv", np.uint16)])
+_BUF_ENTRY = struct.Struct("=QIH")  # A BUF_DTYPE entry's addr, len and bid.
 assert SQE_DTYPE.itemsize == 64 and CQE_DTYPE.itemsize == 16 and BUF_DTYPE.itemsize == 16
 
 
@@ -252,6 +254,21 @@ class Ring:
         self.sqes[self.reserve(count, clear=False)] = entries
         self.publish(count)
 
+    def push(self, entries: np.ndarray) -> None:
+        """Queue entries built by the caller (a SQE_DTYPE array, e.g. rows of a template
+        whose constant fields are filled once), copied in at most two slices."""
+        count = len(entries)
+        if count > self.space():
+            self.submit()
+            if count > self.space():
+                raise UringError(0, f"no room for {count} submission entries")
+        start = self._tail & self._sq_mask
+        first = min(count, self.sq_entries - start)
+        self.sqes[start:start + first] = entries[:first]
+        if first < count:
+            self.sqes[:count - first] = entries[first:]
+        self.publish(count)
+
     def submit(self, wait: int = 0) -> int:
         """Submit everything published; with `wait`, block until that many completions."""
         flags = ENTER_GETEVENTS if wait else 0
@@ -361,6 +378,7 @@ class BufferRing:
         self._tail_view = np.frombuffer(self._entries_map, dtype=np.uint16, count=1,
                                         offset=14)
         self._tail = 0
+        self._entries_view = memoryview(self._entries_map)
         registration = _BufReg(ring_addr=_address(self._entries_map), ring_entries=count,
                                bgid=group)
         ring._register(_REGISTER_PBUF_RING, registration, 1)
@@ -381,6 +399,18 @@ class BufferRing:
         self.entries["len"][slots] = self.size
         self.entries["bid"][slots] = bids
         self._tail = (self._tail + count) & 0xFFFF
+        self._tail_view[0] = self._tail
+
+    def recycle_few(self, bids: list[int]) -> None:
+        """`recycle` for a handful of buffers, without numpy's cost per call."""
+        pack = _BUF_ENTRY.pack_into
+        view = self._entries_view
+        mask = self.count - 1
+        base, size, tail = self.base, self.size, self._tail
+        for bid in bids:
+            pack(view, (tail & mask) * 16, base + bid * size, size, bid)
+            tail += 1
+        self._tail = tail & 0xFFFF
         self._tail_view[0] = self._tail
 
     def close(self) -> None:

@@ -93,6 +93,12 @@ def run(scenario: Callable[[MediaService], Awaitable[Any]], **options: Any) -> A
     return asyncio.run(main())
 
 
+@pytest.fixture(autouse=True)
+def vectorised(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every batch through the vectorised path, however small (tests send few packets)."""
+    monkeypatch.setattr("cms.media.uring_reactor.MIN_BATCH", 1)
+
+
 @pytest.fixture
 def deterministic(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeClock]:
     """Outbound SSRCs, sequence numbers and timestamps from a counter; a fake clock."""
@@ -178,6 +184,7 @@ def mixed_traffic(clock: FakeClock) -> Callable[[MediaService], Awaitable[Any]]:
 @pytest.mark.parametrize("kernel_filter", [False, True], ids=["companion", "kernel-filter"])
 def test_relayed_bytes_and_statistics_equal_the_per_packet_path(
         deterministic: FakeClock, monkeypatch: pytest.MonkeyPatch, kernel_filter: bool) -> None:
+    """The vectorised path against the epoll reactor's, on the same traffic and clock."""
     (out_old, stats_old, _) = run(mixed_traffic(deterministic), uring=False,
                                   kernel_filter=kernel_filter)
     deterministic.now = 1000.0
@@ -200,6 +207,27 @@ def test_relayed_bytes_and_statistics_equal_the_per_packet_path(
     received: StreamStats = stats_new[0].received
     assert received.duplicates == 2 and received.packets_lost == 6 and received.restarts == 2
     assert stats_new[0].digits
+
+
+def test_small_batches_are_relayed_one_by_one_with_the_same_result(
+        deterministic: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    (out_old, stats_old, _) = run(mixed_traffic(deterministic), uring=False)
+    deterministic.now = 1000.0
+    counter = itertools.count(0x10203)
+    monkeypatch.setattr("cms.media.stream.secrets.randbits",
+                        lambda bits: (next(counter) * 0x9E3779B1) & ((1 << bits) - 1))
+    monkeypatch.setattr("cms.media.uring_reactor.MIN_BATCH", 1000)
+    vectorised = []
+    relay = FastPath.relay
+    monkeypatch.setattr(FastPath, "relay",
+                        lambda self, *args: vectorised.append(1) or relay(self, *args))
+    (out_new, stats_new, counters) = run(mixed_traffic(deterministic))
+
+    assert not vectorised
+    assert counters["relayed_fast"] > 10 and counters["relayed_slow"] > 5
+    assert out_new == out_old
+    for old, new in zip(stats_old, stats_new, strict=True):
+        assert dataclasses.replace(new, local=old.local, remote=old.remote) == old
 
 
 def test_transcoding_legs_take_the_per_packet_path() -> None:

@@ -17,6 +17,7 @@ from cms.net.uring import (
     OP_SEND,
     RECV_MULTISHOT,
     SQE_BUFFER_SELECT,
+    SQE_DTYPE,
     Ring,
 )
 
@@ -95,3 +96,35 @@ def test_reserve_gives_room_past_a_full_queue(ring: Ring) -> None:
         ring.submit(wait=200)
         assert len(ring.completions()) == 200
     assert ring.space() == ring.sq_entries
+
+
+def test_pushed_entries_wrap_around_the_queue_and_flush_posts_held_back_completions(
+        ring: Ring) -> None:
+    buffers = ring.buffer_ring(5, 8, 256)
+    receiver = udp_socket()
+    sender = udp_socket()
+    sender.connect(receiver.getsockname())
+    ring.prepare(OP_RECV, receiver.fileno(), 0, 0, 1, count=1, ioprio=RECV_MULTISHOT,
+                 flags=SQE_BUFFER_SELECT, buf_group=5)
+    ring.submit()
+    payload = ctypes.create_string_buffer(b"x" * 16, 16)
+    template = np.zeros(200, dtype=SQE_DTYPE)
+    template["opcode"] = OP_SEND
+    template["op_flags"] = MSG_DONTWAIT
+    template["fd"] = sender.fileno()
+    template["addr"] = ctypes.addressof(payload)
+    template["len"] = 16
+    template["user_data"] = 2
+    for _ in range(3):  # 3 x 200 through a 256-entry queue: two of them wrap
+        ring.push(template)
+        ring.submit()
+        sends = 0
+        while sends < 200:
+            ring.flush()  # Runs the receives' task work too, posting their completions.
+            done = ring.completions()
+            sends += int((done["user_data"] == 2).sum())
+            got = done[done["user_data"] == 1]
+            buffers.recycle_few([int(flags) >> 16 for flags in got["flags"]])
+    assert ring.pending == 0
+    receiver.close()
+    sender.close()

@@ -379,6 +379,8 @@ class BufferRing:
                                         offset=14)
         self._tail = 0
         self._entries_view = memoryview(self._entries_map)
+        self._filled = False  # Every entry's `len` written (by the first, full recycle).
+        self._addresses = self.base + np.arange(count, dtype=np.uint64) * np.uint64(size)
         registration = _BufReg(ring_addr=_address(self._entries_map), ring_entries=count,
                                bgid=group)
         ring._register(_REGISTER_PBUF_RING, registration, 1)
@@ -394,10 +396,19 @@ class BufferRing:
         count = len(bids)
         if not count:
             return
-        slots = (self._tail + np.arange(count, dtype=np.uint32)) & (self.count - 1)
-        self.entries["addr"][slots] = self.address(bids)
-        self.entries["len"][slots] = self.size
-        self.entries["bid"][slots] = bids
+        start = self._tail & (self.count - 1)
+        if self._filled and start + count <= self.count:
+            # The usual case, in few numpy calls: one slice of entries, addresses looked up;
+            # every entry's `len` is already the buffer size (the kernel never writes them).
+            entries = self.entries[start:start + count]
+            entries["addr"] = self._addresses[bids]
+            entries["bid"] = bids
+        else:
+            slots = (self._tail + np.arange(count, dtype=np.uint32)) & (self.count - 1)
+            self.entries["addr"][slots] = self.address(bids)
+            self.entries["len"][slots] = self.size
+            self.entries["bid"][slots] = bids
+            self._filled = True
         self._tail = (self._tail + count) & 0xFFFF
         self._tail_view[0] = self._tail
 

@@ -7,7 +7,9 @@ numbers its receive statistics expect. For those, `relay` does what that code do
 `ReceiveStats.update`'s common branch, the mapping onto the target's `OutboundStream`, the
 header rewrite — for all of them at once, on the state in a `SlotTable` and on the headers
 in place in the receive buffers; the caller sends them. Every other packet is reported
-back, for the per-packet Python path.
+back, for the per-packet Python path. `relay_one` is the same for a single packet, in plain
+Python on the table's flat views: below a few dozen packets, numpy's cost per call is more
+than it saves.
 
 A leg's packets must be seen in order. Within one call every leg appears at most once per
 round (a second packet of a leg waits for the next round, seeing the state the first left),

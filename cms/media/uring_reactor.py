@@ -6,8 +6,10 @@ carry one multishot receive into a shared pool of provided buffers, and one wake
 every completion the ring holds: the relay's common case (see cms.media.fastpath) is done
 for all of them with numpy and sent straight from the receive buffers in one submission;
 any other packet is copied into the reactor's shared buffer and handed to the endpoint's
-usual per-packet path, so its behaviour is unchanged. Sockets that hear strangers (a leg's
-shared port, latching legs) stay on the epoll set.
+usual per-packet path, so its behaviour is unchanged. A chunk of fewer than MIN_BATCH
+completions (a lightly loaded relay) goes one by one instead: the common case in plain
+Python (`FastPath.relay_one`) and a socket send, the rest as above. Sockets that hear
+strangers (a leg's shared port, latching legs) stay on the epoll set.
 
 user_data of an entry: bits 62-63 its kind, bits 48-61 the slot's generation when it was
 queued (a completion from before the slot's receive was cancelled or the slot reused is
@@ -50,7 +52,7 @@ from cms.net.uring import (
 from .endpoint import RtpEndpoint
 from .fastpath import FastPath, header_view
 from .reactor import BUFFER_SIZE, EpollReactor
-from .slots import INT, WIDTH, SlotTable, _Int
+from .slots import INT, WIDTH, SlotTable, Slotted, _Int
 
 log = logging.getLogger("cms.media.uring")
 
@@ -65,12 +67,12 @@ BUFFER_GROUP = 1
 BUFFERS = 16384  # Receive buffers: enough for every leg's packets of a slow wake-up.
 ENTRIES = 4096  # Submission entries; completions per chunk stay below, as a chunk's sends.
 MAX_CHUNKS_PER_WAKEUP = 8  # Then other callbacks run (the ring fd stays readable).
-MIN_BATCH = 24
+MIN_BATCH = 24  # Fewer completions go one by one (numpy's cost per call; measured).
 _QUIET_ERRORS = (errno.ENOBUFS, errno.ECANCELED, errno.ECONNREFUSED, errno.EHOSTUNREACH,
                  errno.ENETUNREACH)
 
 
-class UringEndpoint(RtpEndpoint):
+class UringEndpoint(RtpEndpoint, Slotted):
     """An RtpEndpoint whose peer-connected socket is served by a UringReactor."""
 
     __slots__ = ("_table", "_slot", "_send_through")
@@ -141,7 +143,6 @@ class UringReactor(EpollReactor):
         self._endpoints: dict[int, UringEndpoint] = {}  # slot -> endpoint, while watched
         self._scratch = np.frombuffer(self.buffer, dtype=np.uint8)
         self._sending: list[np.ndarray] = []  # Buffer ids of sends not yet taken by the kernel.
-        # Batches smaller than this take the per-packet path (measured break-even, roughly).
         self.min_batch = MIN_BATCH
         self._addresses = self.pool.address(np.arange(buffers))
         self._packets = memoryview(self.pool.data).cast("B")  # Flat, for per-packet code.
@@ -151,7 +152,9 @@ class UringReactor(EpollReactor):
         self._send_template["flags"] = SQE_CQE_SKIP_SUCCESS
         self._send_template["op_flags"] = MSG_DONTWAIT
         self._loop.add_reader(self.ring.fd, self._completed)
-        self.batches = 0  # Chunks of completions handled (for tests and benchmarks).
+        # Counters for tests and benchmarks: chunks of completions handled, packets relayed
+        # by the common case and by the per-packet path, receives re-armed (out of buffers).
+        self.batches = 0
         self.relayed_fast = 0
         self.relayed_slow = 0
         self.rearmed = 0
@@ -299,6 +302,8 @@ class UringReactor(EpollReactor):
 
     def _send_one(self, target: int, packet: memoryview) -> None:
         # Through the target's connected socket, as RtpEndpoint.send (its counters are ours).
+        # A target with a send_fd is watched here: its connected socket is set and watched
+        # together (RtpEndpoint._update_companion, _maybe_connect).
         endpoint = self._endpoints.get(target)
         send = endpoint.connected_send if endpoint is not None else None
         if send is None:

@@ -261,7 +261,7 @@ class UringReactor(EpollReactor):
     def _one_by_one(self, done: list[tuple[int, int, int]]) -> None:
         # A few completions: one at a time in Python (numpy's cost per call outweighs its
         # gain on a handful of packets), the common case still on the table's state.
-        cells = self.table.int_cells
+        table = self.table
         endpoints = self._endpoints
         relay_one = self.fast_path.relay_one
         packets = self._packets
@@ -273,8 +273,9 @@ class UringReactor(EpollReactor):
         for user_data, result, flags in done:
             slot = user_data & _SLOT_MASK
             kind = user_data >> _KIND_SHIFT
+            # Looked up per packet: a handler may open legs, and a growing table moves.
             live = (user_data >> _GEN_SHIFT) & _GEN_MASK == \
-                cells[slot * WIDTH + _GENERATION] & _GEN_MASK
+                table.int_cells[slot * WIDTH + _GENERATION] & _GEN_MASK
             if kind == _SEND:
                 if live and result < 0:
                     self._send_failed(np.array([slot]), np.array([result]), np.array([True]))

@@ -415,3 +415,45 @@ def test_a_socket_error_on_a_receive_rearms_it() -> None:
         phone_b.close()
 
     run(scenario)
+
+
+def test_a_leg_opened_by_a_packet_handler_grows_the_table_under_traffic() -> None:
+    async def scenario(service: MediaService) -> None:
+        # The table starts with 64 slots; a DTMF handler opening 80 legs mid-batch moves
+        # every column while the batch's later packets are still to be relayed.
+        opened: list[Leg] = []
+
+        def on_dtmf(leg: Leg, notice: object) -> None:
+            if not opened:
+                opened.extend(service.open_leg(f"x{i}") for i in range(80))
+
+        a, b = service.open_leg("a", on_dtmf=on_dtmf), service.open_leg("b")
+        phone_a, phone_b = Phone(0x1), Phone(0x2)
+        a.configure(MediaFormat(), phone_a.address)
+        b.configure(MediaFormat(), phone_b.address)
+        bridge(a, b)
+        for _ in range(3):
+            phone_a.send(a)
+        await settle(service)
+        for batch_size in (1000, 1):  # One by one, then vectorised.
+            service.reactor.min_batch = batch_size  # type: ignore[union-attr]
+            opened.clear()
+            phone_a.send(a, pt=101, payload=bytes([5, 0x80, 0, 160]))
+            for _ in range(5):
+                phone_a.send(a)
+            await settle(service)
+            assert len(opened) == 80
+            for _ in range(3):
+                phone_a.send(a)
+            await settle(service)
+        packets = [RtpPacket.parse(p) for p in phone_b.collect()]
+        audio = [p for p in packets if p.payload_type == 0]
+        assert len(audio) == 19
+        assert all((q.sequence - p.sequence) & 0xFFFF == 1
+                   for p, q in zip(packets, packets[1:], strict=False))
+        assert a.stats().received.packets_received == 21
+        assert b.stats().packets_sent == len(packets)
+        phone_a.close()
+        phone_b.close()
+
+    run(scenario)

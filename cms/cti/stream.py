@@ -30,7 +30,7 @@ import logging
 import struct
 import time
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from aiohttp import WSCloseCode, web
@@ -73,6 +73,41 @@ class _LiveSocket:
             self.fd = sock.fileno()
 
 
+class _LiveSet:
+    """The live sockets, grouped by what they are sent: (principal, framing).
+
+    Every socket of a group gets the same bytes, so a batch is encoded once per group
+    and the group's sockets are written together.
+    """
+
+    def __init__(self) -> None:
+        self.groups: dict[tuple[Principal, str], list[_LiveSocket]] = {}
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __contains__(self, live: _LiveSocket) -> bool:
+        return live in self.groups.get((live.principal, live.kind), ())
+
+    def __iter__(self) -> Iterator[_LiveSocket]:
+        return (live for group in list(self.groups.values()) for live in list(group))
+
+    def add(self, live: _LiveSocket) -> None:
+        self.groups.setdefault((live.principal, live.kind), []).append(live)
+        self._count += 1
+
+    def discard(self, live: _LiveSocket) -> None:
+        key = (live.principal, live.kind)
+        group = self.groups.get(key)
+        if group is None or live not in group:
+            return
+        group.remove(live)
+        self._count -= 1
+        if not group:
+            del self.groups[key]
+
+
 def ws_text_frame(payload: bytes) -> bytes:
     """A final, unmasked, uncompressed WebSocket text frame (server to client)."""
     size = len(payload)
@@ -97,7 +132,7 @@ class EventDelivery:
         self.visible = visible
         self.closing = False
         self._sockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
-        self._live: set[_LiveSocket] = set()
+        self._live = _LiveSet()
         # Long-poll bodies since the last commit: (cursor, limit, principal) -> (body, next).
         self._poll_bodies: dict[tuple[int, int, Principal | None], tuple[bytes | None, int]] = {}
         self.connected = 0  # push channels open now
@@ -265,34 +300,34 @@ class EventDelivery:
                 "batched_writes": self.batched_writes}
 
     def _write_live(self, events: Sequence[Event]) -> None:
-        # The batch's frames as one write per socket: built once per principal (the same
+        # The batch's frames as one write per socket, encoded once per group (the same
         # bytes for every supervisor), so 500 sockets cost 500 writes, not 500 per event.
-        joined: dict[tuple[Principal, str], bytes] = {}
         frames: dict[int, bytes] = {}
         first, last = events[0].seq, events[-1].seq
         batch = self._batch
-        direct: list[_LiveSocket] = []  # written together, straight to their sockets
+        fds: list[int] = []  # written together, straight to their sockets
+        direct: list[_LiveSocket] = []
         payloads: list[bytes] = []
-        for live in list(self._live):
-            transport = live.transport
-            if live.cursor != first - 1 or transport.is_closing():
-                self._let_go(live)
-                continue
-            live.cursor = last
-            data = joined.get((live.principal, live.kind))
-            if data is None:
-                data = joined[(live.principal, live.kind)] = self._encode_for(live, events, frames)
-            if not data:
-                continue
-            if batch is not None and live.fd >= 0 and not transport.get_write_buffer_size():
-                # Nothing queued in the transport: a direct write keeps the byte order.
-                direct.append(live)
-                payloads.append(data)
-            else:
-                self._write(live, data)
+        for group in list(self._live.groups.values()):
+            data = self._encode_for(group[0], events, frames)
+            for live in list(group):
+                transport = live.transport
+                if live.cursor != first - 1 or transport.is_closing():
+                    self._let_go(live)
+                    continue
+                live.cursor = last
+                if not data:
+                    continue
+                if batch is not None and live.fd >= 0 and not transport.get_write_buffer_size():
+                    # Nothing queued in the transport: a direct write keeps the byte order.
+                    fds.append(live.fd)
+                    direct.append(live)
+                    payloads.append(data)
+                else:
+                    self._write(live, data)
         if direct:
             assert batch is not None
-            sent = batch.write([live.fd for live in direct], payloads).tolist()
+            sent = batch.write(fds, payloads).tolist()
             self.batched_writes += len(direct)
             for live, data, count in zip(direct, payloads, sent, strict=True):
                 if count != len(data):

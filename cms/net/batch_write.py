@@ -42,17 +42,17 @@ class BatchWriter:
         results = np.zeros(count, dtype=np.int32)
         if not count:
             return results
-        addresses: dict[int, int] = {}
-        addrs = np.empty(count, dtype=np.uint64)
-        lengths = np.empty(count, dtype=np.uint32)
-        for i, payload in enumerate(payloads):
-            address = addresses.get(id(payload))
-            if address is None:
-                # The bytes object's own buffer: alive (in `payloads`) until the sends return.
-                address = addresses[id(payload)] = ctypes.cast(
-                    ctypes.c_char_p(payload), ctypes.c_void_p).value or 0
-            addrs[i] = address
-            lengths[i] = len(payload)
+        # Each distinct payload's buffer (bytes objects, alive in `payloads` until the sends
+        # return) and length, looked up once: a fan-out repeats the same few payloads.
+        known: dict[int, tuple[int, int]] = {}
+        spans = []
+        for payload in payloads:
+            span = known.get(id(payload))
+            if span is None:
+                address = ctypes.cast(ctypes.c_char_p(payload), ctypes.c_void_p).value or 0
+                span = known[id(payload)] = (address, len(payload))
+            spans.append(span)
+        addrs, lengths = np.array(spans, dtype=np.uint64).T
         descriptors = np.asarray(fds, dtype=np.int32)
         ring = self._ring
         for start in range(0, count, self._entries):

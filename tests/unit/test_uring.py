@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ctypes
+import gc
+import os
 import socket
 from collections.abc import Iterator
 
@@ -95,3 +97,11 @@ def test_reserve_gives_room_past_a_full_queue(ring: Ring) -> None:
         ring.submit(wait=200)
         assert len(ring.completions()) == 200
     assert ring.space() == ring.sq_entries
+
+
+def test_a_ring_dropped_without_close_gives_its_descriptor_back() -> None:
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        Ring(8)
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) <= before

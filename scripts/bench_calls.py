@@ -1,22 +1,22 @@
 """calls: calls per second through a queue to auto-answering agents, media anchored.
 
 `cms serve` (pinned to core 1 when there are 2+ cores) runs with a generated
-configuration: N agents with auto_logon in the queue `sales` (number 600,
-wrap_up 0, ring_timeout 5). place_calls in agent mode registers them and
-answers every call at once (pinned to core 0, as are the callers). Caller
-rates then go up step by step, each step a place_calls caller run of short
-calls (--duration 0.2) for a few seconds. A step is clean when every call was
-answered and received RTP, and every judged call heard audio; the escalation
-stops at the first step that is not. Audio is FFT-judged on every JUDGE_EVERY-th
-call (callers and agents alike: the generators' CPU goes to calls, not FFTs); every
-other call still sends and receives real RTP through the CMS and counts as failed
-if none arrived. Each caller process is started and set up before its step and
-placing calls on a signal, so its start-up stays out of the step. Each step shows
-the achieved answered calls/s, setup time INVITE->200 p50/p99, the CMS's CPU as a
-share of one core (utime+stime from /proc over the step) and per answered call
-(milliseconds: the figure to compare versions by, see scripts/bench_calls_cpu.py),
-and the callers' and agents' own CPU shares (they share core 0: near 100% together
-means the generators, not the CMS, were the limit).
+configuration: N agents with auto_logon in the queue `sales` (number 600, wrap_up 0,
+ring_timeout 5). place_calls in agent mode registers them and answers every call at once
+(pinned to core 0, as are the callers). Caller rates then go up step by step, each step
+a place_calls caller run of short calls (--duration 0.2) for a few seconds. A step is
+clean when every call was answered and received RTP, and every judged call heard audio,
+on the callers' side and on the agents' (their tally, read by SIGUSR2 before the step
+and once they have seen its calls end); the escalation stops at the first step that is
+not. Audio is FFT-judged on every JUDGE_EVERY-th call (callers and agents alike: the
+generators' CPU goes to calls, not FFTs); every other call still sends and receives real
+RTP through the CMS and counts as failed if none arrived. Each caller process is started
+and set up before its step and placing calls on a signal, so its start-up stays out of
+the step. Each step shows the achieved answered calls/s, setup time INVITE->200 p50/p99,
+the CMS's CPU as a share of one core (utime+stime from /proc over the step) and per
+answered call (milliseconds: the figure to compare versions by, see
+scripts/bench_calls_cpu.py), and the callers' and agents' own CPU shares (they share
+core 0: near 100% together means the generators, not the CMS, were the limit).
 """
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ from .bench_common import (
 )
 from .bench_errors import BenchError
 
-# Up to the target only: the agents' tally covers the whole run, so a step past it
-# could not be told apart from the steps it judges.
-FULL_RATES = (25, 50, 100, 150, 200, 300)
+# Past the target too: each step's share of the agents' tally is taken (SIGUSR2) when the
+# agents have seen its calls end, so a step past the target is judged on its own.
+FULL_RATES = (25, 50, 100, 150, 200, 300, 350, 400)
 QUICK_RATES = (25, 50, 100)
 FULL_STEP_S = 5.0
 QUICK_STEP_S = 3.0
@@ -73,13 +73,17 @@ class CallStep:
     cms_cpu_ms_per_call: float | None = None  # CMS CPU time over the step / answered calls
     caller_cpu_pct: float | None = None  # None: the callers did not finish, not measured
     agents_cpu_pct: float | None = None  # the auto-answering agents' process, same core
+    # The agents' side of this step (their tally's change over it); None: not taken.
+    agents_answered: int | None = None
+    agents_failed: int | None = None
+    agents_failures: dict[str, int] | None = None
     wall_s: float = 0.0
     load_average: str = ""
 
     @property
     def clean(self) -> bool:
         return (self.failed == 0 and self.answered == self.calls
-                and self.audio_heard == self.judged)
+                and self.audio_heard == self.judged and not self.agents_failed)
 
     def line(self) -> str:
         def ms(value: float | None) -> str:
@@ -98,6 +102,9 @@ class CallStep:
             f"{self.cms_cpu_pct:3.0f}% of a core ({per_call} ms/call)  "
             f"callers {pct(self.caller_cpu_pct)}  "
             + ("" if self.agents_cpu_pct is None else f"agents {pct(self.agents_cpu_pct)}  ")
+            + ("" if self.agents_failed is None else
+               f"agents' side: answered {self.agents_answered} failed {self.agents_failed}"
+               f"{' ' + str(self.agents_failures) if self.agents_failures else ''}  ")
             + f"load {self.load_average}  {'clean' if self.clean else 'NOT clean'}"
         )
 
@@ -190,6 +197,52 @@ def run_step(procs: Processes, workdir: Path, cms: Cms, rate: int, seconds: floa
     return finish_step(procs, start_step(procs, workdir, cms, rate, seconds, core, agents))
 
 
+class Tally:
+    """The agents' running counts, read by signal (place_calls agent mode, SIGUSR2)."""
+
+    def __init__(self, agents: Any, log: Path) -> None:
+        self.agents = agents
+        self.log = log
+
+    def take(self, timeout: float = 10.0) -> dict[str, Any] | None:
+        """Ask for a tally line and read it (None: the agents did not answer)."""
+        if self.agents.poll() is not None:
+            return None
+        offset = self.log.stat().st_size if self.log.exists() else 0
+        os.kill(self.agents.pid, signal.SIGUSR2)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.agents.poll() is None:
+            with self.log.open("rb") as log:
+                log.seek(offset)
+                lines = [line for line in log.read().decode(errors="replace").splitlines()
+                         if line.startswith("tally ")]
+            if lines:
+                return dict(json.loads(lines[-1][len("tally "):]))
+            time.sleep(0.02)
+        return None
+
+    def judge(self, step: CallStep, before: dict[str, Any] | None,
+              settle: float = 10.0) -> None:
+        """Set `step`'s agents' share: the tally's change once every answered call of the
+        step has ended on the agents' side too (or `settle` seconds passed)."""
+        if before is None:
+            return
+        deadline = time.monotonic() + settle
+        while True:
+            after = self.take()
+            if after is None:
+                return
+            answered = after["answered"] - before["answered"]
+            if answered >= step.answered or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        step.agents_answered = answered
+        step.agents_failed = after["failed"] - before["failed"]
+        failures = {kind: count - before["failures_by_status"].get(kind, 0)
+                    for kind, count in after["failures_by_status"].items()}
+        step.agents_failures = {k: v for k, v in failures.items() if v} or None
+
+
 def run_calls_bench(cms_path: str, quick: bool, workdir: Path, agents: int = 100,
                     extra_args: tuple[str, ...] = ()) -> dict[str, Any]:
     rates = QUICK_RATES if quick else FULL_RATES
@@ -216,8 +269,11 @@ def run_calls_bench(cms_path: str, quick: bool, workdir: Path, agents: int = 100
                                    extra_args=("--judge-every", str(JUDGE_EVERY),
                                                "--json", str(agents_report)))
         time.sleep(0.5)
+        tally = Tally(agents_proc, workdir / "agents.log")
         for rate in rates:
+            before = tally.take()
             step = run_step(procs, workdir, cms, rate, seconds, gen_core, agents_proc)
+            tally.judge(step, before)
             steps.append(step)
             say("  " + step.line())
             if not step.clean or not cms.alive():
@@ -230,8 +286,11 @@ def run_calls_bench(cms_path: str, quick: bool, workdir: Path, agents: int = 100
     clean = [s for s in steps if s.clean]
     best = max(clean, key=lambda s: s.rate) if clean else None
     highest = best.rate if best else 0
-    # The agents' side counts too: a call whose agent got no RTP fails the run.
-    agents_clean = agents_summary is not None and agents_summary["failed"] == 0
+    # The agents' side counts too: a call whose agent got no RTP fails its step (or the
+    # run, when the agents' per-step tally could not be taken).
+    agents_clean = best is not None and (
+        best.agents_failed == 0 if best.agents_failed is not None
+        else agents_summary is not None and agents_summary["failed"] == 0)
     met = (best is not None and highest >= TARGET_RATE and agents_clean
            and best.achieved >= ACHIEVED_SHARE * TARGET_RATE)
     why = ("clean at every offered rate: a lower bound" if steps and steps[-1].clean
@@ -246,7 +305,7 @@ def run_calls_bench(cms_path: str, quick: bool, workdir: Path, agents: int = 100
         line = agents_line(agents_summary)
         say("  " + line)
         summary += "; " + line
-        if agents_summary["failed"]:
+        if agents_summary["failed"] and not agents_clean:
             summary += " (media failures on the agents' side: not clean)"
     cond["load_average_after"] = conditions()["load_average"]
     return {

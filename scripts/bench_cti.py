@@ -9,18 +9,27 @@ steady rate, each from its own From user, and hangs each call up after 1 s.
 Latency, per call and per client, is from the moment the INVITE left the
 caller to the moment the call's first event (`interaction.created`) reached
 the client socket: SIP handling, the journal's fsync'd commit and the
-delivery. All processes read CLOCK_MONOTONIC, which the machine shares.
+delivery. Arrival = the kernel's receive timestamp on the client socket
+(SO_TIMESTAMPNS); the client process's own read time is shown as 'process'.
+The socket figure is the one judged against the target: 250 clients share
+one process on a busy core, and the order in which that process gets round
+to its readable sockets is the benchmark's queueing, not the server's.
+SO_TIMESTAMPNS is CLOCK_REALTIME, so the caller notes each INVITE's send time
+on both clocks; 'process' is CLOCK_MONOTONIC at both ends (both clocks are
+system-wide). The caller reports how far REALTIME moved against MONOTONIC
+over its run ("clock adj."), which would show a wall-clock step.
 p50 / p99 / max are over every (client, call) pair of a run; with several
 runs the figures shown are the medians of the runs' figures. "first" is the
 median over calls of the fastest client (the server path without fan-out),
-"spread" the median over calls of last minus first client, "200 OK" the median
-INVITE -> 200 OK at the caller (the SIP path alone, for reference), "fan-out"
-the CMS's own mean time to write one committed batch to all live channels
-(from /health; WebSocket and SSE only), so that the client side's share of
-"spread" shows. "journal" splits the server path before the fan-out, as
-means per commit (from /health): queued (first append of a batch -> its
-commit starts: the rest of that event-loop turn and the writer's wake-up),
-commit (the fsync'd transaction) and to loop (commit done -> delivery).
+"spread" the median over calls of last minus first client (socket, then
+process), "200 OK" the median INVITE -> 200 OK at the caller (the SIP path
+alone, for reference, CLOCK_MONOTONIC), "fan-out" the CMS's own mean time to
+write one committed batch to all live channels (from /health; WebSocket and
+SSE only), so that the client side's share of "spread" shows. "journal"
+splits the server path before the fan-out, as means per commit (from
+/health): queued (first append of a batch -> its commit starts: the rest of
+that event-loop turn and the writer's wake-up), commit (the fsync'd
+transaction) and to loop (commit done -> delivery).
 
 journal: `cms.events.bench` appending 200,000 events in bursts of 200 with
 fsync'd (synchronous=FULL) WAL commits: events/s and append->delivered p50/p99.
@@ -76,11 +85,15 @@ class Phase:
     retransmissions: int
     samples: int
     missing: int
-    p50_ms: float
+    p50_ms: float  # socket arrival (SO_TIMESTAMPNS): the figures of record
     p99_ms: float
     max_ms: float
+    process_p50_ms: float  # the client process's read (CLOCK_MONOTONIC)
+    process_p99_ms: float
+    process_max_ms: float
     first_ms: float
     spread_ms: float
+    process_spread_ms: float
     sip_200_ms: float
     fanout_ms: float
     fanout_cpu_ms: float
@@ -89,18 +102,23 @@ class Phase:
     to_loop_ms: float
     cms_cpu_pct: float
     load_average: str
+    clock_adjust_us: float  # REALTIME - MONOTONIC change over the caller's run
 
     def line(self) -> str:
         return (f"{self.kind:4s} run {self.run}: {self.clients} clients x {self.calls} calls "
                 f"({self.answered} answered, {self.failed} refused, {self.retransmissions} "
-                f"INVITE retransmissions): p50 {self.p50_ms:.2f} ms  p99 {self.p99_ms:.2f} ms"
-                f"  max {self.max_ms:.2f} ms  first {self.first_ms:.2f} ms  spread "
-                f"{self.spread_ms:.2f} ms  200 OK {self.sip_200_ms:.2f} ms  journal "
+                f"INVITE retransmissions): socket p50 {self.p50_ms:.2f} ms  p99 "
+                f"{self.p99_ms:.2f} ms  max {self.max_ms:.2f} ms  process p50 "
+                f"{self.process_p50_ms:.2f} ms  p99 {self.process_p99_ms:.2f} ms  max "
+                f"{self.process_max_ms:.2f} ms  first {self.first_ms:.2f} ms  spread "
+                f"{self.spread_ms:.2f} ms (process {self.process_spread_ms:.2f} ms)  200 OK "
+                f"{self.sip_200_ms:.2f} ms  journal "
                 f"queued {self.queued_ms:.2f} + commit {self.commit_ms:.2f} + to loop "
                 f"{self.to_loop_ms:.2f} ms/batch  fan-out {self.fanout_ms:.2f} ms/batch "
                 f"({self.fanout_cpu_ms:.2f} ms CPU)  missing "
                 f"{self.missing}  cms cpu "
-                f"{self.cms_cpu_pct:.0f}%  load {self.load_average}")
+                f"{self.cms_cpu_pct:.0f}%  load {self.load_average}  clock adj. "
+                f"{self.clock_adjust_us:.0f} us")
 
 
 def write_config(path: Path, data_dir: Path, sip_port: int, http_port: int) -> None:
@@ -191,6 +209,38 @@ def percentile(values: list[float], share: float) -> float:
     return values[min(len(values) - 1, max(0, round(share * len(values)) - 1))]
 
 
+@dataclass
+class Latencies:
+    """One clock's INVITE -> arrival figures of a run, ms."""
+
+    all: list[float]  # every (client, call) pair, sorted
+    firsts: list[float]  # per call: the fastest client
+    spreads: list[float]  # per call: slowest - fastest client
+
+    def p(self, share: float) -> float:
+        return percentile(self.all, share)
+
+    def max(self) -> float:
+        return self.all[-1] if self.all else float("nan")
+
+
+def call_latencies(sent: dict[str, float], arrivals: list[dict[str, float]]) -> Latencies:
+    """INVITE `sent` (caller -> time) against each client's arrivals, on the same clock."""
+    result = Latencies([], [], [])
+    for caller_name, at in sent.items():
+        seen = [a[caller_name] for a in arrivals if caller_name in a]
+        result.all.extend(1000.0 * (t - at) for t in seen)
+        if seen:
+            result.firsts.append(1000.0 * (min(seen) - at))
+            result.spreads.append(1000.0 * (max(seen) - min(seen)))
+    result.all.sort()
+    return result
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
 def run_phase(procs: Processes, workdir: Path, server: Server, kind: str, run: int,
               settings: dict[str, Any], core: int | None, first_caller: int) -> Phase:
     clients, processes = settings["clients"], settings["client_processes"]
@@ -232,36 +282,41 @@ def run_phase(procs: Processes, workdir: Path, server: Server, kind: str, run: i
     try:
         report = json.loads(caller_out.read_text())
         sent: dict[str, float] = report["sent"]
+        sent_realtime: dict[str, float] = report["sent_realtime"]
         answered = int(report["answered"])
         setups = [1000.0 * (at - sent[name]) for name, at in report["answered_at"].items()]
-        arrivals = [a for out in outs for a in json.loads(out.read_text())["arrivals"]]
+        documents = [json.loads(out.read_text()) for out in outs]
+        arrivals = [a for doc in documents for a in doc["arrivals"]]
+        socket_arrivals = [a for doc in documents for a in doc["socket_arrivals"]]
+        untimed = sum(int(doc["untimed_reads"]) for doc in documents)
     except (OSError, ValueError, KeyError) as exc:
         raise BenchError(f"no results from the {kind} run ({exc}); see {workdir}") from None
-    latencies: list[float] = []
-    firsts: list[float] = []
-    spreads: list[float] = []
-    for caller_name, at in sent.items():
-        seen = [a[caller_name] for a in arrivals if caller_name in a]
-        latencies += [1000.0 * (t - at) for t in seen]
-        if seen:
-            firsts.append(1000.0 * (min(seen) - at))
-            spreads.append(1000.0 * (max(seen) - min(seen)))
-    latencies.sort()
+    if untimed:
+        # The socket figure would silently leave those reads out: no figure rather than that.
+        raise BenchError(f"{untimed} {kind} client reads came without an SO_TIMESTAMPNS "
+                         f"receive timestamp; see {workdir}")
+    process = call_latencies(sent, arrivals)
+    kernel = call_latencies(sent_realtime, socket_arrivals)
+    if len(kernel.all) != len(process.all):
+        raise BenchError(f"{len(process.all)} arrivals but {len(kernel.all)} with a socket "
+                         f"timestamp ({kind})")
     return Phase(
         kind=kind, run=run, clients=len(arrivals), calls=len(sent), answered=answered,
         failed=len(report.get("failed", {})), retransmissions=int(report.get("retransmissions", 0)),
-        samples=len(latencies), missing=len(arrivals) * len(sent) - len(latencies),
-        p50_ms=percentile(latencies, 0.50), p99_ms=percentile(latencies, 0.99),
-        max_ms=latencies[-1] if latencies else float("nan"),
-        first_ms=statistics.median(firsts) if firsts else float("nan"),
-        spread_ms=statistics.median(spreads) if spreads else float("nan"),
-        sip_200_ms=statistics.median(setups) if setups else float("nan"),
+        samples=len(kernel.all), missing=len(arrivals) * len(sent) - len(kernel.all),
+        p50_ms=kernel.p(0.50), p99_ms=kernel.p(0.99), max_ms=kernel.max(),
+        process_p50_ms=process.p(0.50), process_p99_ms=process.p(0.99),
+        process_max_ms=process.max(),
+        first_ms=_median(kernel.firsts), spread_ms=_median(kernel.spreads),
+        process_spread_ms=_median(process.spreads),
+        sip_200_ms=_median(setups),
         fanout_ms=_mean(health0, health1, "push", "fanout_total_ms", "fanout_batches"),
         fanout_cpu_ms=_mean(health0, health1, "push", "fanout_cpu_total_ms", "fanout_batches"),
         queued_ms=_mean(health0, health1, "events", "queued_total_ms", "commits"),
         commit_ms=_mean(health0, health1, "events", "commit_total_ms", "commits"),
         to_loop_ms=_mean(health0, health1, "events", "to_loop_total_ms", "commits"),
         cms_cpu_pct=cms_cpu, load_average=conditions()["load_average"],
+        clock_adjust_us=float(report.get("realtime_offset_change_us", 0.0)),
     )
 
 
@@ -284,8 +339,12 @@ def run_cti_bench(cms_path: str, quick: bool, workdir: Path, extra_args: tuple[s
                 "seconds": 5.0 if quick else SECONDS}
     cms_core, gen_core = cores()
     cond = conditions({**settings, "runs": runs, "hold_s": HOLD,
-                       "clock": "CLOCK_MONOTONIC, INVITE sendto -> client data_received",
-                       "clients_impl": "asyncio protocols (uvloop), raw WebSocket/SSE/HTTP"})
+                       "clock": "socket (target): CLOCK_REALTIME, INVITE sendto -> kernel "
+                                "receive timestamp on the client socket (SO_TIMESTAMPNS); "
+                                "process: CLOCK_MONOTONIC, INVITE sendto -> client recvmsg "
+                                "returned",
+                       "clients_impl": "raw non-blocking sockets, loop.add_reader + recvmsg "
+                                       "(uvloop), raw WebSocket/SSE/HTTP"})
     say(f"cti benchmark: {clients} clients per channel in {CLIENT_PROCESSES} processes, "
         f"INVITEs at {RATE:g}/s for {settings['seconds']:g} s, {runs} run(s); "
         f"{conditions_line(cond)}")
@@ -309,19 +368,24 @@ def run_cti_bench(cms_path: str, quick: bool, workdir: Path, extra_args: tuple[s
     for kind in kinds:
         mine = [p for p in phases if p.kind == kind]
         med = {key: statistics.median(getattr(p, key) for p in mine)
-               for key in ("p50_ms", "p99_ms", "max_ms", "first_ms", "spread_ms", "sip_200_ms",
-                           "fanout_ms", "fanout_cpu_ms", "queued_ms", "commit_ms", "to_loop_ms")}
+               for key in ("p50_ms", "p99_ms", "max_ms", "process_p50_ms", "process_p99_ms",
+                           "process_max_ms", "first_ms", "spread_ms", "process_spread_ms",
+                           "sip_200_ms", "fanout_ms", "fanout_cpu_ms", "queued_ms", "commit_ms",
+                           "to_loop_ms")}
         figures[kind] = med
         met = "met" if med["p99_ms"] <= TARGET_P99_MS else "NOT met"
         summary.append(
             f"cti {kind}: {clients} clients, {mine[0].calls} calls at {RATE:g}/s, INVITE -> "
-            f"interaction.created at the client: p50 {med['p50_ms']:.2f} ms, p99 "
-            f"{med['p99_ms']:.2f} ms, max {med['max_ms']:.2f} ms (medians of {len(mine)} "
-            f"runs; first {med['first_ms']:.2f} ms, spread {med['spread_ms']:.2f} ms, INVITE -> "
+            f"interaction.created at the client socket (kernel receive timestamp, "
+            f"SO_TIMESTAMPNS): p50 {med['p50_ms']:.2f} ms, p99 {med['p99_ms']:.2f} ms, max "
+            f"{med['max_ms']:.2f} ms; at the client process: p50 {med['process_p50_ms']:.2f} "
+            f"ms, p99 {med['process_p99_ms']:.2f} ms, max {med['process_max_ms']:.2f} ms "
+            f"(medians of {len(mine)} runs; first {med['first_ms']:.2f} ms, spread "
+            f"{med['spread_ms']:.2f} ms (process {med['process_spread_ms']:.2f} ms), INVITE -> "
             f"200 OK {med['sip_200_ms']:.2f} ms, journal queued {med['queued_ms']:.2f} + commit "
             f"{med['commit_ms']:.2f} + to loop {med['to_loop_ms']:.2f} ms and server fan-out "
             f"{med['fanout_ms']:.2f} ms per batch, {med['fanout_cpu_ms']:.2f} ms of it CPU); "
-            f"target p99 <= {TARGET_P99_MS:g} ms: {met}")
+            f"target p99 <= {TARGET_P99_MS:g} ms on the socket arrival: {met}")
     cond["load_average_after"] = conditions()["load_average"]
     return {
         "benchmark": "cti",

@@ -1,18 +1,35 @@
-"""Load processes for the `cti` benchmark: event clients and a SIP caller, timed on one clock.
+"""Load processes for the `cti` benchmark: event clients and a SIP caller, timed on shared clocks.
 
 `python -m scripts.cti_load clients --kind ws|sse|poll --count N ...` opens N
 CTI event channels to a CMS and notes when each one receives the
 `interaction.created` of each call; `python -m scripts.cti_load caller ...`
 sends INVITEs into a queue at a steady rate, each with its own From user,
-and notes when each left. Both use CLOCK_MONOTONIC (`time.monotonic()` on
-Linux), which every process on the machine shares, and write JSON on exit
-(SIGTERM for the clients).
+and notes when each left. Both write JSON on exit (SIGTERM for the clients).
 
-The clients are plain asyncio protocols, not aiohttp's client: the arrival
-time is taken in `data_received`, before any parsing, so that 250 clients
-in one process measure the server's push and not their own JSON decoding.
-The WebSocket and HTTP exchanges are the standard ones (RFC 6455 upgrade,
-HTTP/1.1 keep-alive long polls).
+Two arrival times are kept for each (client, call):
+
+- socket: the kernel's receive timestamp of the data on the client socket
+  (SO_TIMESTAMPNS, read as a control message with each `recvmsg`). It is
+  CLOCK_REALTIME, so the caller notes the INVITE's send time with
+  `time.time()` as well. This is the arrival of record: it does not include
+  the client process's own scheduling, which matters because 250 clients in
+  one process become readable within a few ms and are served one after
+  another. For TCP the timestamp is that of the last segment a read
+  consumed; each event is one small write, read on its own.
+- process: `time.monotonic()` (CLOCK_MONOTONIC, system-wide on Linux) right
+  after the read returned, against the INVITE's monotonic send time: what
+  the client program itself saw.
+
+A client that gets data without a receive timestamp says so on stderr and
+in its JSON (`untimed_reads`); the benchmark then fails rather than report
+a figure it did not measure.
+
+The clients are raw non-blocking sockets read from the event loop's reader
+callbacks (`loop.add_reader`; asyncio's transports do not pass control
+messages on), not aiohttp's client: both times are taken before any
+parsing, so that 250 clients in one process measure the server's push and
+not their own JSON decoding. The WebSocket and HTTP exchanges are the
+standard ones (RFC 6455 upgrade, HTTP/1.1 keep-alive long polls).
 """
 
 from __future__ import annotations
@@ -25,6 +42,8 @@ import os
 import re
 import secrets
 import signal
+import socket
+import struct
 import sys
 import time
 from collections.abc import Sequence
@@ -35,32 +54,84 @@ MARKER = b'"type":"interaction.created"'
 CALLER = re.compile(rb'"type":"interaction.created".*?"caller":"([^"]*)"')
 NEXT = re.compile(rb'"next":(\d+)\}\s*$')
 
+# Linux values; Python 3.11's socket module does not name them.
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+SCM_TIMESTAMPNS = getattr(socket, "SCM_TIMESTAMPNS", SO_TIMESTAMPNS)
+TIMESPEC = struct.Struct("@ll")  # struct timespec {time_t tv_sec; long tv_nsec} (SO_..._OLD)
+ANCILLARY_SIZE = socket.CMSG_SPACE(TIMESPEC.size)
+READ_SIZE = 65536
+
 
 def now() -> float:
-    """The shared clock (CLOCK_MONOTONIC, system-wide on Linux)."""
+    """The process clock (CLOCK_MONOTONIC, system-wide on Linux)."""
     return time.monotonic()
+
+
+def wall() -> float:
+    """The socket clock: CLOCK_REALTIME, the clock of SO_TIMESTAMPNS."""
+    return time.time()
+
+
+# --------------------------------------------------------------------------- receive timestamps
+
+
+def enable_receive_timestamps(sock: socket.socket) -> None:
+    """Ask the kernel for each read's receive time (SO_TIMESTAMPNS, ns, CLOCK_REALTIME)."""
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+
+
+def kernel_time(ancillary: list[tuple[int, int, bytes]]) -> float | None:
+    """The SCM_TIMESTAMPNS of a `recvmsg`'s control messages, seconds; None without one."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPNS and len(data) >= TIMESPEC.size:
+            seconds, nanoseconds = TIMESPEC.unpack_from(data)
+            if seconds or nanoseconds:  # (zero: the segment was never stamped)
+                return int(seconds) + int(nanoseconds) / 1e9
+    return None
+
+
+def read_timestamped(sock: socket.socket, size: int = READ_SIZE) -> tuple[bytes, float | None]:
+    """One `recvmsg`: the data and the kernel's receive time of it (None: not stamped)."""
+    data, ancillary, flags, _ = sock.recvmsg(size, ANCILLARY_SIZE)
+    if flags & socket.MSG_CTRUNC:
+        raise RuntimeError("recvmsg: control data truncated (ancillary buffer too small)")
+    return data, kernel_time(ancillary)
 
 
 # --------------------------------------------------------------------------- event clients
 
 
-class EventClient(asyncio.Protocol):
-    """One CTI event channel over a raw socket; keeps (arrival time, bytes) of marked chunks."""
+class EventClient:
+    """One CTI event channel over a raw socket; keeps (times, bytes) of marked reads."""
 
     def __init__(self, kind: str, host: str, key: str) -> None:
         self.kind = kind
         self.host = host
         self.key = key
-        self.transport: asyncio.Transport | None = None
-        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.loop = asyncio.get_running_loop()
+        self.sock: socket.socket | None = None
+        self.ready: asyncio.Future[None] = self.loop.create_future()
         self.head = b""  # until the response head is complete
         self.body = b""  # poll: the current response
         self.length = -1
-        self.hits: list[tuple[float, bytes]] = []
+        # (process time, the read's control messages: the socket time, data)
+        self.hits: list[tuple[float, list[tuple[int, int, bytes]], bytes]] = []
+        self.untimed = 0  # reads that came without a kernel receive timestamp
         self.closed = False
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # (uvloop's are not subclasses)
+    async def open(self, address: tuple[str, int]) -> None:
+        """Connect, start reading and send the channel's request."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        enable_receive_timestamps(sock)  # before anything arrives
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # (as asyncio's transports)
+        try:
+            await self.loop.sock_connect(sock, address)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+        self.loop.add_reader(sock.fileno(), self._readable)
         if self.kind == "ws":
             key = base64.b64encode(secrets.token_bytes(16)).decode()
             self._send("/api/v1/events/ws?heartbeat=120", "Upgrade: websocket\r\n"
@@ -72,28 +143,63 @@ class EventClient(asyncio.Protocol):
             self._poll(None)
 
     def _send(self, path: str, extra: str = "") -> None:
-        assert self.transport is not None
-        self.transport.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\nX-API-Key: {self.key}"
-                             f"\r\n{extra}\r\n".encode())
+        if self.sock is None:
+            return
+        request = (f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\nX-API-Key: {self.key}"
+                   f"\r\n{extra}\r\n").encode()
+        # A request is a few hundred bytes into an idle socket: a short send means trouble.
+        try:
+            sent = self.sock.send(request)
+        except OSError as exc:
+            self._lost(exc)
+            return
+        if sent != len(request):
+            self._fail(b"short send of a request: %d of %d bytes" % (sent, len(request)))
 
     def _poll(self, after: int | None) -> None:
         query = "wait=30&limit=1000" + (f"&after={after}" if after is not None else "")
         self._send(f"/api/v1/events?{query}")
 
-    def data_received(self, data: bytes) -> None:
-        at = now()  # first thing: the arrival time
+    def _readable(self) -> None:
+        # The hot path of 250 sockets on one core: a bare recvmsg, and the control message
+        # is decoded only when the results are written (a few us per read add up to ms).
+        if self.sock is None:
+            return
+        try:
+            data, ancillary, flags, _ = self.sock.recvmsg(READ_SIZE, ANCILLARY_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._lost(exc)
+            return
+        at = now()  # first thing after the read: the process's arrival time
+        if not data:
+            self._lost(None)
+            return
+        if not ancillary or flags & socket.MSG_CTRUNC:
+            self._untimed(data)
         if MARKER in data:
-            self.hits.append((at, data))
+            self.hits.append((at, ancillary, data))
         if self.kind == "poll":
             self._poll_data(data)
         elif not self.ready.done():
             self.head += data
             if b"\r\n\r\n" in self.head:
                 status = self.head.split(b" ", 2)[1]
-                if status in (b"101", b"200"):
-                    self.ready.set_result(None)
-                else:
+                if status not in (b"101", b"200"):
                     self.ready.set_exception(RuntimeError(self.head[:300].decode("latin-1")))
+                elif kernel_time(ancillary) is None:
+                    self.ready.set_exception(RuntimeError(
+                        "no SO_TIMESTAMPNS receive timestamp on a TCP read: the socket "
+                        "arrival cannot be measured here"))
+                else:
+                    self.ready.set_result(None)
+
+    def _untimed(self, data: bytes) -> None:
+        self.untimed += 1
+        if self.untimed == 1:
+            print(f"cti_load: a {self.kind} read of {len(data)} bytes came without an "
+                  "SO_TIMESTAMPNS receive timestamp", file=sys.stderr, flush=True)
 
     def _poll_data(self, data: bytes) -> None:
         self.body += data
@@ -123,21 +229,34 @@ class EventClient(asyncio.Protocol):
     def _fail(self, what: bytes) -> None:
         if not self.ready.done():
             self.ready.set_exception(RuntimeError(what[:300].decode("latin-1")))
-        if self.transport is not None:
-            self.transport.close()
+        self.close()
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
+    def _lost(self, exc: Exception | None) -> None:
+        self.close()
         if not self.ready.done():
             self.ready.set_exception(ConnectionError(f"closed: {exc}"))
 
-    def arrivals(self) -> dict[str, float]:
-        """caller -> when its interaction.created arrived (first sight)."""
-        seen: dict[str, float] = {}
-        for at, data in self.hits:
+    def close(self) -> None:
+        if self.sock is None:
+            return
+        self.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+        self.sock = None
+        self.closed = True
+
+    def arrivals(self) -> tuple[dict[str, float], dict[str, float]]:
+        """caller -> when its interaction.created arrived (first sight): (process, socket)."""
+        process: dict[str, float] = {}
+        kernel: dict[str, float] = {}
+        for at, ancillary, data in self.hits:
+            kernel_at = kernel_time(ancillary)
             for match in CALLER.finditer(data):
-                seen.setdefault(match.group(1).decode(), at)
-        return seen
+                name = match.group(1).decode()
+                if name not in process:
+                    process[name] = at
+                    if kernel_at is not None:
+                        kernel[name] = kernel_at
+        return process, kernel
 
 
 async def run_clients(args: argparse.Namespace) -> int:
@@ -151,7 +270,7 @@ async def run_clients(args: argparse.Namespace) -> int:
         batch = []
         for _ in range(first, min(args.count, first + 25)):
             client = EventClient(args.kind, f"{args.host}:{args.port}", args.key)
-            await loop.create_connection(lambda c=client: c, args.host, args.port)
+            await client.open((args.host, args.port))
             batch.append(client)
         if args.kind != "poll":
             await asyncio.gather(*(c.ready for c in batch))
@@ -161,16 +280,18 @@ async def run_clients(args: argparse.Namespace) -> int:
         await asyncio.sleep(1.0)
     print(f"ready: {len(clients)} {args.kind} clients in {now() - started:.2f} s", flush=True)
     await stop.wait()
+    pairs = [c.arrivals() for c in clients]
     result = {
         "kind": args.kind,
         "clients": len(clients),
         "closed_early": sum(c.closed for c in clients),
-        "arrivals": [c.arrivals() for c in clients],
+        "untimed_reads": sum(c.untimed for c in clients),
+        "arrivals": [process for process, _ in pairs],  # CLOCK_MONOTONIC: the process's read
+        "socket_arrivals": [kernel for _, kernel in pairs],  # CLOCK_REALTIME: the kernel's
     }
     Path(args.out).write_text(json.dumps(result))
     for client in clients:
-        if client.transport is not None:
-            client.transport.close()
+        client.close()
     return 0
 
 
@@ -187,7 +308,8 @@ class Caller(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.local = ("127.0.0.1", 0)
         self.media_port = 0
-        self.sent: dict[str, float] = {}  # caller -> INVITE sent at
+        self.sent: dict[str, float] = {}  # caller -> INVITE sent at (CLOCK_MONOTONIC)
+        self.sent_realtime: dict[str, float] = {}  # the same, CLOCK_REALTIME (socket arrivals)
         self.calls: dict[str, str] = {}  # Call-ID -> caller
         self.answered: set[str] = set()
         self.answered_at: dict[str, float] = {}  # caller -> its 200 OK arrived at
@@ -222,6 +344,7 @@ class Caller(asyncio.DatagramProtocol):
         self.calls[call_id] = caller
         assert self.transport is not None
         self.sent[caller] = now()
+        self.sent_realtime[caller] = wall()  # SO_TIMESTAMPNS's clock; next to the send
         self.transport.sendto(message, self.target)
         asyncio.get_running_loop().call_later(0.5, self._retransmit, call_id, message, 0.5)
 
@@ -319,6 +442,7 @@ async def run_caller(args: argparse.Namespace) -> int:
     transport, _ = await loop.create_datagram_endpoint(lambda: caller,
                                                        local_addr=("127.0.0.1", 0))
     calls = max(1, round(args.rate * args.seconds))
+    offset0 = wall() - now()  # REALTIME - MONOTONIC: moves only if the wall clock is adjusted
     started = loop.time()
     for index in range(calls):
         delay = started + index / args.rate - loop.time()
@@ -327,7 +451,9 @@ async def run_caller(args: argparse.Namespace) -> int:
         caller.invite(args.first + index)
     await asyncio.sleep(args.hold + 1.5)
     Path(args.out).write_text(json.dumps({
-        "sent": caller.sent, "answered": len(caller.answered), "failed": caller.failed,
+        "sent": caller.sent, "sent_realtime": caller.sent_realtime,
+        "realtime_offset_change_us": 1e6 * (wall() - now() - offset0),
+        "answered": len(caller.answered), "failed": caller.failed,
         "answered_at": caller.answered_at, "retransmissions": caller.retransmissions,
         "rate": args.rate, "calls": calls,
     }))

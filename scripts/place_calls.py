@@ -25,6 +25,7 @@ Agent mode (`--agent NAME[:PASSWORD]`, repeatable) registers each agent by
 digest and answers every call after `--answer-after` seconds of ringing,
 playing `--answer-tone` and recording what it hears, until `--run-for`
 seconds passed or SIGINT / SIGTERM; then it unregisters and reports the calls.
+SIGUSR2 prints a `tally {...}` line of the counts so far (a benchmark's per-step share).
 Callers in one process and agents in another measure calls per second through
 a queue:
 
@@ -150,6 +151,10 @@ def spread(values: Sequence[float]) -> dict[str, float | None]:
 
 
 NO_RTP = "no RTP"  # failures_by_status key: answered, but the far side's RTP never arrived
+
+
+# What an agent-mode tally line (SIGUSR2) carries: cumulative counts of the summary.
+TALLY_KEYS = ("answered", "failed", "failures_by_status", "judged", "audio_heard")
 
 
 def summarize(results: Sequence[CallResult], expect_tone: float | None,
@@ -347,6 +352,14 @@ async def run_agents(args: argparse.Namespace, stop: asyncio.Event | None = None
         results.append((call.ua.user, judge(call, len(results), args.expect_tone)))
         call.ua.forget(call)
 
+    def tally() -> None:
+        # SIGUSR2: the counts so far, one line, so a benchmark can take them per step.
+        summary = summarize([r for _, r in results], args.expect_tone,
+                            require_rtp=args.judge_every is not None)
+        print("tally " + json.dumps({key: summary[key] for key in TALLY_KEYS}), flush=True)
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGUSR2, tally)
     agents = [UserAgent(target_of(args.target), user=name, password=password,
                         host=args.local_host, media=media, answer=policy,
                         user_agent="cms-place-calls-agent", on_ended=ended)

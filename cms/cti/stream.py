@@ -30,12 +30,13 @@ import logging
 import struct
 import time
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from aiohttp import WSCloseCode, web
 
 from cms.events import Event, Journal, ResyncRequired, iso_time
+from cms.net.batch_write import BatchWriter
 
 from .auth import Principal
 from .errors import ApiError
@@ -62,6 +63,49 @@ class _LiveSocket:
     transport: asyncio.Transport
     left: asyncio.Event = field(default_factory=asyncio.Event)  # set when it leaves the set
     kind: str = "ws"  # "ws", "sse", or "sse-chunked" (HTTP/1.1 chunked transfer coding)
+    fd: int = -1  # the plain TCP socket under `transport`, for batched writes (-1: none)
+
+    def __post_init__(self) -> None:
+        # Writing to the descriptor directly bypasses the transport: only for plain TCP
+        # (no TLS layer in between), and only while its own buffer is empty (see below).
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None and self.transport.get_extra_info("sslcontext") is None:
+            self.fd = sock.fileno()
+
+
+class _LiveSet:
+    """The live sockets, grouped by what they are sent: (principal, framing).
+
+    Every socket of a group gets the same bytes, so a batch is encoded once per group
+    and the group's sockets are written together.
+    """
+
+    def __init__(self) -> None:
+        self.groups: dict[tuple[Principal, str], list[_LiveSocket]] = {}
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __contains__(self, live: _LiveSocket) -> bool:
+        return live in self.groups.get((live.principal, live.kind), ())
+
+    def __iter__(self) -> Iterator[_LiveSocket]:
+        return (live for group in list(self.groups.values()) for live in list(group))
+
+    def add(self, live: _LiveSocket) -> None:
+        self.groups.setdefault((live.principal, live.kind), []).append(live)
+        self._count += 1
+
+    def discard(self, live: _LiveSocket) -> None:
+        key = (live.principal, live.kind)
+        group = self.groups.get(key)
+        if group is None or live not in group:
+            return
+        group.remove(live)
+        self._count -= 1
+        if not group:
+            del self.groups[key]
 
 
 def ws_text_frame(payload: bytes) -> bytes:
@@ -88,7 +132,7 @@ class EventDelivery:
         self.visible = visible
         self.closing = False
         self._sockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
-        self._live: set[_LiveSocket] = set()
+        self._live = _LiveSet()
         # Long-poll bodies since the last commit: (cursor, limit, principal) -> (body, next).
         self._poll_bodies: dict[tuple[int, int, Principal | None], tuple[bytes | None, int]] = {}
         self.connected = 0  # push channels open now
@@ -98,6 +142,9 @@ class EventDelivery:
         self.fanout_max = 0.0
         self.fanout_cpu_seconds = 0.0
         self.fallbacks = 0  # times a live channel left the fast path (slow, closed, or behind)
+        # One io_uring submission for a batch's writes, where the kernel offers it.
+        self._batch: BatchWriter | None = BatchWriter() if BatchWriter.available() else None
+        self.batched_writes = 0  # socket writes that went out in one submission
         journal.subscribe(self._committed)
 
     def start_at(self, after: int | None) -> int:
@@ -249,27 +296,50 @@ class EventDelivery:
                 "fanout_batches": batches, "fanout_total_ms": round(1000 * self.fanout_seconds, 3),
                 "fanout_mean_ms": round(1000 * self.fanout_seconds / batches, 3) if batches else 0,
                 "fanout_max_ms": round(1000 * self.fanout_max, 3),
-                "fanout_cpu_total_ms": round(1000 * self.fanout_cpu_seconds, 3)}
+                "fanout_cpu_total_ms": round(1000 * self.fanout_cpu_seconds, 3),
+                "batched_writes": self.batched_writes}
 
     def _write_live(self, events: Sequence[Event]) -> None:
-        # The batch's frames as one write per socket: built once per principal (the same
+        # The batch's frames as one write per socket, encoded once per group (the same
         # bytes for every supervisor), so 500 sockets cost 500 writes, not 500 per event.
-        joined: dict[tuple[Principal, str], bytes] = {}
         frames: dict[int, bytes] = {}
         first, last = events[0].seq, events[-1].seq
-        for live in list(self._live):
-            transport = live.transport
-            if live.cursor != first - 1 or transport.is_closing():
-                self._let_go(live)
-                continue
-            live.cursor = last
-            data = joined.get((live.principal, live.kind))
-            if data is None:
-                data = joined[(live.principal, live.kind)] = self._encode_for(live, events, frames)
-            if data:
-                transport.write(data)  # sent at once when nothing is queued before it
-                if transport.get_write_buffer_size() > LIVE_BUFFER_LIMIT:
-                    self._let_go(live)  # a slow reader: its task takes over with flow control
+        batch = self._batch
+        fds: list[int] = []  # written together, straight to their sockets
+        direct: list[_LiveSocket] = []
+        payloads: list[bytes] = []
+        for group in list(self._live.groups.values()):
+            data = self._encode_for(group[0], events, frames)
+            for live in list(group):
+                transport = live.transport
+                if live.cursor != first - 1 or transport.is_closing():
+                    self._let_go(live)
+                    continue
+                live.cursor = last
+                if not data:
+                    continue
+                if batch is not None and live.fd >= 0 and not transport.get_write_buffer_size():
+                    # Nothing queued in the transport: a direct write keeps the byte order.
+                    fds.append(live.fd)
+                    direct.append(live)
+                    payloads.append(data)
+                else:
+                    self._write(live, data)
+        if direct:
+            assert batch is not None
+            sent = batch.write(fds, payloads).tolist()
+            self.batched_writes += len(direct)
+            for live, data, count in zip(direct, payloads, sent, strict=True):
+                if count != len(data):
+                    # Short, would block or failed: the transport queues the rest in order,
+                    # or meets the error itself and closes.
+                    self._write(live, data[count:] if count > 0 else data)
+
+    def _write(self, live: _LiveSocket, data: bytes) -> None:
+        transport = live.transport
+        transport.write(data)  # sent at once when nothing is queued before it
+        if transport.get_write_buffer_size() > LIVE_BUFFER_LIMIT:
+            self._let_go(live)  # a slow reader: its task takes over with flow control
 
     def _encode_for(self, live: _LiveSocket, events: Sequence[Event],
                     frames: dict[int, bytes]) -> bytes:
@@ -356,6 +426,9 @@ class EventDelivery:
         """End every push channel and long poll (the server is stopping)."""
         self.closing = True
         self.journal.wake()
+        if self._batch is not None:
+            self._batch.close()
+            self._batch = None
         for live in list(self._live):
             self._let_go(live)
         for ws in list(self._sockets):

@@ -28,6 +28,7 @@ import os
 import platform
 import struct
 import sys
+import weakref
 
 import numpy as np
 
@@ -173,6 +174,8 @@ class Ring:
             params.cq_entries = cq_entries
         self.fd = _check(_syscall(_SYS_IO_URING_SETUP, entries, ctypes.byref(params)),
                          "io_uring_setup")
+        # A ring dropped without close() still gives its descriptor back.
+        self._finalizer = weakref.finalize(self, os.close, self.fd)
         self._maps: list[mmap.mmap] = []
         try:
             self._map(params)
@@ -350,7 +353,7 @@ class Ring:
                 pass  # a caller still holds a view; the mapping goes with it
         self._maps.clear()
         if self.fd >= 0:
-            os.close(self.fd)
+            self._finalizer()  # closes the descriptor, once
             self.fd = -1
 
 

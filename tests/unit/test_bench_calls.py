@@ -29,6 +29,16 @@ def test_a_call_without_rtp_makes_the_step_not_clean() -> None:
     assert "{'no RTP': 1}" in step.line()
 
 
+def test_a_step_whose_agents_got_a_call_without_rtp_is_not_clean() -> None:
+    step = CallStep(rate=400, calls=2000, answered=2000, judged=200, audio_heard=200,
+                    agents_answered=2000, agents_failed=3, agents_failures={"no RTP": 3})
+
+    assert not step.clean
+    assert "agents' side: answered 2000 failed 3 {'no RTP': 3}" in step.line()
+    step.agents_failed, step.agents_failures = 0, None
+    assert step.clean
+
+
 def test_the_agents_line_says_what_the_agents_side_saw() -> None:
     summary = {"answered": 900, "failed": 1, "failures_by_status": {"no RTP": 1},
                "judged": 90, "audio_heard": 90}

@@ -21,6 +21,7 @@ from cms.acd.engine import Acd
 from cms.config import parse_config
 from cms.cti import Cti
 from cms.events import Journal
+from cms.net.batch_write import BatchWriter
 
 CONFIG: dict[str, Any] = {
     "cms": {"api_keys": {"k": "crm"}},
@@ -138,6 +139,8 @@ def test_fan_out_keeps_each_socket_in_order_and_its_frames_whole(tmp_path: Path)
             seqs = [json.loads((await ws.receive(timeout=5)).data)["seq"] for _ in range(total)]
             assert seqs == list(range(1, total + 1))
         assert len(cti.delivery._live) == 9
+        if BatchWriter.available():  # the writes went out batched, not through transports
+            assert cti.delivery.batched_writes >= 9 * 30
         for ws in sockets:
             await ws.close()
 

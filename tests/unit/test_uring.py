@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ctypes
+import gc
+import os
 import socket
 from collections.abc import Iterator
 
@@ -128,3 +130,11 @@ def test_pushed_entries_wrap_around_the_queue_and_flush_posts_held_back_completi
     assert ring.pending == 0
     receiver.close()
     sender.close()
+
+
+def test_a_ring_dropped_without_close_gives_its_descriptor_back() -> None:
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        Ring(8)
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) <= before

@@ -1,0 +1,181 @@
+"""The cti benchmark's event clients: kernel receive timestamps (SO_TIMESTAMPNS) on raw sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # scripts/ is not installed
+
+from scripts.bench_cti import call_latencies  # noqa: E402
+from scripts.cti_load import (  # noqa: E402
+    SCM_TIMESTAMPNS,
+    TIMESPEC,
+    EventClient,
+    enable_receive_timestamps,
+    kernel_time,
+    read_timestamped,
+)
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="SO_TIMESTAMPNS is Linux's")
+
+EVENT = (b'{"type":"interaction.created","seq":7,"data":{"caller":"b000042","queue":"sales"}}')
+
+
+def loop_factories() -> list[Any]:
+    factories: list[Any] = [pytest.param(None, id="asyncio")]
+    try:
+        import uvloop
+
+        factories.append(pytest.param(uvloop.new_event_loop, id="uvloop"))
+    except ImportError:
+        pass
+    return factories
+
+
+def run(factory: Any, main: Callable[[], Awaitable[None]]) -> None:
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(asyncio.wait_for(main(), 10))
+
+
+def test_a_loopback_tcp_read_carries_the_kernels_receive_time_on_the_wall_clock() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = socket.create_connection(server.getsockname())
+        peer, _ = server.accept()
+        with client, peer:
+            enable_receive_timestamps(client)
+            before = time.time()
+            peer.sendall(b"one event")
+            time.sleep(0.02)  # the read comes well after the arrival
+            data, at = read_timestamped(client)
+            after = time.time()
+
+    assert data == b"one event"
+    assert at is not None, "no SCM_TIMESTAMPNS control message on a TCP read"
+    # Stamped on arrival (between the send and the read), not when read: far from `after`.
+    assert before - 0.001 <= at <= after
+    assert after - at >= 0.015
+
+
+def test_a_read_without_the_control_message_or_with_a_zero_stamp_has_no_time() -> None:
+    stamp = TIMESPEC.pack(1_700_000_000, 250_000_000)
+
+    assert kernel_time([(socket.SOL_SOCKET, SCM_TIMESTAMPNS, stamp)]) == 1_700_000_000.25
+    assert kernel_time([]) is None
+    assert kernel_time([(socket.SOL_SOCKET, SCM_TIMESTAMPNS, TIMESPEC.pack(0, 0))]) is None
+    assert kernel_time([(socket.IPPROTO_IP, SCM_TIMESTAMPNS, stamp)]) is None
+
+
+async def _serve(handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter],
+                                   Awaitable[None]]) -> tuple[asyncio.Server, int]:
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+@pytest.mark.parametrize("factory", loop_factories())
+def test_a_websocket_client_notes_both_arrival_times_of_the_calls_event(factory: Any) -> None:
+    sent: dict[str, float] = {}
+    requests: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        requests.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        sent["wall"], sent["mono"] = time.time(), time.monotonic()
+        writer.write(bytes([0x81, 126]) + len(EVENT).to_bytes(2, "big") + EVENT)
+        await writer.drain()
+        await reader.read()  # until the client closes
+
+    async def main() -> None:
+        server, port = await _serve(handler)
+        client = EventClient("ws", f"127.0.0.1:{port}", "k")
+        await client.open(("127.0.0.1", port))
+        await client.ready
+        while not client.hits:
+            await asyncio.sleep(0.01)
+        client.close()
+        server.close()
+        process, kernel = client.arrivals()
+        assert client.untimed == 0
+        assert set(process) == set(kernel) == {"b000042"}
+        assert 0 <= kernel["b000042"] - sent["wall"] < 0.05
+        assert 0 <= process["b000042"] - sent["mono"] < 0.05
+        assert b"Upgrade: websocket" in requests[0] and b"X-API-Key: k" in requests[0]
+
+    run(factory, main)
+
+
+def test_a_channel_whose_reads_carry_no_receive_time_fails_to_connect(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import scripts.cti_load
+
+    monkeypatch.setattr(scripts.cti_load, "enable_receive_timestamps", lambda sock: None)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+
+    async def main() -> None:
+        server, port = await _serve(handler)
+        client = EventClient("sse", f"127.0.0.1:{port}", "k")
+        await client.open(("127.0.0.1", port))
+        with pytest.raises(RuntimeError, match="SO_TIMESTAMPNS"):
+            await client.ready
+        assert client.untimed == 1
+        client.close()
+        server.close()
+
+    run(None, main)
+
+
+@pytest.mark.parametrize("factory", loop_factories())
+def test_a_long_poll_client_asks_again_after_the_cursor_of_each_page(factory: Any) -> None:
+    requests: list[bytes] = []
+    body = b'{"events":[' + EVENT + b'],"next":8}'
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(2):
+            requests.append(await reader.readuntil(b"\r\n\r\n"))
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+        await reader.read()
+
+    async def main() -> None:
+        server, port = await _serve(handler)
+        client = EventClient("poll", f"127.0.0.1:{port}", "k")
+        await client.open(("127.0.0.1", port))
+        await client.ready
+        while len(requests) < 2 or len(client.hits) < 2:
+            await asyncio.sleep(0.01)
+        client.close()
+        server.close()
+        assert b"after=" not in requests[0]
+        assert b"GET /api/v1/events?wait=30&limit=1000&after=8 " in requests[1]
+        assert client.untimed == 0
+        assert all(kernel is not None for _, kernel, _ in client.hits)
+
+    run(factory, main)
+
+
+def test_latencies_pair_each_client_arrival_with_its_calls_send_on_one_clock() -> None:
+    sent = {"b1": 100.0, "b2": 200.0}
+    arrivals = [{"b1": 100.004, "b2": 200.002}, {"b1": 100.010}]
+
+    figures = call_latencies(sent, arrivals)
+
+    assert figures.all == pytest.approx([2.0, 4.0, 10.0])
+    assert figures.firsts == pytest.approx([4.0, 2.0])
+    assert figures.spreads == pytest.approx([6.0, 0.0])
+    assert figures.max() == pytest.approx(10.0)

@@ -116,8 +116,9 @@ class Leg:
         table: SlotTable | None = getattr(endpoint, "table", None)
         if table is not None:
             # The endpoint's reactor relays batches itself: our state lives in its table.
-            self.out: OutboundStream = SlotOutboundStream(table, endpoint.slot)  # type: ignore[attr-defined]
-            self.rx: ReceiveStats = SlotReceiveStats(table, endpoint.slot)  # type: ignore[attr-defined]
+            slot: int = endpoint.slot  # type: ignore[attr-defined]
+            self.out: OutboundStream = SlotOutboundStream(table, slot)
+            self.rx: ReceiveStats = SlotReceiveStats(table, slot)
         else:
             self.out = OutboundStream()
             self.rx = ReceiveStats()

@@ -138,3 +138,23 @@ def test_a_ring_dropped_without_close_gives_its_descriptor_back() -> None:
         Ring(8)
     gc.collect()
     assert len(os.listdir("/proc/self/fd")) <= before
+
+
+def test_dontwait_sends_have_completed_when_the_submission_returns(ring: Ring) -> None:
+    # What lets the relay give a sent buffer back right after submitting (and skip the
+    # completions of successful sends): MSG_DONTWAIT sends are issued inline, never queued.
+    receivers = [udp_socket() for _ in range(8)]
+    senders = [udp_socket() for _ in range(8)]
+    for sender, receiver in zip(senders, receivers, strict=True):
+        sender.connect(receiver.getsockname())
+    payload = ctypes.create_string_buffer(b"r" * 172, 172)
+    fds = np.array([s.fileno() for s in senders] * 25, dtype=np.int32)
+    for _ in range(4):
+        ring.prepare(OP_SEND, fds, ctypes.addressof(payload), 172, 9, count=len(fds),
+                     op_flags=MSG_DONTWAIT)
+        assert ring.submit() == len(fds)
+        assert ring.ready() == len(fds)  # Every send's completion is already posted.
+        done = ring.completions()
+        assert (done["res"] == 172).all()
+    for sock in receivers + senders:
+        sock.close()

@@ -71,6 +71,15 @@ def largest_clean(steps: list[Step], name: str) -> int:
     return max(clean, default=0)
 
 
+def largest_within_latency(steps: list[Step], name: str) -> int:
+    """The largest call count whose last attempt was clean with its added p99 at most the
+    target (0 if none; a step without a no-relay baseline has no added figure: not counted)."""
+    within = [calls for calls, step in final_steps(steps, name).items()
+              if step.clean and step.added_p99_us is not None
+              and step.added_p99_us <= TARGET_P99_ADDED_US]
+    return max(within, default=0)
+
+
 def figures(steps: list[Step], names: list[str]) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     for name in names:
@@ -78,6 +87,7 @@ def figures(steps: list[Step], names: list[str]) -> dict[str, Any]:
         at = final_steps(steps, name).get(largest)
         figures[name] = {
             "largest_clean_calls": largest,
+            "largest_clean_calls_within_p99": largest_within_latency(steps, name),
             "cpu_us_per_packet": at.cpu_us_per_packet if at else None,
             "added_p50_us": at.added_p50_us if at else None,
             "added_p99_us": at.added_p99_us if at else None,
@@ -141,12 +151,14 @@ def summarise(steps: list[Step], names: list[str]) -> list[str]:
     if "cms" in names:
         largest = largest_clean(steps, "cms")
         at = final_steps(steps, "cms").get(largest)
-        p99_ok = at is not None and (at.added_p99_us or 0) <= TARGET_P99_ADDED_US
+        # Both limits hold at one step: the largest clean one whose added p99 is in bounds.
+        within = largest_within_latency(steps, "cms")
         lines.append(f"target >= {TARGET_CALLS} calls clean with p99 added <= "
                      f"{TARGET_P99_ADDED_US / 1000:g} ms: "
-                     f"{'met' if largest >= TARGET_CALLS and p99_ok else 'NOT met'} "
-                     f"(largest clean {largest}, p99 added there "
-                     f"{fmt(at.added_p99_us if at else None, '.0f')} us)")
+                     f"{'met' if within >= TARGET_CALLS else 'NOT met'} "
+                     f"(largest clean with p99 added in bounds {within}; largest clean "
+                     f"{largest}, p99 added there {fmt(at.added_p99_us if at else None, '.0f')}"
+                     f" us)")
     return lines
 
 

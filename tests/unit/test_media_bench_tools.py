@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from cms.media.bench_report import Step, paired_medians, summarise
+from cms.media.bench_report import Step, largest_within_latency, paired_medians, summarise
 from cms.media.loadgen import LoadGenerator, LoadResult, Phones
 from cms.media.mmsg import TIMESTAMP_CONTROL_SIZE, MessageBatch, enable_receive_timestamps
 from cms.media.ng import NgClient, NgError, bdecode, bencode, sdp_address, sdp_audio
@@ -113,3 +113,27 @@ def test_ab_lines_give_medians_and_paired_ratios_per_call_count() -> None:
                         "paired x1.156)")
     # Without a direct baseline there is no added latency: the summary says "-".
     assert "p99 - us" in summarise(steps, ["cms", "base"])[0]
+
+
+def test_the_target_holds_at_a_step_both_clean_and_within_the_added_p99() -> None:
+    load = LoadResult(calls=1, seconds=1.0, sent=100, received=100, lost=0, late=0,
+                      latency_p50_us=1.0, latency_p99_us=2.0, generator_cpu=0.1,
+                      lag_p99_ms=0.0, unsent=0)
+
+    def step(calls: int, p99_us: float, verdict: str = "clean") -> Step:
+        return Step(target="cms", calls=calls, attempt=1, load=load, relay_cpu=0.9,
+                    cpu_us_per_packet=9.0, steal_pct=0.0, added_p50_us=300.0,
+                    added_p99_us=p99_us, relay_drops=0, phone_drops=0, verdict=verdict,
+                    load_average="")
+
+    # 1000 calls within 2 ms; 1200 clean but slow; 1400 lost too much.
+    steps = [step(800, 900.0), step(1000, 1500.0), step(1200, 9000.0),
+             step(1400, 1000.0, "not clean")]
+    assert largest_within_latency(steps, "cms") == 1000
+    (line,) = [line for line in summarise(steps, ["cms"]) if line.startswith("target")]
+    assert line.startswith("target >= 1000 calls clean with p99 added <= 2 ms: met ")
+    assert "in bounds 1000; largest clean 1200, p99 added there 9000 us" in line
+
+    steps[1] = step(1000, 2500.0)
+    (line,) = [line for line in summarise(steps, ["cms"]) if line.startswith("target")]
+    assert ": NOT met (largest clean with p99 added in bounds 800;" in line

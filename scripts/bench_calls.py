@@ -304,7 +304,7 @@ def run_calls_bench(cms_path: str, quick: bool, workdir: Path, agents: int = 100
     if agents_summary is not None:
         line = agents_line(agents_summary)
         say("  " + line)
-        summary += "; " + line
+        summary += "; over the whole run, " + line
         if agents_summary["failed"] and not agents_clean:
             summary += " (media failures on the agents' side: not clean)"
     cond["load_average_after"] = conditions()["load_average"]

@@ -181,6 +181,16 @@ def mixed_traffic(clock: FakeClock) -> Callable[[MediaService], Awaitable[Any]]:
     return scenario
 
 
+def bridged_pair(service: MediaService) -> tuple[Leg, Leg, Phone, Phone]:
+    """Legs a and b bridged, each with its phone (SSRCs 1 and 2), in G.711 PCMU."""
+    a, b = service.open_leg("a"), service.open_leg("b")
+    phone_a, phone_b = Phone(0x1), Phone(0x2)
+    a.configure(MediaFormat(), phone_a.address)
+    b.configure(MediaFormat(), phone_b.address)
+    bridge(a, b)
+    return a, b, phone_a, phone_b
+
+
 @pytest.mark.parametrize("kernel_filter", [False, True], ids=["companion", "kernel-filter"])
 def test_relayed_bytes_and_statistics_equal_the_per_packet_path(
         deterministic: FakeClock, monkeypatch: pytest.MonkeyPatch, kernel_filter: bool) -> None:
@@ -284,11 +294,7 @@ def test_buffers_are_recycled_under_sustained_load() -> None:
         service.reactor = UringReactor(buffers=64, entries=64)
         calls = []
         for _ in range(10):
-            a, b = service.open_leg("a"), service.open_leg("b")
-            phone_a, phone_b = Phone(0x1), Phone(0x2)
-            a.configure(MediaFormat(), phone_a.address)
-            b.configure(MediaFormat(), phone_b.address)
-            bridge(a, b)
+            a, b, phone_a, phone_b = bridged_pair(service)
             calls.append((a, b, phone_a, phone_b))
         for _ in range(15):
             for _ in range(10):
@@ -316,11 +322,7 @@ def test_buffers_are_recycled_under_sustained_load() -> None:
 
 def test_closing_a_leg_cancels_its_receive_and_frees_its_slot_and_port() -> None:
     async def scenario(service: MediaService) -> None:
-        a, b = service.open_leg("a"), service.open_leg("b")
-        phone_a, phone_b = Phone(0x1), Phone(0x2)
-        a.configure(MediaFormat(), phone_a.address)
-        b.configure(MediaFormat(), phone_b.address)
-        bridge(a, b)
+        a, b, phone_a, phone_b = bridged_pair(service)
         phone_a.send(a)
         await settle(service)
         port, slot = b.local_address[1], b.endpoint.slot  # type: ignore[attr-defined]
@@ -353,11 +355,7 @@ def test_closing_a_leg_cancels_its_receive_and_frees_its_slot_and_port() -> None
 
 def test_sends_the_kernel_refuses_are_counted_as_errors() -> None:
     async def scenario(service: MediaService) -> None:
-        a, b = service.open_leg("a"), service.open_leg("b")
-        phone_a, phone_b = Phone(0x1), Phone(0x2)
-        a.configure(MediaFormat(), phone_a.address)
-        b.configure(MediaFormat(), phone_b.address)
-        bridge(a, b)
+        a, b, phone_a, phone_b = bridged_pair(service)
         phone_a.send(a)
         await settle(service)
         # Batched sends to B go through a socket with no destination from now on: the
@@ -388,11 +386,7 @@ def test_the_plain_path_when_io_uring_is_turned_off() -> None:
 
 def test_a_socket_error_on_a_receive_rearms_it() -> None:
     async def scenario(service: MediaService) -> None:
-        a, b = service.open_leg("a"), service.open_leg("b")
-        phone_a, phone_b = Phone(0x1), Phone(0x2)
-        a.configure(MediaFormat(), phone_a.address)
-        b.configure(MediaFormat(), phone_b.address)
-        bridge(a, b)
+        a, b, phone_a, phone_b = bridged_pair(service)
         phone_a.close()  # B's packets to A draw ICMP errors onto A's connected socket.
         for _ in range(3):
             phone_b.send(b)

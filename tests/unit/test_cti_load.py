@@ -51,6 +51,16 @@ def test_a_loopback_tcp_read_carries_the_kernels_receive_time_on_the_wall_clock(
         peer, _ = server.accept()
         with client, peer:
             enable_receive_timestamps(client)
+            # The kernel turns receive timestamps on machine-wide a moment after the first
+            # socket asks (deferred work): until then reads carry none. Probe until they do.
+            deadline = time.monotonic() + 2.0
+            while True:
+                peer.sendall(b"probe")
+                probe, stamped = read_timestamped(client)
+                assert probe == b"probe"
+                if stamped is not None or time.monotonic() > deadline:
+                    break
+                time.sleep(0.01)
             before = time.time()
             peer.sendall(b"one event")
             time.sleep(0.02)  # the read comes well after the arrival

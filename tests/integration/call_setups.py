@@ -134,10 +134,29 @@ async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
 # --------------------------------------------------------------------------- queue call, consult
 
 
-async def queue_call(caller: UserAgent, agent: UserAgent) -> tuple[Call, Call]:
-    """A caller's call into queue 600 answered by `agent`: (caller's, agent's)."""
+async def next_answered(phone: UserAgent, ring_timeout: float = 5) -> Call:
+    """The next call `phone` is rung with (within `ring_timeout`), once it has answered."""
+    incoming = await phone.next_incoming(ring_timeout)
+    await asyncio.wait_for(incoming.answered.wait(), 5)
+    return incoming
+
+
+async def assert_caller_talks_to_agent2(call: Call, agent2_side: Call) -> None:
+    """The caller hears agent 2's tone and agent 2's phone hears the caller's."""
+    await assert_hears(call.media, AGENT2_HZ)
+    await assert_hears(agent2_side.media, CALLER_HZ)
+
+
+async def call_queue(caller: UserAgent) -> Call:
+    """`caller` calls queue 600 with its tone (the CMS answers it at once: 200)."""
     call = await caller.call("600", ToneSource(CALLER_HZ))
     assert call.status == 200, call.reason
+    return call
+
+
+async def queue_call(caller: UserAgent, agent: UserAgent) -> tuple[Call, Call]:
+    """A caller's call into queue 600 answered by `agent`: (caller's, agent's)."""
+    call = await call_queue(caller)
     incoming = await agent.next_incoming(8)
     await asyncio.wait_for(incoming.answered.wait(), 8)
     return call, incoming
@@ -172,8 +191,7 @@ async def consulted(cms: CmsProcess, session: aiohttp.ClientSession, phone1: Use
     call, agent_side, api, view = await answered(cms, session, caller, phone1)
     consult = await api.ok("POST", f"/calls/{view['id']}/consult", {"to": user_name(2)})
     assert consult["kind"] == "consult" and consult["related"] == view["id"]
-    target = await phone2.next_incoming(5)
-    await asyncio.wait_for(target.answered.wait(), 5)
+    target = await next_answered(phone2)
     await assert_hears(agent_side.media, AGENT2_HZ)  # agent1 talks to agent2 ...
     await assert_hears_hold_music(call.media)  # ... while the caller hears hold music
     return Consult(api, view["id"], consult["id"], call, agent_side, target)
@@ -199,9 +217,7 @@ async def phone_consult(phone1: UserAgent, phone2: UserAgent) -> tuple[Call, Cal
     """
     second = await phone1.call(user_extension(2), answering(AGENT1_HZ).source())
     assert second.status == 200, second.reason
-    target = await phone2.next_incoming(5)
-    await asyncio.wait_for(target.answered.wait(), 5)
-    return second, target
+    return second, await next_answered(phone2)
 
 
 async def phone_consult_ringing(phone1: UserAgent, phone2: UserAgent) -> tuple[Call, Call]:

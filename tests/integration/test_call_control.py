@@ -28,11 +28,14 @@ from call_setups import (
     agent_api,
     answered,
     answering,
+    assert_caller_talks_to_agent2,
     assert_hears,
     assert_hears_hold_music,
+    call_queue,
     consult_in_progress,
     customer,
     heard,
+    next_answered,
     queue_call,
     run,
     setup,
@@ -43,10 +46,8 @@ from cms_process import DESK, CmsProcess, user_extension, user_name, user_passwo
 from cti_client import SUPERVISOR, Api
 from sipp_runner import SIPP, free_media_port, start_sipp
 
-from cms.media.sources import ToneSource
 from cms.sip.message import Headers
 from scripts.sip_ua import AnswerPolicy, Call, UserAgent
-from scripts.ua_media import dominant_frequency
 
 pytestmark = pytest.mark.integration
 
@@ -68,8 +69,7 @@ async def offered(cms: CmsProcess, session: aiohttp.ClientSession, caller: UserA
 
     (the caller's call, the phone's offer, agent 1's API, the call as its /calls shows it)
     """
-    call = await caller.call("600", ToneSource(CALLER_HZ))
-    assert call.status == 200, call.reason
+    call = await call_queue(caller)
     offer = await phone.next_incoming(5)
     api = await agent_api(cms, session, 1)
     (view,) = (await api.ok("GET", "/calls"))["calls"]
@@ -189,10 +189,8 @@ def test_hold_plays_music_retrieve_rebridges_dtmf_reaches_caller_and_blind_trans
                 await api.ok("POST", f"/calls/{view['id']}/transfer",
                              {"to": user_name(2), "mode": "blind"})
                 await asyncio.wait_for(agent_side.ended.wait(), 5)
-                target = await phone2.next_incoming(5)
-                await asyncio.wait_for(target.answered.wait(), 5)
-                await assert_hears(call.media, AGENT2_HZ)
-                await assert_hears(target.media, CALLER_HZ)
+                target = await next_answered(phone2)
+                await assert_caller_talks_to_agent2(call, target)
                 await api.wait_event("call.transferred", call_id=view["id"], mode="blind")
                 await call.hang_up()
                 await asyncio.wait_for(target.ended.wait(), 5)
@@ -213,10 +211,8 @@ def test_phone_initiated_refer_transfers_the_caller(cms: CmsProcess) -> None:
                 response = await phone1.request(refer, agent_side.remote)
                 assert response is not None and response.status == 202
                 await asyncio.wait_for(agent_side.ended.wait(), 5)
-                target = await phone2.next_incoming(5)
-                await asyncio.wait_for(target.answered.wait(), 5)
-                await assert_hears(target.media, CALLER_HZ)
-                await assert_hears(call.media, AGENT2_HZ)
+                target = await next_answered(phone2)
+                await assert_caller_talks_to_agent2(call, target)
                 api = await agent_api(cms, session, 1)
                 await api.wait_event("call.transferred", mode="blind", via="refer",
                                      to=user_extension(2), user=user_name(1))
@@ -236,10 +232,8 @@ def test_blind_transfer_to_the_queue_reaches_another_agent(cms: CmsProcess) -> N
                 assert moved["queue"] == "sales"
                 await asyncio.wait_for(agent_side.ended.wait(), 5)
                 # Agent 1 is in wrap-up now: the queue offers the caller to agent 2.
-                target = await phone2.next_incoming(8)
-                await asyncio.wait_for(target.answered.wait(), 5)
-                await assert_hears(call.media, AGENT2_HZ)
-                await assert_hears(target.media, CALLER_HZ)
+                target = await next_answered(phone2, 8)
+                await assert_caller_talks_to_agent2(call, target)
                 await call.hang_up()
                 await asyncio.wait_for(target.ended.wait(), 5)
 
@@ -292,14 +286,11 @@ def test_a_baresip_agent_transfers_by_refer_and_the_caller_reaches_the_target(
             # Agent 2 takes no queue calls (the queue must pick baresip); its extension rings.
             await boss.ok("PUT", f"/agents/{user_name(2)}/state", {"state": "not_ready"})
             async with customer(cms) as caller:
-                call = await caller.call("600", ToneSource(CALLER_HZ))
-                assert call.status == 200
+                call = await call_queue(caller)
                 await boss.wait_event("call.established", timeout=15, user=name)
                 await asyncio.to_thread(baresip_command, control, "transfer", user_extension(2))
-                target = await phone2.next_incoming(8)
-                await asyncio.wait_for(target.answered.wait(), 5)
-                await assert_hears(call.media, AGENT2_HZ)
-                await assert_hears(target.media, CALLER_HZ)
+                target = await next_answered(phone2, 8)
+                await assert_caller_talks_to_agent2(call, target)
                 await boss.wait_event("call.transferred", mode="blind", user=name)
                 await call.hang_up()
 
@@ -322,8 +313,7 @@ def test_consult_then_complete_as_transfer_joins_caller_and_consulted(cms: CmsPr
             await api.ok("POST", f"/calls/{call_id}/complete",
                          {"consult_id": consult_id, "as": "transfer"})
             await asyncio.wait_for(agent_side.ended.wait(), 5)
-            await assert_hears(call.media, AGENT2_HZ)
-            await assert_hears(target.media, CALLER_HZ)
+            await assert_caller_talks_to_agent2(call, target)
             await api.wait_event("call.transferred", call_id=call_id, mode="consult")
             await call.hang_up()
             await asyncio.wait_for(target.ended.wait(), 5)
@@ -372,8 +362,7 @@ def test_a_refused_consult_leaves_the_caller_held_until_retrieved(cms: CmsProces
                 consult = await api.ok("POST", f"/calls/{view['id']}/consult",
                                        {"to": user_name(2)})
                 await api.wait_event("call.ended", call_id=consult["id"], outcome="busy")
-                music = await heard(call.media)
-                assert dominant_frequency(music) != pytest.approx(AGENT1_HZ, abs=30)
+                await assert_hears_hold_music(call.media)
                 status, body = await api.request(
                     "POST", f"/calls/{view['id']}/complete",
                     {"consult_id": consult["id"], "as": "transfer"})

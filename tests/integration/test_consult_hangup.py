@@ -18,10 +18,12 @@ from call_setups import (
     CALLER_HZ,
     answered,
     answering,
+    assert_caller_talks_to_agent2,
     assert_hears,
     assert_hears_hold_music,
     consult_in_progress,
     customer,
+    next_answered,
     run,
     setup,
     three_agents,  # noqa: F401 (the `cms` fixture)
@@ -38,8 +40,7 @@ def test_agent_hanging_up_an_answered_consult_transfers_the_caller(cms: CmsProce
                 session, (api, call_id, consult_id, call, agent_side, target)):
             assert await agent_side.hang_up() == 200
 
-            await assert_hears(call.media, AGENT2_HZ)
-            await assert_hears(target.media, CALLER_HZ)
+            await assert_caller_talks_to_agent2(call, target)
             moved = await api.wait_event("call.transferred", call_id=call_id)
             assert (moved["mode"], moved["reason"], moved["consult_id"]) == (
                 "consult", "agent_hangup", consult_id)
@@ -69,11 +70,9 @@ def test_agent_hanging_up_a_ringing_consult_sends_the_caller_there(cms: CmsProce
 
                 await asyncio.wait_for(ringing.ended.wait(), 5)
                 assert ringing.status == 487  # the consult's INVITE is cancelled ...
-                target = await phone2.next_incoming(5)  # ... and the caller's rings instead
-                await asyncio.wait_for(target.answered.wait(), 5)
+                target = await next_answered(phone2)  # ... and the caller's rings instead
                 assert target.status == 200
-                await assert_hears(call.media, AGENT2_HZ)
-                await assert_hears(target.media, CALLER_HZ)
+                await assert_caller_talks_to_agent2(call, target)
                 moved = await api.wait_event("call.transferred", call_id=view["id"])
                 assert (moved["mode"], moved["reason"], moved["to"]) == (
                     "blind", "agent_hangup", user_name(2))

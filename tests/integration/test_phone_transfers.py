@@ -17,9 +17,11 @@ from call_setups import (
     AGENT2_HZ,
     CALLER_HZ,
     answering,
+    assert_caller_talks_to_agent2,
     assert_hears,
     customer,
     early_replaces_of,
+    next_answered,
     phone_consult,
     phone_consult_ringing,
     queue_call,
@@ -69,8 +71,7 @@ def test_refer_with_replaces_joins_the_held_caller_with_the_consulted_phone(
                 await asyncio.wait_for(second.ended.wait(), 5)
                 assert first.ended_by == second.ended_by == "remote"
                 assert notifies == ["SIP/2.0 100 Trying", "SIP/2.0 200 OK"]
-                await assert_hears(call.media, AGENT2_HZ)
-                await assert_hears(target.media, CALLER_HZ)
+                await assert_caller_talks_to_agent2(call, target)
                 assert call.reinvites == ["sendonly", "sendrecv"]  # held, then resumed
                 assert not target.ended.is_set()
                 moved = await boss.wait_event("call.transferred", call_id=original["id"])
@@ -113,12 +114,10 @@ def test_refer_with_replaces_of_a_call_still_ringing_sends_the_caller_there(
                 assert second.status == 480
                 await asyncio.wait_for(ringing.ended.wait(), 5)
                 assert ringing.status == 487  # cancelled, and rung again for the caller
-                target = await phone2.next_incoming(5)
-                await asyncio.wait_for(target.answered.wait(), 5)
+                target = await next_answered(phone2)
                 assert notifies == ["SIP/2.0 100 Trying", "SIP/2.0 200 OK"]
                 assert call.reinvites == ["sendonly", "sendrecv"]  # held, then resumed
-                await assert_hears(call.media, AGENT2_HZ)
-                await assert_hears(target.media, CALLER_HZ)
+                await assert_caller_talks_to_agent2(call, target)
                 moved = await boss.wait_event("call.transferred", call_id=original["id"])
                 assert (moved["mode"], moved["reason"], moved["to"]) == (
                     "blind", "semi_attended", user_extension(2))
@@ -200,8 +199,7 @@ def test_invite_with_replaces_takes_over_an_agent_leg(cms: CmsProcess) -> None:
                 assert pickup.status == 200, pickup.reason
                 await asyncio.wait_for(first.ended.wait(), 5)
                 assert first.ended_by == "remote"
-                await assert_hears(call.media, AGENT2_HZ)
-                await assert_hears(pickup.media, CALLER_HZ)
+                await assert_caller_talks_to_agent2(call, pickup)
                 moved = await boss.wait_event("call.transferred", call_id=original["id"])
                 assert (moved["mode"], moved["user"], moved["to"]) == (
                     "replaces", user_name(1), user_name(2))

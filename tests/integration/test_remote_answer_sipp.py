@@ -18,6 +18,7 @@ from call_setups import (
     TIMEOUT,
     agent_api,
     assert_hears,
+    call_queue,
     customer,
     run,
     three_agents,  # noqa: F401 (the `cms` fixture)
@@ -26,8 +27,6 @@ from cms_process import CmsProcess, user_name
 from cti_client import SUPERVISOR, Api
 from sipp_runner import SIPP, SippProcess, free_media_port, start_sipp
 from test_calls import register_sipp_agent
-
-from cms.media.sources import ToneSource
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(SIPP is None, reason="sipp (sip-tester) is not installed")]
@@ -53,8 +52,7 @@ def test_cti_answer_of_a_desk_phone_honouring_notify_talk_establishes_the_call(
             boss = await Api(cms, session).login(*SUPERVISOR)
             await boss.wait_event("agent.state_changed", user=user_name(1), state="ready")
             async with customer(cms) as caller:
-                call = await caller.call("600", ToneSource(CALLER_HZ))
-                assert call.status == 200, call.reason
+                call = await call_queue(caller)
                 offer = await boss.wait_event("call.offered", agent=user_name(1))
                 api = await agent_api(cms, session, 1)
                 view = await api.ok("GET", f"/calls/{offer['call_id']}")

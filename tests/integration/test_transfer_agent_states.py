@@ -17,9 +17,9 @@ import pytest
 from call_setups import (
     AGENT1_HZ,
     AGENT2_HZ,
-    CALLER_HZ,
     answering,
     assert_hears,
+    call_queue,
     consulted,
     customer,
     phone_consult,
@@ -43,8 +43,7 @@ pytestmark = pytest.mark.integration
 
 async def waiting_caller(boss: Api, caller: UserAgent) -> None:
     """`caller` calls the queue while every agent is busy: it waits there."""
-    call = await caller.call("600", ToneSource(CALLER_HZ))
-    assert call.status == 200, call.reason
+    await call_queue(caller)
     await boss.wait_event("queue.caller_joined")
 
 

@@ -83,10 +83,15 @@ def test_a_read_without_the_control_message_or_with_a_zero_stamp_has_no_time() -
     assert kernel_time([(socket.IPPROTO_IP, SCM_TIMESTAMPNS, stamp)]) is None
 
 
-async def _serve(handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter],
-                                   Awaitable[None]]) -> tuple[asyncio.Server, int]:
+async def _connect(kind: str, handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter],
+                                                Awaitable[None]]
+                   ) -> tuple[asyncio.Server, EventClient]:
+    """A loopback server running `handler`, and a `kind` client connected to it."""
     server = await asyncio.start_server(handler, "127.0.0.1", 0)
-    return server, server.sockets[0].getsockname()[1]
+    port = server.sockets[0].getsockname()[1]
+    client = EventClient(kind, f"127.0.0.1:{port}", "k")
+    await client.open(("127.0.0.1", port))
+    return server, client
 
 
 @pytest.mark.parametrize("factory", loop_factories())
@@ -106,9 +111,7 @@ def test_a_websocket_client_notes_both_arrival_times_of_the_calls_event(factory:
         await reader.read()  # until the client closes
 
     async def main() -> None:
-        server, port = await _serve(handler)
-        client = EventClient("ws", f"127.0.0.1:{port}", "k")
-        await client.open(("127.0.0.1", port))
+        server, client = await _connect("ws", handler)
         await client.ready
         while not client.hits:
             await asyncio.sleep(0.01)
@@ -137,9 +140,7 @@ def test_a_channel_whose_reads_carry_no_receive_time_fails_to_connect(
         await reader.read()
 
     async def main() -> None:
-        server, port = await _serve(handler)
-        client = EventClient("sse", f"127.0.0.1:{port}", "k")
-        await client.open(("127.0.0.1", port))
+        server, client = await _connect("sse", handler)
         with pytest.raises(RuntimeError, match="SO_TIMESTAMPNS"):
             await client.ready
         assert client.untimed == 1
@@ -163,9 +164,7 @@ def test_a_long_poll_client_asks_again_after_the_cursor_of_each_page(factory: An
         await reader.read()
 
     async def main() -> None:
-        server, port = await _serve(handler)
-        client = EventClient("poll", f"127.0.0.1:{port}", "k")
-        await client.open(("127.0.0.1", port))
+        server, client = await _connect("poll", handler)
         await client.ready
         while len(requests) < 2 or len(client.hits) < 2:
             await asyncio.sleep(0.01)
@@ -174,7 +173,8 @@ def test_a_long_poll_client_asks_again_after_the_cursor_of_each_page(factory: An
         assert b"after=" not in requests[0]
         assert b"GET /api/v1/events?wait=30&limit=1000&after=8 " in requests[1]
         assert client.untimed == 0
-        assert all(kernel is not None for _, kernel, _ in client.hits)
+        # (each hit keeps its read's control messages: decoded, they hold a time)
+        assert all(kernel_time(ancillary) is not None for _, ancillary, _ in client.hits)
 
     run(factory, main)
 

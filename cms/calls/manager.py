@@ -697,8 +697,9 @@ class CallManager:
         """What the endpoint calls for requests in `leg`'s dialog (it also names the leg)."""
         return LegHandler(self, call, leg)
 
-    def _in_dialog(self, call: Call, leg: SipLeg, tx: ServerTransaction | None,
-                   request: Request) -> None:
+    def in_dialog(self, call: Call, leg: SipLeg, tx: ServerTransaction | None,
+                  request: Request) -> None:
+        """A request (or, with no `tx`, the ACK of a 2xx) in `leg`'s dialog (via `LegHandler`)."""
         method = request.method
         if tx is None:  # the ACK of our 2xx
             if leg.negotiated is None and leg.state is LegState.UP:

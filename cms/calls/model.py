@@ -114,4 +114,4 @@ class LegHandler:
 
     def __call__(self, tx: ServerTransaction | None, request: Request,
                  peer: Peer | None) -> None:
-        self.manager._in_dialog(self.call, self.leg, tx, request)
+        self.manager.in_dialog(self.call, self.leg, tx, request)

@@ -26,6 +26,7 @@ from call_setups import (
     consult_in_progress,
     customer,
     early_replaces_of,
+    next_answered,
     phone_consult_ringing,
     queue_call,
     record_notifies,
@@ -36,6 +37,7 @@ from call_setups import (
 )
 from cms_process import CmsProcess
 
+from scripts.sip_ua import Call
 from scripts.ua_media import CallMedia, dominant_frequency, level_dbfs
 
 pytestmark = pytest.mark.integration
@@ -63,6 +65,18 @@ def assert_prompt(media: CallMedia, frequency: float, since: float, who: str) ->
     return gap
 
 
+async def assert_both_hear_promptly(call: Call, hears: float, other: Call, who: str,
+                                    since: float | None = None) -> None:
+    """Over the next LISTEN s the caller (`call`) hears `hears` and `other` (`who`) the
+    caller, each within MAX_GAP of `since` (by default: `other`'s answer)."""
+    await asyncio.sleep(LISTEN)
+    if since is None:
+        assert other.answered_at is not None
+        since = other.answered_at
+    assert_prompt(call.media, hears, since, "caller")
+    assert_prompt(other.media, CALLER_HZ, since, who)
+
+
 def test_cti_retrieve_rebridges_both_parties_at_once(cms: CmsProcess) -> None:
     async def scenario() -> None:
         async with setup(cms, (1, answering(AGENT1_HZ))) as (session, (phone1,)):
@@ -73,10 +87,8 @@ def test_cti_retrieve_rebridges_both_parties_at_once(cms: CmsProcess) -> None:
 
                 since = time.monotonic()
                 await api.ok("POST", f"/calls/{view['id']}/retrieve")
-                await asyncio.sleep(LISTEN)
 
-                assert_prompt(call.media, AGENT1_HZ, since, "caller")
-                assert_prompt(agent_side.media, CALLER_HZ, since, "agent")
+                await assert_both_hear_promptly(call, AGENT1_HZ, agent_side, "agent", since)
                 await call.hang_up()
 
     run(cms, scenario)
@@ -90,10 +102,8 @@ def test_consult_completed_as_transfer_rebridges_both_parties_at_once(
             since = time.monotonic()
             await api.ok("POST", f"/calls/{call_id}/complete",
                          {"consult_id": consult_id, "as": "transfer"})
-            await asyncio.sleep(LISTEN)
 
-            assert_prompt(call.media, AGENT2_HZ, since, "caller")
-            assert_prompt(target.media, CALLER_HZ, since, "consulted agent")
+            await assert_both_hear_promptly(call, AGENT2_HZ, target, "consulted agent", since)
             await call.hang_up()
 
     run(cms, scenario)
@@ -111,13 +121,9 @@ def test_blind_transfer_to_the_queue_after_hold_music_bridges_at_the_answer(
 
                 await api.ok("POST", f"/calls/{view['id']}/transfer",
                              {"to": "600", "mode": "blind"})
-                target = await phone2.next_incoming(8)
-                await asyncio.wait_for(target.answered.wait(), 5)
-                await asyncio.sleep(LISTEN)
+                target = await next_answered(phone2, 8)
 
-                assert target.answered_at is not None
-                assert_prompt(call.media, AGENT2_HZ, target.answered_at, "caller")
-                assert_prompt(target.media, CALLER_HZ, target.answered_at, "new agent")
+                await assert_both_hear_promptly(call, AGENT2_HZ, target, "new agent")
                 await call.hang_up()
 
     run(cms, scenario)
@@ -136,15 +142,11 @@ def test_semi_attended_transfer_of_a_phone_held_caller_talks_both_ways_at_the_an
                 record_notifies(first)
 
                 assert await refer_with_replaces(phone1, first, early_replaces_of(second)) == 202
-                target = await phone2.next_incoming(5)
-                await asyncio.wait_for(target.answered.wait(), 5)
-                await asyncio.sleep(LISTEN)
+                target = await next_answered(phone2)
 
-                assert target.answered_at is not None
-                assert_prompt(call.media, AGENT2_HZ, target.answered_at, "caller")
                 # The caller answered the CMS's sendonly with recvonly and sends nothing
                 # until the CMS offers sendrecv again: the new agent would hear silence.
-                assert_prompt(target.media, CALLER_HZ, target.answered_at, "new agent")
+                await assert_both_hear_promptly(call, AGENT2_HZ, target, "new agent")
                 await call.hang_up()
 
     run(cms, scenario)

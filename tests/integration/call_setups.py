@@ -99,6 +99,12 @@ async def agent_api(cms: CmsProcess, session: aiohttp.ClientSession, index: int)
     return await Api(cms, session).login(name, user_password(name))
 
 
+async def agent_states(api: Api, user: str, after: int = 0) -> list[str]:
+    """The states `user` changed to in the journal's events after seq `after`, oldest first."""
+    return [e["state"] for e in await api.all_events(after)
+            if e["type"] == "agent.state_changed" and e["user"] == user]
+
+
 # --------------------------------------------------------------------------- listening, waiting
 
 

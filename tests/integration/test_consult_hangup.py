@@ -16,6 +16,7 @@ from call_setups import (
     AGENT1_HZ,
     AGENT2_HZ,
     CALLER_HZ,
+    agent_states,
     answered,
     answering,
     assert_caller_talks_to_agent2,
@@ -118,8 +119,7 @@ def test_held_caller_hanging_up_leaves_agent_and_consulted_party_talking(
             assert not agent_side.ended.is_set() and not target.ended.is_set()
             view = await api.ok("GET", f"/calls/{consult_id}")
             assert view["state"] == "connected" and not view["related"]
-            states = [e["state"] for e in await api.all_events()
-                      if e["type"] == "agent.state_changed" and e["user"] == user_name(1)]
+            states = await agent_states(api, user_name(1))
             assert states[-1] == "on_call"  # still busy: no wrap-up yet
             assert await agent_side.hang_up() == 200
             await asyncio.wait_for(target.ended.wait(), 5)

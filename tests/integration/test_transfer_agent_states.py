@@ -17,6 +17,7 @@ import pytest
 from call_setups import (
     AGENT1_HZ,
     AGENT2_HZ,
+    agent_states,
     answering,
     assert_hears,
     call_queue,
@@ -52,8 +53,7 @@ async def assert_left_busy(boss: Api, phone: UserAgent, user: str, after: int) -
     with suppress(TimeoutError):
         stray = await phone.next_incoming(1.0)
         raise AssertionError(f"{user}'s phone was rung for {stray.call_id} during the transfer")
-    states = [e["state"] for e in await boss.all_events(after)
-              if e["type"] == "agent.state_changed" and e["user"] == user]
+    states = await agent_states(boss, user, after)
     assert not {"ready", "ringing"} & set(states), states
     (agent,) = [a for a in (await boss.ok("GET", "/agents"))["agents"] if a["user"] == user]
     assert agent["state"] == "on_call", agent
@@ -163,8 +163,7 @@ def test_an_agent_taking_its_call_over_on_another_phone_stays_on_call_then_wraps
                 assert pickup.status == 200, pickup.reason
                 await asyncio.wait_for(first.ended.wait(), 5)
                 await assert_hears(call.media, AGENT2_HZ)
-                states = [e["state"] for e in await boss.all_events(after)
-                          if e["type"] == "agent.state_changed" and e["user"] == name]
+                states = await agent_states(boss, name, after)
                 assert states == [], states  # on the call throughout, not wrapped up
                 await call.hang_up()
                 await asyncio.wait_for(pickup.ended.wait(), 5)

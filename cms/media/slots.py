@@ -114,7 +114,8 @@ class SlotTable:
         return slot
 
     def own(self, slot: int, owner: Slotted) -> None:
-        """Note that `owner` keeps its state in `slot` (it is detached on `release`)."""
+        """Keep `owner`'s state in `slot` (it is detached on `release`)."""
+        owner._table, owner._slot = self, slot
         self._owners[slot].append(owner)
 
     def release(self, slot: int) -> None:
@@ -203,7 +204,6 @@ class SlotOutboundStream(OutboundStream, Slotted):
     ts_offset = _Int("out_ts_offset")  # type: ignore[assignment]
 
     def __init__(self, table: SlotTable, slot: int) -> None:
-        self._table, self._slot = table, slot
         table.own(slot, self)
         super().__init__()
 
@@ -222,6 +222,5 @@ class SlotReceiveStats(ReceiveStats, Slotted):
     jitter = _Float("rx_jitter")  # type: ignore[assignment]
 
     def __init__(self, table: SlotTable, slot: int) -> None:
-        self._table, self._slot = table, slot
         table.own(slot, self)
         super().__init__()

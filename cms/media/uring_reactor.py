@@ -81,9 +81,7 @@ class UringEndpoint(RtpEndpoint, Slotted):
     sent = _Int("sent")  # type: ignore[assignment]
 
     def __init__(self, sock: socket.socket, *, reactor: UringReactor, **options: Any) -> None:
-        self._table = reactor.table
-        self._slot = reactor.table.allocate()
-        reactor.table.own(self._slot, self)
+        reactor.table.own(reactor.table.allocate(), self)
         self._send_through: Callable[[bytes | bytearray | memoryview], int] | None = None
         super().__init__(sock, reactor=reactor, **options)
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .formats import CLOCK_RATE
+from .rtp import FIXED_HEADER
 from .slots import FLOAT, FLOAT_WIDTH, INT, WIDTH, SlotTable
 from .stats import _WINDOW_MASK, MAX_DROPOUT
 
@@ -32,7 +33,7 @@ HEADER = np.dtype([("vpxcc", np.uint8), ("mpt", np.uint8), ("seq", ">u2"), ("ts"
                    ("ssrc", ">u4")])
 HEADER_SIZE = HEADER.itemsize
 _CLOCK = float(CLOCK_RATE)
-_unpack_header = struct.Struct("!BBHII").unpack_from
+_unpack_header = FIXED_HEADER.unpack_from
 _rewrite = struct.Struct("!BHII").pack_into  # Marker/PT, sequence, timestamp, SSRC.
 
 

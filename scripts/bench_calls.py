@@ -38,6 +38,7 @@ from .bench_common import (
     conditions_line,
     cores,
     place_calls_argv,
+    read_line,
     start_agents,
     start_cms,
     wait_for_line,
@@ -210,16 +211,9 @@ class Tally:
             return None
         offset = self.log.stat().st_size if self.log.exists() else 0
         os.kill(self.agents.pid, signal.SIGUSR2)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.agents.poll() is None:
-            with self.log.open("rb") as log:
-                log.seek(offset)
-                lines = [line for line in log.read().decode(errors="replace").splitlines()
-                         if line.startswith("tally ")]
-            if lines:
-                return dict(json.loads(lines[-1][len("tally "):]))
-            time.sleep(0.02)
-        return None
+        line = read_line(self.agents, self.log, lambda text: text.startswith("tally "),
+                         timeout, offset)
+        return None if line is None else dict(json.loads(line[len("tally "):]))
 
     def judge(self, step: CallStep, before: dict[str, Any] | None,
               settle: float = 10.0) -> None:

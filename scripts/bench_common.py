@@ -207,17 +207,26 @@ def start_agents(procs: Processes, workdir: Path, cms: Cms, names: Sequence[str]
 def wait_for_line(proc: Any, log: Path, line: str, timeout: float, offset: int = 0) -> bool:
     """Wait until `line` appears in a process's log past `offset` bytes (False: the process
     exited or the time ran out)."""
+    return read_line(proc, log, lambda text: text == line, timeout, offset) is not None
+
+
+def read_line(proc: Any, log: Path, match: Callable[[str], bool], timeout: float,
+              offset: int = 0) -> str | None:
+    """The last line of a process's log past `offset` bytes that `match`es, waiting until
+    there is one (None: the process exited or the time ran out)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if log.exists():
             with log.open("rb") as file:
                 file.seek(offset)
-                if line in file.read().decode(errors="replace").splitlines():
-                    return True
+                lines = [text for text in file.read().decode(errors="replace").splitlines()
+                         if match(text)]
+            if lines:
+                return lines[-1]
         if proc.poll() is not None:
-            return False
+            return None
         time.sleep(0.02)
-    return False
+    return None
 
 
 # ------------------------------------------------------------- A/B rounds in alternation

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # scripts/ is not installed
 
-from scripts.bench_calls import CallStep, agents_line  # noqa: E402
+from scripts.bench_calls import CallStep, Tally, agents_line  # noqa: E402
 
 
 def test_a_step_is_clean_when_every_call_was_answered_and_every_judged_call_heard_audio() -> None:
@@ -53,3 +55,27 @@ def test_the_callers_cpu_of_a_step_whose_callers_were_stopped_is_not_shown_as_ze
 
     assert "callers  n/a " in unmeasured
     assert "callers  12% " in measured
+
+
+AGENTS = """
+import signal, sys, time
+print('tally {"answered": 0}', flush=True)  # an earlier step's line: not this one's
+signal.signal(signal.SIGUSR2, lambda *_: print('tally {"answered": 7}', flush=True))
+print("ready", flush=True)
+time.sleep(30)
+"""
+
+
+def test_a_tally_is_the_line_the_agents_print_after_the_signal(tmp_path: Path) -> None:
+    log = tmp_path / "agents.log"
+    with log.open("wb") as out:
+        agents = subprocess.Popen([sys.executable, "-c", AGENTS], stdout=out)
+    try:
+        while b"ready" not in log.read_bytes():
+            assert agents.poll() is None
+            time.sleep(0.01)
+        assert Tally(agents, log).take() == {"answered": 7}
+    finally:
+        agents.kill()
+        agents.wait()
+    assert Tally(agents, log).take() is None  # gone: no answer, no wait

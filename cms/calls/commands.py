@@ -412,7 +412,7 @@ def adopt_leg(m: CallManager, call: Call, leg: SipLeg) -> None:
     """
     m.acd_busy(call, leg.user)
     if leg.dialog is not None:
-        m.endpoint.dialog_handlers[leg.dialog.key] = m.dialog_handler(call, leg)
+        m.route_dialog(call, leg)
 
 
 def forget_leg(m: CallManager, call: Call, leg: SipLeg) -> None:

@@ -347,7 +347,7 @@ class CallManager:
             answer = make_answer(offer or parse_sdp(leg.invite.body), leg.negotiated, host, port)
         leg.local_sdp = answer
         leg.dialog = Dialog.from_uas(leg.invite, tag, contact)
-        self.endpoint.dialog_handlers[leg.dialog.key] = self.dialog_handler(call, leg)
+        self.route_dialog(call, leg)
         self.endpoint.cancel_handlers.pop(leg.server_tx, None)
         extra = Headers()
         extra["contact"] = [f"<{contact}>"]
@@ -479,7 +479,7 @@ class CallManager:
         assert leg.invite is not None
         if leg.dialog is None:
             leg.dialog = Dialog.from_uac(leg.invite, response, self.contact(leg.peer))
-            self.endpoint.dialog_handlers[leg.dialog.key] = self.dialog_handler(call, leg)
+            self.route_dialog(call, leg)
         # ACK every 2xx (retransmissions included): the callee retransmits until it gets one.
         self.endpoint.send_stateless(leg.dialog.ack(1, self.endpoint.sent_by(leg.peer),
                                                     leg.peer.transport), leg.peer)
@@ -693,9 +693,10 @@ class CallManager:
 
     # -- in-dialog requests
 
-    def dialog_handler(self, call: Call, leg: SipLeg) -> LegHandler:
-        """What the endpoint calls for requests in `leg`'s dialog (it also names the leg)."""
-        return LegHandler(self, call, leg)
+    def route_dialog(self, call: Call, leg: SipLeg) -> None:
+        """Requests in `leg`'s dialog go to `call` from now on (its `LegHandler` names both)."""
+        assert leg.dialog is not None
+        self.endpoint.dialog_handlers[leg.dialog.key] = LegHandler(self, call, leg)
 
     def in_dialog(self, call: Call, leg: SipLeg, tx: ServerTransaction | None,
                   request: Request) -> None:

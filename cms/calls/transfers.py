@@ -170,7 +170,7 @@ def left_during_consult(m: CallManager, call: Call, leg: SipLeg) -> bool:
     consult.shares_caller = False
     call.caller, call.other = leg, None
     if agent_leg.dialog is not None:
-        m.endpoint.dialog_handlers[agent_leg.dialog.key] = m.dialog_handler(consult, agent_leg)
+        m.route_dialog(consult, agent_leg)
     # The agent stays busy in the ACD (its key moves along) rather than going to wrap-up.
     key = call.acd_keys.pop(agent_leg.user, None)
     if key is not None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import mmap
 import os
 import platform
@@ -38,6 +39,7 @@ _SYS_IO_URING_ENTER = 426
 _SYS_IO_URING_REGISTER = 427
 
 # io_uring_setup flags and features.
+SETUP_CQSIZE = 1 << 4  # cq_entries as given
 SETUP_SUBMIT_ALL = 1 << 7  # keep submitting past a failed entry (it completes with an error)
 SETUP_COOP_TASKRUN = 1 << 8  # no interrupting IPIs for completions: run them on entry
 SETUP_SINGLE_ISSUER = 1 << 12
@@ -53,26 +55,20 @@ _OFF_SQES = 0x10000000
 ENTER_GETEVENTS = 1 << 0
 
 # Opcodes (include/uapi/linux/io_uring.h).
-OP_NOP = 0
-OP_SENDMSG = 9
-OP_RECVMSG = 10
 OP_ASYNC_CANCEL = 14
 OP_SEND = 26
 OP_RECV = 27
 
 # Per-entry flags.
-SQE_IO_LINK = 1 << 2
 SQE_BUFFER_SELECT = 1 << 5
 SQE_CQE_SKIP_SUCCESS = 1 << 6
 
 # ioprio bits of recv/send entries.
-RECVSEND_POLL_FIRST = 1 << 0
 RECV_MULTISHOT = 1 << 1
 
-# Completion flags.
+# Completion flags (with CQE_F_BUFFER, the buffer id is flags >> 16).
 CQE_F_BUFFER = 1 << 0
 CQE_F_MORE = 1 << 1
-CQE_BUFFER_SHIFT = 16
 
 # io_uring_register opcodes.
 _REGISTER_PBUF_RING = 22
@@ -170,7 +166,7 @@ class Ring:
         params.flags = SETUP_SUBMIT_ALL | SETUP_COOP_TASKRUN | SETUP_SINGLE_ISSUER | \
             SETUP_NO_SQARRAY
         if cq_entries is not None:
-            params.flags |= 1 << 4  # IORING_SETUP_CQSIZE
+            params.flags |= SETUP_CQSIZE
             params.cq_entries = cq_entries
         self.fd = _check(_syscall(_SYS_IO_URING_SETUP, entries, ctypes.byref(params)),
                          "io_uring_setup")
@@ -281,7 +277,7 @@ class Ring:
         submitted = _syscall(_SYS_IO_URING_ENTER, self.fd, pending, wait, flags, None, 0)
         if submitted < 0:
             err = ctypes.get_errno()
-            if err in (4, 11, 16):  # EINTR, EAGAIN, EBUSY: the caller comes back later
+            if err in (errno.EINTR, errno.EAGAIN, errno.EBUSY):  # the caller comes back later
                 return 0
             raise UringError(err, f"io_uring_enter: {os.strerror(err)}")
         self._pending = max(0, pending - submitted)

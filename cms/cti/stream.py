@@ -77,35 +77,35 @@ class _LiveSet:
     """The live sockets, grouped by what they are sent: (principal, framing).
 
     Every socket of a group gets the same bytes, so a batch is encoded once per group
-    and the group's sockets are written together.
+    and the group's sockets are written together. A group goes with its last socket.
     """
 
     def __init__(self) -> None:
-        self.groups: dict[tuple[Principal, str], list[_LiveSocket]] = {}
-        self._count = 0
+        # (principal, kind) -> its sockets, in the order they went live (a dict: O(1) removal)
+        self.groups: dict[tuple[Principal, str], dict[_LiveSocket, None]] = {}
 
     def __len__(self) -> int:
-        return self._count
+        return sum(map(len, self.groups.values()))
 
-    def __contains__(self, live: _LiveSocket) -> bool:
-        return live in self.groups.get((live.principal, live.kind), ())
+    def __bool__(self) -> bool:
+        return bool(self.groups)
 
     def __iter__(self) -> Iterator[_LiveSocket]:
         return (live for group in list(self.groups.values()) for live in list(group))
 
     def add(self, live: _LiveSocket) -> None:
-        self.groups.setdefault((live.principal, live.kind), []).append(live)
-        self._count += 1
+        self.groups.setdefault((live.principal, live.kind), {})[live] = None
 
-    def discard(self, live: _LiveSocket) -> None:
+    def discard(self, live: _LiveSocket) -> bool:
+        """Take `live` out; whether it was in."""
         key = (live.principal, live.kind)
         group = self.groups.get(key)
         if group is None or live not in group:
-            return
-        group.remove(live)
-        self._count -= 1
+            return False
+        del group[live]
         if not group:
             del self.groups[key]
+        return True
 
 
 def ws_text_frame(payload: bytes) -> bytes:
@@ -308,8 +308,8 @@ class EventDelivery:
         fds: list[int] = []  # written together, straight to their sockets
         direct: list[_LiveSocket] = []
         payloads: list[bytes] = []
-        for group in list(self._live.groups.values()):
-            data = self._encode_for(group[0], events, frames)
+        for (principal, kind), group in list(self._live.groups.items()):
+            data = self._encode_for(principal, kind, events, frames)
             for live in list(group):
                 transport = live.transport
                 if live.cursor != first - 1 or transport.is_closing():
@@ -341,25 +341,23 @@ class EventDelivery:
         if transport.get_write_buffer_size() > LIVE_BUFFER_LIMIT:
             self._let_go(live)  # a slow reader: its task takes over with flow control
 
-    def _encode_for(self, live: _LiveSocket, events: Sequence[Event],
+    def _encode_for(self, principal: Principal, kind: str, events: Sequence[Event],
                     frames: dict[int, bytes]) -> bytes:
-        """The bytes of the batch that `live` sees, in its framing."""
-        principal = live.principal
+        """The bytes of the batch that `principal` sees, in the framing `kind`."""
         shown = [e for e in events if principal.sees_all or self.visible(principal, e)]
         if not shown:
             return b""
-        if live.kind == "ws":
+        if kind == "ws":
             if not frames:
                 frames.update((e.seq, ws_text_frame(e.json.encode())) for e in events)
             return b"".join(frames[e.seq] for e in shown)
         data = _sse_frames(shown)
-        if live.kind == "sse-chunked":
+        if kind == "sse-chunked":
             data = b"%x\r\n%b\r\n" % (len(data), data)
         return data
 
     def _let_go(self, live: _LiveSocket) -> None:
-        if live in self._live:
-            self._live.discard(live)
+        if self._live.discard(live):
             self.fallbacks += 1
         live.left.set()
 

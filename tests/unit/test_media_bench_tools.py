@@ -96,18 +96,22 @@ def test_load_generator_direct_counts_every_packet() -> None:
     assert 0 < result.latency_p50_us < 50_000
 
 
-def test_ab_lines_give_medians_and_paired_ratios_per_call_count() -> None:
-    load = LoadResult(calls=1, seconds=1.0, sent=100, received=100, lost=0, late=0,
+def _step(target: str = "cms", calls: int = 800, cpu: float = 9.0,
+          added_p99_us: float | None = None, verdict: str = "clean") -> Step:
+    """A relay step as bench_relay records it (an added p50 only beside an added p99)."""
+    load = LoadResult(calls=calls, seconds=1.0, sent=100, received=100, lost=0, late=0,
                       latency_p50_us=1.0, latency_p99_us=2.0, generator_cpu=0.1,
                       lag_p99_ms=0.0, unsent=0)
+    return Step(target=target, calls=calls, attempt=1, load=load, relay_cpu=0.9,
+                cpu_us_per_packet=cpu, steal_pct=0.0,
+                added_p50_us=None if added_p99_us is None else 300.0,
+                added_p99_us=added_p99_us, relay_drops=0, phone_drops=0, verdict=verdict,
+                load_average="")
 
-    def step(target: str, cpu: float) -> Step:
-        return Step(target=target, calls=800, attempt=1, load=load, relay_cpu=0.5,
-                    cpu_us_per_packet=cpu, steal_pct=0.0, added_p50_us=None,
-                    added_p99_us=None, relay_drops=0, phone_drops=0, verdict="clean",
-                    load_average="")
 
-    steps = [step("cms", 9.0), step("base", 10.0), step("base", 12.0), step("cms", 10.0)]
+def test_ab_lines_give_medians_and_paired_ratios_per_call_count() -> None:
+    steps = [_step("cms", cpu=9.0), _step("base", cpu=10.0), _step("base", cpu=12.0),
+             _step("cms", cpu=10.0)]
     lines = paired_medians(steps, ["cms", "base"])
     assert lines[1] == ("    800 calls: cms 9.50 (n=2, x1.00), base 11.00 (n=2, x1.16, "
                         "paired x1.156)")
@@ -116,15 +120,8 @@ def test_ab_lines_give_medians_and_paired_ratios_per_call_count() -> None:
 
 
 def test_the_target_holds_at_a_step_both_clean_and_within_the_added_p99() -> None:
-    load = LoadResult(calls=1, seconds=1.0, sent=100, received=100, lost=0, late=0,
-                      latency_p50_us=1.0, latency_p99_us=2.0, generator_cpu=0.1,
-                      lag_p99_ms=0.0, unsent=0)
-
     def step(calls: int, p99_us: float, verdict: str = "clean") -> Step:
-        return Step(target="cms", calls=calls, attempt=1, load=load, relay_cpu=0.9,
-                    cpu_us_per_packet=9.0, steal_pct=0.0, added_p50_us=300.0,
-                    added_p99_us=p99_us, relay_drops=0, phone_drops=0, verdict=verdict,
-                    load_average="")
+        return _step(calls=calls, added_p99_us=p99_us, verdict=verdict)
 
     # 1000 calls within 2 ms; 1200 clean but slow; 1400 lost too much.
     steps = [step(800, 900.0), step(1000, 1500.0), step(1200, 9000.0),

@@ -99,10 +99,10 @@ def on_refer_with_replaces(m: CallManager, call: Call, leg: SipLeg, transferee: 
     if found is None and _semi_attended(m, call, leg, transferee, replaces):
         return
     failure = _refusal(m, call, leg, found)
-    if failure or found is None:
+    if found is None or failure:  # (`_refusal` says NO_DIALOG when none was found)
         log.info("call %s: REFER with Replaces of %s refused (%s)", call.id,
                  replaces.call_id, failure)
-        notify_sipfrag(m, leg, failure or NO_DIALOG)  # the call stays as it was
+        notify_sipfrag(m, leg, failure)  # the call stays as it was
         return
     consult, replaced = found
     target = other_side(consult, replaced)

@@ -276,7 +276,7 @@ class UringReactor(EpollReactor):
                 table.int_cells[slot * WIDTH + _GENERATION] & _GEN_MASK
             if kind == _SEND:
                 if live and result < 0:
-                    self._send_failed(np.array([slot]), np.array([result]), np.array([True]))
+                    self._send_failed_one(slot, -result)
                 continue
             if kind != _RECV:
                 continue
@@ -351,12 +351,15 @@ class UringReactor(EpollReactor):
 
     def _send_failed(self, slots: np.ndarray, results: np.ndarray, live: np.ndarray) -> None:
         # Sends were counted when queued; a failure is taken back and reported (rare).
-        for index in np.flatnonzero((results < 0) & live).tolist():
-            endpoint = self._endpoints.get(int(slots[index]))
-            if endpoint is not None:
-                endpoint.sent -= 1
-                code = -int(results[index])
-                endpoint.send_failed(OSError(code, os.strerror(code)))
+        failed = (results < 0) & live
+        for slot, result in zip(slots[failed].tolist(), results[failed].tolist(), strict=True):
+            self._send_failed_one(slot, -result)
+
+    def _send_failed_one(self, slot: int, code: int) -> None:
+        endpoint = self._endpoints.get(slot)
+        if endpoint is not None:
+            endpoint.sent -= 1
+            endpoint.send_failed(OSError(code, os.strerror(code)))
 
     def _received(self, slots: np.ndarray, bids: np.ndarray, lengths: np.ndarray) -> None:
         now = self.clock()

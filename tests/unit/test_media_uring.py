@@ -20,7 +20,7 @@ from cms.media.relay import Leg, bridge
 from cms.media.rtp import RtpPacket
 from cms.media.service import MediaService
 from cms.media.stats import StreamStats
-from cms.media.uring_reactor import UringEndpoint, UringReactor
+from cms.media.uring_reactor import _SEND, UringEndpoint, UringReactor
 from cms.net.uring import Ring
 
 pytestmark = pytest.mark.skipif(not Ring.available(), reason="no io_uring here")
@@ -370,6 +370,24 @@ def test_sends_the_kernel_refuses_are_counted_as_errors() -> None:
         assert (stats.packets_sent, stats.send_errors) == (1, 4)
         assert len(phone_b.collect()) == 1
         unconnected.close()
+        phone_a.close()
+        phone_b.close()
+
+    run(scenario)
+
+
+def test_a_failed_send_completing_in_a_small_chunk_is_counted_as_an_error() -> None:
+    async def scenario(service: MediaService) -> None:
+        a, b, phone_a, phone_b = bridged_pair(service)
+        phone_a.send(a)
+        await settle(service)
+        reactor = service.reactor
+        assert isinstance(reactor, UringReactor)
+        slot = b.endpoint.slot  # type: ignore[attr-defined]
+        failed = reactor._user_data(_SEND, slot)
+        reactor._one_by_one([(failed, -errno.EDESTADDRREQ, 0)])  # As the ring posts it.
+        stats = b.stats()
+        assert (stats.packets_sent, stats.send_errors) == (0, 1)
         phone_a.close()
         phone_b.close()
 

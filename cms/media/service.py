@@ -62,7 +62,7 @@ class MediaService:
             self.reactor = self._new_reactor()
         sock = self.allocator.open()
         endpoint_type = RtpEndpoint
-        if self.uring and isinstance(self.reactor, UringReactor):
+        if isinstance(self.reactor, UringReactor):
             endpoint_type = UringEndpoint
         endpoint = endpoint_type(sock, kernel_filter=self.kernel_filter,
                                  reactor=self.reactor,  # type: ignore[arg-type]

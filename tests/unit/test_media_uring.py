@@ -263,11 +263,8 @@ def test_transcoding_legs_take_the_per_packet_path() -> None:
 
 def test_strangers_are_dropped_and_counted_while_the_peer_is_relayed() -> None:
     async def scenario(service: MediaService) -> None:
-        a, b = service.open_leg("a"), service.open_leg("b")
-        phone_a, phone_b, stranger = Phone(0x1), Phone(0x2), Phone(0x9)
-        a.configure(MediaFormat(), phone_a.address)
-        b.configure(MediaFormat(), phone_b.address)
-        bridge(a, b)
+        a, b, phone_a, phone_b = bridged_pair(service)
+        stranger = Phone(0x9)
         assert isinstance(a.endpoint, UringEndpoint)
         for _ in range(3):
             phone_a.send(a)

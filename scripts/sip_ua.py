@@ -117,7 +117,7 @@ class Call:
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     ringing: asyncio.Event = field(default_factory=asyncio.Event)
     _2xx_timer: asyncio.TimerHandle | None = None  # resends our 2xx until the ACK
-    _answer_task: asyncio.TimerHandle | None = None  # answers after the policy's ringing
+    _answer_timer: asyncio.TimerHandle | None = None  # answers after the policy's ringing
     _invite_task: asyncio.Task[None] | None = None
     cancelled: bool = False
     _confirmed: bool = False  # the ACK of our 2xx arrived
@@ -320,8 +320,8 @@ class Call:
         self.ended_at = time.monotonic()
         self.ended_by = by
         self.media.close()
-        if self._answer_task is not None:
-            self._answer_task.cancel()
+        if self._answer_timer is not None:
+            self._answer_timer.cancel()
         if self._2xx_timer is not None:
             self._2xx_timer.cancel()
             self._2xx_timer = None
@@ -776,12 +776,12 @@ class UserAgent:
             else:
                 call.ring()
                 if policy.ring_for is not None:
-                    call._answer_task = asyncio.get_running_loop().call_later(
+                    call._answer_timer = asyncio.get_running_loop().call_later(
                         policy.ring_for, self._answer_now, call, policy)
         self.incoming.put_nowait(call)
 
     def _answer_now(self, call: Call, policy: AnswerPolicy) -> None:
-        call._answer_task = None
+        call._answer_timer = None
         call.answer(policy.source() if policy.source is not None else None)
 
     def _on_cancel(self, event: CancelReceived) -> None:

@@ -304,7 +304,8 @@ class UringReactor(EpollReactor):
         # A target with a send_fd is watched here: its connected socket is set and watched
         # together (RtpEndpoint._update_companion, _maybe_connect).
         endpoint = self._endpoints.get(target)
-        send = endpoint.connected_send if endpoint is not None else None
+        # Its connected_send, without the property's call (this runs per packet).
+        send = endpoint._send_through if endpoint is not None else None
         if send is None:
             return
         self.relayed_fast += 1

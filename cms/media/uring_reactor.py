@@ -139,7 +139,7 @@ class UringReactor(EpollReactor):
         self._chunk = entries // 2
         self._watched: dict[int, int] = {}  # fd -> slot
         self._endpoints: dict[int, UringEndpoint] = {}  # slot -> endpoint, while watched
-        self._scratch = np.frombuffer(self.buffer, dtype=np.uint8)
+        self._scratch = memoryview(self.buffer)  # (the shared receive buffer)
         self._sending: list[np.ndarray] = []  # Buffer ids of sends not yet taken by the kernel.
         self.min_batch = MIN_BATCH
         self._addresses = self.pool.address(np.arange(buffers))
@@ -319,7 +319,8 @@ class UringReactor(EpollReactor):
     def _deliver(self, endpoint: UringEndpoint, bid: int, length: int) -> None:
         # The per-packet path: the packet into the shared buffer, as if the endpoint read it.
         self.relayed_slow += 1
-        self._scratch[:length] = self.pool.data[bid, :length]
+        start = bid * self.pool.size
+        self._scratch[:length] = self._packets[start:start + length]
         try:
             endpoint.deliver(length)
         except Exception:

@@ -142,7 +142,6 @@ class UringReactor(EpollReactor):
         self._scratch = memoryview(self.buffer)  # (the shared receive buffer)
         self._sending: list[np.ndarray] = []  # Buffer ids of sends not yet taken by the kernel.
         self.min_batch = MIN_BATCH
-        self._addresses = self.pool.address(np.arange(buffers))
         self._packets = memoryview(self.pool.data).cast("B")  # Flat, for per-packet code.
         # Relayed packets' sends: the fields that never change filled once.
         self._send_template = np.zeros(entries, dtype=SQE_DTYPE)
@@ -378,7 +377,7 @@ class UringReactor(EpollReactor):
                 np.add.at(table.sent, targets, 1)  # A target once per round, maybe more.
             sends = self._send_template[:count]
             sends["fd"] = relayed.fds
-            sends["addr"] = self._addresses[fast_bids]
+            sends["addr"] = self.pool.addresses[fast_bids]
             sends["len"] = lengths[fast]
             sends["user_data"] = (table.generation[targets] & _GEN_MASK) << _GEN_SHIFT | \
                 targets | _SEND << _KIND_SHIFT

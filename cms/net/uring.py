@@ -379,16 +379,13 @@ class BufferRing:
         self._tail = 0
         self._entries_view = memoryview(self._entries_map)
         self._filled = False  # Every entry's `len` written (by the first, full recycle).
-        self._addresses = self.base + np.arange(count, dtype=np.uint64) * np.uint64(size)
+        # The memory address of each buffer id.
+        self.addresses = self.base + np.arange(count, dtype=np.uint64) * np.uint64(size)
         registration = _BufReg(ring_addr=_address(self._entries_map), ring_entries=count,
                                bgid=group)
         ring._register(_REGISTER_PBUF_RING, registration, 1)
         self._registered = True
         self.recycle(np.arange(count, dtype=np.uint16))
-
-    def address(self, bids: np.ndarray) -> np.ndarray:
-        """The memory address of each buffer id."""
-        return self.base + bids.astype(np.uint64) * np.uint64(self.size)
 
     def recycle(self, bids: np.ndarray) -> None:
         """Hand buffers back to the kernel."""
@@ -400,11 +397,11 @@ class BufferRing:
             # The usual case, in few numpy calls: one slice of entries, addresses looked up;
             # every entry's `len` is already the buffer size (the kernel never writes them).
             entries = self.entries[start:start + count]
-            entries["addr"] = self._addresses[bids]
+            entries["addr"] = self.addresses[bids]
             entries["bid"] = bids
         else:
             slots = (self._tail + np.arange(count, dtype=np.uint32)) & (self.count - 1)
-            self.entries["addr"][slots] = self.address(bids)
+            self.entries["addr"][slots] = self.addresses[bids]
             self.entries["len"][slots] = self.size
             self.entries["bid"][slots] = bids
             self._filled = True

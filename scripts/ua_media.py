@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import math
-import struct
 import time
 from dataclasses import dataclass
 
@@ -19,7 +18,7 @@ import numpy as np
 from cms.media.endpoint import Address
 from cms.media.formats import CLOCK_RATE, CODECS, FRAME_MS, FRAME_SAMPLES, PCMU, Codec, MediaFormat
 from cms.media.relay import Leg
-from cms.media.rtp import RtpError, payload_bounds
+from cms.media.rtp import FIXED_HEADER, RtpError, payload_bounds
 from cms.media.service import MediaService
 from cms.media.sources import AudioSource, dbfs_to_amplitude
 from cms.sip.sdp import Direction, Negotiated
@@ -29,7 +28,6 @@ SILENCE_DBFS = -50.0  # Quieter than this is not "audio heard".
 TONE_TOLERANCE_HZ = 20.0
 MAX_RECORDED_PACKETS = 3000  # One minute at 20 ms; later packets are counted, not kept.
 MAX_LOOP_FRAMES = 50  # A tone that repeats within 1 s (any whole number of Hz) is looped.
-_HEADER = struct.Struct("!BBHII")
 
 
 def dominant_frequency(samples: np.ndarray) -> float:
@@ -297,8 +295,8 @@ class CallMedia:
         seq, ts, marker = out.next_generated(tick, time.monotonic())
         payload = loop[self._loop_at]
         self._loop_at = (self._loop_at + 1) % len(loop)
-        self.leg.endpoint.send(_HEADER.pack(0x80, marker << 7 | self._loop_pt, seq, ts,
-                                            out.ssrc) + payload)
+        self.leg.endpoint.send(FIXED_HEADER.pack(0x80, marker << 7 | self._loop_pt, seq, ts,
+                                                 out.ssrc) + payload)
 
     def blocks(self) -> list[AudioBlock]:
         """What was received, in 100 ms blocks."""

@@ -283,6 +283,8 @@ def run_phase(procs: Processes, workdir: Path, server: Server, kind: str, run: i
         report = json.loads(caller_out.read_text())
         sent: dict[str, float] = report["sent"]
         sent_realtime: dict[str, float] = report["sent_realtime"]
+        # (read, not defaulted: a 0 here would claim a wall clock that did not move)
+        clock_adjust_us = float(report["realtime_offset_change_us"])
         answered = int(report["answered"])
         setups = [1000.0 * (at - sent[name]) for name, at in report["answered_at"].items()]
         documents = [json.loads(out.read_text()) for out in outs]
@@ -316,7 +318,7 @@ def run_phase(procs: Processes, workdir: Path, server: Server, kind: str, run: i
         commit_ms=_mean(health0, health1, "events", "commit_total_ms", "commits"),
         to_loop_ms=_mean(health0, health1, "events", "to_loop_total_ms", "commits"),
         cms_cpu_pct=cms_cpu, load_average=conditions()["load_average"],
-        clock_adjust_us=float(report.get("realtime_offset_change_us", 0.0)),
+        clock_adjust_us=clock_adjust_us,
     )
 
 

@@ -13,9 +13,8 @@ there. On other architectures `Ring.available()` is False and callers keep their
 socket path.
 
     ring = Ring(1024)
-    sqes = ring.reserve(3)            # a structured view (or index) of 3 free entries
-    ...fill sqes...
-    ring.submit(3, wait=3)            # submit, and wait for 3 completions
+    ring.prepare(OP_SEND, fds, addrs, lengths, user_data, count=3)  # or ring.push(entries)
+    ring.submit(wait=3)               # submit, and wait for 3 completions
     done = ring.completions()         # a copy of the ready completions; head advanced
 """
 
@@ -215,26 +214,6 @@ class Ring:
         """Free submission entries."""
         return int(self.sq_entries - (self._tail - int(self._sq_head[0])) % (1 << 32))
 
-    def reserve(self, count: int, *, clear: bool = True) -> np.ndarray:
-        """Indexes into `sqes` of the next `count` entries, cleared; `publish` hands them over.
-
-        Fill them with `ring.sqes[field][indexes] = values` (or use `prepare`).
-        """
-        if count > self.space():
-            self.submit()  # the kernel consumes what is queued, making room
-            if count > self.space():
-                raise UringError(0, f"no room for {count} submission entries")
-        indexes: np.ndarray = (self._tail + np.arange(count, dtype=np.uint32)) & self._sq_mask
-        if clear:
-            self.sqes[indexes] = np.zeros(1, dtype=SQE_DTYPE)
-        return indexes
-
-    def publish(self, count: int) -> None:
-        """Make the `count` reserved entries visible to the kernel (submitted on `submit`)."""
-        self._tail = (self._tail + count) & 0xFFFFFFFF
-        self._sq_tail[0] = self._tail
-        self._pending += count
-
     def prepare(self, opcode: int, fds: np.ndarray | int, addrs: np.ndarray | int,
                 lengths: np.ndarray | int, user_data: np.ndarray | int, *, count: int,
                 op_flags: int = 0, flags: int = 0, ioprio: int = 0,
@@ -250,15 +229,14 @@ class Ring:
         entries["op_flags"] = op_flags
         entries["user_data"] = user_data
         entries["buf_index"] = buf_group
-        self.sqes[self.reserve(count, clear=False)] = entries
-        self.publish(count)
+        self.push(entries)
 
     def push(self, entries: np.ndarray) -> None:
         """Queue entries built by the caller (a SQE_DTYPE array, e.g. rows of a template
         whose constant fields are filled once), copied in at most two slices."""
         count = len(entries)
         if count > self.space():
-            self.submit()
+            self.submit()  # the kernel consumes what is queued, making room
             if count > self.space():
                 raise UringError(0, f"no room for {count} submission entries")
         start = self._tail & self._sq_mask
@@ -266,7 +244,9 @@ class Ring:
         self.sqes[start:start + first] = entries[:first]
         if first < count:
             self.sqes[:count - first] = entries[first:]
-        self.publish(count)
+        self._tail = (self._tail + count) & 0xFFFFFFFF
+        self._sq_tail[0] = self._tail  # Visible to the kernel (submitted on `submit`).
+        self._pending += count
 
     def submit(self, wait: int = 0) -> int:
         """Submit everything published; with `wait`, block until that many completions."""

@@ -87,7 +87,7 @@ def test_multishot_receives_fill_provided_buffers_and_keep_going(ring: Ring) -> 
         buffers.recycle(bids)
 
 
-def test_reserve_gives_room_past_a_full_queue(ring: Ring) -> None:
+def test_prepare_makes_room_past_a_full_queue(ring: Ring) -> None:
     payload = ctypes.create_string_buffer(8)
     receiver = udp_socket()
     sender = udp_socket()

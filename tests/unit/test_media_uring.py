@@ -436,11 +436,8 @@ def test_a_leg_opened_by_a_packet_handler_grows_the_table_under_traffic() -> Non
             if not opened:
                 opened.extend(service.open_leg(f"x{i}") for i in range(80))
 
-        a, b = service.open_leg("a", on_dtmf=on_dtmf), service.open_leg("b")
-        phone_a, phone_b = Phone(0x1), Phone(0x2)
-        a.configure(MediaFormat(), phone_a.address)
-        b.configure(MediaFormat(), phone_b.address)
-        bridge(a, b)
+        a, b, phone_a, phone_b = bridged_pair(service)
+        a.on_dtmf = on_dtmf
         for _ in range(3):
             phone_a.send(a)
         await settle(service)

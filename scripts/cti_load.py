@@ -90,14 +90,6 @@ def kernel_time(ancillary: list[tuple[int, int, bytes]]) -> float | None:
     return None
 
 
-def read_timestamped(sock: socket.socket, size: int = READ_SIZE) -> tuple[bytes, float | None]:
-    """One `recvmsg`: the data and the kernel's receive time of it (None: not stamped)."""
-    data, ancillary, flags, _ = sock.recvmsg(size, ANCILLARY_SIZE)
-    if flags & socket.MSG_CTRUNC:
-        raise RuntimeError("recvmsg: control data truncated (ancillary buffer too small)")
-    return data, kernel_time(ancillary)
-
-
 # --------------------------------------------------------------------------- event clients
 
 

@@ -16,12 +16,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # scripts/ is not 
 
 from scripts.bench_cti import call_latencies  # noqa: E402
 from scripts.cti_load import (  # noqa: E402
+    ANCILLARY_SIZE,
     SCM_TIMESTAMPNS,
     TIMESPEC,
     EventClient,
     enable_receive_timestamps,
     kernel_time,
-    read_timestamped,
 )
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="SO_TIMESTAMPNS is Linux's")
@@ -43,6 +43,13 @@ def loop_factories() -> list[Any]:
 def run(factory: Any, main: Callable[[], Awaitable[None]]) -> None:
     with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(asyncio.wait_for(main(), 10))
+
+
+def read_timestamped(sock: socket.socket) -> tuple[bytes, float | None]:
+    """One `recvmsg` as EventClient reads: the data and its kernel receive time."""
+    data, ancillary, flags, _ = sock.recvmsg(65536, ANCILLARY_SIZE)
+    assert not flags & socket.MSG_CTRUNC, "control data truncated"
+    return data, kernel_time(ancillary)
 
 
 def test_a_loopback_tcp_read_carries_the_kernels_receive_time_on_the_wall_clock() -> None:

@@ -324,8 +324,9 @@ class RtpEndpoint:
         sink(buf, length)
 
     def deliver(self, length: int) -> None:
-        """Take a datagram of `length` bytes from the peer, already in `buffer` (a reactor
-        that reads the connected socket itself calls this): as `_read_one_connected`."""
+        """Take a datagram of `length` bytes from the peer, already in `buffer`: dropped if
+        not RTP, else counted and sunk (a latched stranger's first packet; a reactor that
+        reads the connected socket itself)."""
         buf = self.buffer
         if length < HEADER_SIZE or buf[0] & 0xC0 != 0x80:
             self.dropped_invalid += 1

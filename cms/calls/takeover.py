@@ -93,4 +93,3 @@ def on_invite_with_replaces(m: CallManager, tx: ServerTransaction, request: Requ
     m.emit("call.transferred", call, user=old.user, agent=m.agent_of(old.user),
            to=user or (from_uri.user_unescaped or ""), mode="replaces", via="invite")
     log.info("call %s: %s replaced by %s", call.id, old.user or old.role, user or peer.addr)
-

@@ -43,8 +43,9 @@ class RelayServer:
         counts = {"relayed": relayed}
         for name in ("wakeups", "batches", "relayed_fast", "relayed_slow", "rearmed",
                      "enobufs"):
-            counts[name] = getattr(reactor, name, 0) - self._counted.get(name, 0)
-            self._counted[name] = getattr(reactor, name, 0)
+            value = getattr(reactor, name, 0)
+            counts[name] = value - self._counted.get(name, 0)
+            self._counted[name] = value
         ring = getattr(reactor, "ring", None)
         if ring is not None:
             counts["overflowed"] = ring.overflowed

@@ -213,9 +213,10 @@ def wait_for_line(proc: Any, log: Path, line: str, timeout: float, offset: int =
 def read_line(proc: Any, log: Path, match: Callable[[str], bool], timeout: float,
               offset: int = 0) -> str | None:
     """The last line of a process's log past `offset` bytes that `match`es, waiting until
-    there is one (None: the process exited or the time ran out)."""
+    there is one (None: the process exited or the time ran out; the log is read at least
+    once, so a line already there is found with no time left)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         if log.exists():
             with log.open("rb") as file:
                 file.seek(offset)
@@ -223,10 +224,9 @@ def read_line(proc: Any, log: Path, match: Callable[[str], bool], timeout: float
                          if match(text)]
             if lines:
                 return lines[-1]
-        if proc.poll() is not None:
+        if proc.poll() is not None or time.monotonic() >= deadline:
             return None
         time.sleep(0.02)
-    return None
 
 
 # ------------------------------------------------------------- A/B rounds in alternation

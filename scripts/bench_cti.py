@@ -59,7 +59,7 @@ from .bench import (
     toml_string,
     wait_unreaped,
 )
-from .bench_common import conditions, conditions_line, cores
+from .bench_common import conditions, conditions_line, cores, read_line
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "bench-cti-key"
@@ -190,16 +190,10 @@ def _load_argv(core: int | None, *args: str) -> list[str]:
 
 def _wait_ready(logs: list[Path], procs: list[Any], timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
-    pending = list(zip(logs, procs, strict=True))
-    while pending:
-        log, proc = pending[0]
-        text = log.read_text(errors="replace") if log.exists() else ""
-        if "ready:" in text:
-            pending.pop(0)
-            continue
-        if proc.poll() is not None or time.monotonic() > deadline:
+    for log, proc in zip(logs, procs, strict=True):
+        if read_line(proc, log, lambda text: text.startswith("ready:"),
+                     deadline - time.monotonic()) is None:
             raise BenchError(f"event clients did not connect:\n{log_tail(log)}")
-        time.sleep(0.1)
 
 
 def percentile(values: list[float], share: float) -> float:

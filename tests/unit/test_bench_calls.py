@@ -79,3 +79,18 @@ def test_a_tally_is_the_line_the_agents_print_after_the_signal(tmp_path: Path) -
         agents.kill()
         agents.wait()
     assert Tally(agents, log).take() is None  # gone: no answer, no wait
+
+
+def test_a_logged_line_is_found_even_with_no_time_left_to_wait(tmp_path: Path) -> None:
+    from scripts.bench_common import read_line, wait_for_line
+
+    class Running:
+        def poll(self) -> None:
+            return None
+
+    log = tmp_path / "clients.log"
+    log.write_text("starting\nready: 250 ws clients in 1.2 s\n")
+
+    assert read_line(Running(), log, lambda text: text.startswith("ready:"), 0.0) == (
+        "ready: 250 ws clients in 1.2 s")
+    assert not wait_for_line(Running(), log, "ready", 0.0)  # whole lines only

@@ -37,6 +37,7 @@ from aiohttp import WSCloseCode, web
 
 from cms.events import Event, Journal, ResyncRequired, iso_time
 from cms.net.batch_write import BatchWriter
+from cms.net.uring import UringError
 
 from .auth import Principal
 from .errors import ApiError
@@ -327,8 +328,16 @@ class EventDelivery:
                     self._write(live, data)
         if direct:
             assert batch is not None
-            sent = batch.write(fds, payloads).tolist()
-            self.batched_writes += len(direct)
+            try:
+                sent = batch.write(fds, payloads).tolist()
+            except UringError:
+                # The cursors moved already: these sockets must still get the batch.
+                log.exception("batched fan-out failed; writing through the transports")
+                self._batch = None
+                batch.close()
+                sent = [0] * len(direct)
+            else:
+                self.batched_writes += len(direct)
             for live, data, count in zip(direct, payloads, sent, strict=True):
                 if count != len(data):
                     # Short, would block or failed: the transport queues the rest in order,

@@ -22,6 +22,7 @@ from cms.config import parse_config
 from cms.cti import Cti
 from cms.events import Journal
 from cms.net.batch_write import BatchWriter
+from cms.net.uring import UringError
 
 CONFIG: dict[str, Any] = {
     "cms": {"api_keys": {"k": "crm"}},
@@ -206,5 +207,33 @@ def test_waiting_long_polls_of_one_principal_share_the_batch_body(tmp_path: Path
         await journal.flush()
         later = json.loads(await (await waiting).read())
         assert [e["seq"] for e in later["events"]] == [4] and later["next"] == 4
+
+    run(tmp_path, body)
+
+
+def test_a_failed_batched_write_still_delivers_the_batch_through_the_transports(
+        tmp_path: Path) -> None:
+    async def body(client: TestClient, journal: Journal, cti: Cti) -> None:
+        sockets = [await client.ws_connect("/api/v1/events/ws", headers=CRM) for _ in range(3)]
+        await until_live(cti, 3)
+        delivery = cti.delivery
+
+        class Broken:
+            def write(self, fds: object, payloads: object) -> object:
+                raise UringError(0, "refused")
+
+            def close(self) -> None:
+                pass
+
+        delivery._batch = Broken()  # type: ignore[assignment]
+        for turn in range(3):
+            journal.append("test.counted", {"turn": turn})
+            await journal.flush()
+        for ws in sockets:
+            seqs = [json.loads((await ws.receive(timeout=5)).data)["seq"] for _ in range(3)]
+            assert seqs == [1, 2, 3]
+        assert delivery._batch is None  # later batches go through the transports
+        for ws in sockets:
+            await ws.close()
 
     run(tmp_path, body)

@@ -29,7 +29,10 @@ SSE only), so that the client side's share of "spread" shows. "journal"
 splits the server path before the fan-out, as means per commit (from
 /health): queued (first append of a batch -> its commit starts: the rest of
 that event-loop turn and the writer's wake-up), commit (the fsync'd
-transaction) and to loop (commit done -> delivery).
+transaction) and to loop (commit done -> delivery). "kernel floor"
+(scripts/tcp_floor, WebSocket and SSE) is what sending one payload to N
+loopback clients costs the kernel alone on this machine, with the CMS's
+pinning: the least "spread" can be.
 
 journal: `cms.events.bench` appending 200,000 events in bursts of 200 with
 fsync'd (synchronous=FULL) WAL commits: events/s and append->delivered p50/p99.
@@ -60,6 +63,8 @@ from .bench import (
     wait_unreaped,
 )
 from .bench_common import conditions, conditions_line, cores, read_line
+from .tcp_floor import Floor
+from .tcp_floor import measure as measure_floor
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "bench-cti-key"
@@ -382,15 +387,28 @@ def run_cti_bench(cms_path: str, quick: bool, workdir: Path, extra_args: tuple[s
             f"{med['commit_ms']:.2f} + to loop {med['to_loop_ms']:.2f} ms and server fan-out "
             f"{med['fanout_ms']:.2f} ms per batch, {med['fanout_cpu_ms']:.2f} ms of it CPU); "
             f"target p99 <= {TARGET_P99_MS:g} ms on the socket arrival: {met}")
+    floor = _kernel_floor(clients) if any(k in kinds for k in ("ws", "sse")) else None
+    if floor is not None:
+        say("  " + floor.line())
+        summary.append(f"cti push {floor.line()}: the last client's share of any push "
+                       f"latency after the commit, before the server does anything")
     cond["load_average_after"] = conditions()["load_average"]
     return {
         "benchmark": "cti",
+        "kernel_floor": asdict(floor) if floor is not None else None,
         "conditions": cond,
         "phases": [asdict(p) for p in phases],
         "medians": figures,
         "target_p99_ms": TARGET_P99_MS,
         "summary": summary,
     }
+
+
+def _kernel_floor(clients: int) -> Floor | None:
+    # What the push's fan-out costs the kernel alone on this machine (scripts/tcp_floor).
+    from cms.net.batch_write import BatchWriter
+
+    return measure_floor(clients) if BatchWriter.available() else None
 
 
 def run_journal_bench(quick: bool, runs: int | None = None) -> dict[str, Any]:

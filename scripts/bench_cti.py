@@ -3,15 +3,18 @@
 `cms serve` runs with a generated configuration (queue sales 600, no agent
 logged on, an API key for the clients), pinned to one core when there are
 two or more. For each channel in turn (WebSocket, SSE, long poll with
-`wait=30`), N clients connect from 2 processes (scripts/cti_load.py, pinned
-to the other core), then a caller process sends INVITEs into the queue at a
-steady rate, each from its own From user, and hangs each call up after 1 s.
+`wait=30`, and "poll-1s": a plain poll every second, each client at its own
+random phase, as a CRM's browser polls by default), N clients connect
+from 2 processes (scripts/cti_load.py, pinned to the other core), then a
+caller process sends INVITEs into the queue at a steady rate, each from its
+own From user, and hangs each call up after 1 s.
 Latency, per call and per client, is from the moment the INVITE left the
 caller to the moment the call's first event (`interaction.created`) reached
 the client socket: SIP handling, the journal's fsync'd commit and the
 delivery. Arrival = the kernel's receive timestamp on the client socket
 (SO_TIMESTAMPNS); the client process's own read time is shown as 'process'.
-The socket figure is the one judged against the target: 250 clients share
+The socket figure is the one judged against the target (p99 <= 5 ms; a
+polling channel may add its interval to that): 250 clients share
 one process on a busy core, and the order in which that process gets round
 to its readable sockets is the benchmark's queueing, not the server's.
 SO_TIMESTAMPNS is CLOCK_REALTIME, so the caller notes each INVITE's send time
@@ -63,12 +66,14 @@ from .bench import (
     wait_unreaped,
 )
 from .bench_common import conditions, conditions_line, cores, read_line
+from .cti_load import POLL_INTERVALS
 from .tcp_floor import Floor
 from .tcp_floor import measure as measure_floor
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "bench-cti-key"
-KINDS = ("ws", "sse", "poll")
+KINDS = ("ws", "sse", "poll", "poll-1s")
+PUSH_KINDS = ("ws", "sse")
 CLIENTS = 500
 CLIENT_PROCESSES = 2
 RATE = 20.0
@@ -256,7 +261,7 @@ def run_phase(procs: Processes, workdir: Path, server: Server, kind: str, run: i
         logs.append(log)
     try:
         _wait_ready(logs, client_procs)
-        if kind != "poll":
+        if kind in PUSH_KINDS:
             # At least ours (SSE streams of an earlier phase linger until their next write).
             pushed = server.health()["push"]["connected"]
             if pushed < clients:
@@ -374,7 +379,9 @@ def run_cti_bench(cms_path: str, quick: bool, workdir: Path, extra_args: tuple[s
                            "sip_200_ms", "fanout_ms", "fanout_cpu_ms", "queued_ms", "commit_ms",
                            "to_loop_ms")}
         figures[kind] = med
-        met = "met" if med["p99_ms"] <= TARGET_P99_MS else "NOT met"
+        # Polling adds at most its interval (long polls: none) to the push target.
+        target = TARGET_P99_MS + 1000.0 * POLL_INTERVALS.get(kind, 0.0)
+        met = "met" if med["p99_ms"] <= target else "NOT met"
         summary.append(
             f"cti {kind}: {clients} clients, {mine[0].calls} calls at {RATE:g}/s, INVITE -> "
             f"interaction.created at the client socket (kernel receive timestamp, "
@@ -386,8 +393,8 @@ def run_cti_bench(cms_path: str, quick: bool, workdir: Path, extra_args: tuple[s
             f"200 OK {med['sip_200_ms']:.2f} ms, journal queued {med['queued_ms']:.2f} + commit "
             f"{med['commit_ms']:.2f} + to loop {med['to_loop_ms']:.2f} ms and server fan-out "
             f"{med['fanout_ms']:.2f} ms per batch, {med['fanout_cpu_ms']:.2f} ms of it CPU); "
-            f"target p99 <= {TARGET_P99_MS:g} ms on the socket arrival: {met}")
-    floor = _kernel_floor(clients) if any(k in kinds for k in ("ws", "sse")) else None
+            f"target p99 <= {target:g} ms on the socket arrival: {met}")
+    floor = _kernel_floor(clients) if any(k in kinds for k in PUSH_KINDS) else None
     if floor is not None:
         say("  " + floor.line())
         summary.append(f"cti push {floor.line()}: the last client's share of any push "

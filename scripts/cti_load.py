@@ -1,10 +1,12 @@
 """Load processes for the `cti` benchmark: event clients and a SIP caller, timed on shared clocks.
 
-`python -m scripts.cti_load clients --kind ws|sse|poll --count N ...` opens N
-CTI event channels to a CMS and notes when each one receives the
-`interaction.created` of each call; `python -m scripts.cti_load caller ...`
-sends INVITEs into a queue at a steady rate, each with its own From user,
-and notes when each left. Both write JSON on exit (SIGTERM for the clients).
+`python -m scripts.cti_load clients --kind ws|sse|poll|poll-1s --count N ...`
+opens N CTI event channels (poll: long polls with wait=30; poll-1s: a plain
+poll every second, each client at its own random phase) to a CMS and notes
+when each one receives the `interaction.created` of each call;
+`python -m scripts.cti_load caller ...` sends INVITEs into a queue at a
+steady rate, each with its own From user, and notes when each left. Both
+write JSON on exit (SIGTERM for the clients).
 
 Two arrival times are kept for each (client, call):
 
@@ -39,6 +41,7 @@ import asyncio
 import base64
 import json
 import os
+import random
 import re
 import secrets
 import signal
@@ -53,6 +56,8 @@ from typing import Any, cast
 MARKER = b'"type":"interaction.created"'
 CALLER = re.compile(rb'"type":"interaction.created".*?"caller":"([^"]*)"')
 NEXT = re.compile(rb'"next":(\d+)\}\s*$')
+# Plain polling (no wait) every so many seconds: what a CRM's browser does by default.
+POLL_INTERVALS = {"poll-1s": 1.0}
 
 # Linux values; Python 3.11's socket module does not name them.
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
@@ -98,6 +103,11 @@ class EventClient:
 
     def __init__(self, kind: str, host: str, key: str) -> None:
         self.kind = kind
+        # Interval polling: a plain poll every `interval` s, each client at its own phase.
+        self.interval = POLL_INTERVALS.get(kind, 0.0)
+        self.polling = kind == "poll" or self.interval > 0
+        self.phase = random.uniform(0.0, self.interval)
+        self.next_poll: asyncio.TimerHandle | None = None
         self.host = host
         self.key = key
         self.loop = asyncio.get_running_loop()
@@ -149,8 +159,15 @@ class EventClient:
             self._fail(b"short send of a request: %d of %d bytes" % (sent, len(request)))
 
     def _poll(self, after: int | None) -> None:
-        query = "wait=30&limit=1000" + (f"&after={after}" if after is not None else "")
+        query = ("limit=1000" if self.interval else "wait=30&limit=1000") + (
+            f"&after={after}" if after is not None else "")
         self._send(f"/api/v1/events?{query}")
+
+    def _poll_later(self, after: int) -> None:
+        # The next tick of this client's own clock: phase + k * interval.
+        now_ = self.loop.time()
+        ticks = (now_ - self.phase) // self.interval + 1
+        self.next_poll = self.loop.call_at(self.phase + ticks * self.interval, self._poll, after)
 
     def _readable(self) -> None:
         # The hot path of 250 sockets on one core: a bare recvmsg, and the control message
@@ -172,7 +189,7 @@ class EventClient:
             self._untimed(data)
         if MARKER in data:
             self.hits.append((at, ancillary, data))
-        if self.kind == "poll":
+        if self.polling:
             self._poll_data(data)
         elif not self.ready.done():
             self.head += data
@@ -216,7 +233,10 @@ class EventClient:
                 return
             if not self.ready.done():
                 self.ready.set_result(None)
-            self._poll(int(found.group(1)))
+            if self.interval:
+                self._poll_later(int(found.group(1)))
+            else:
+                self._poll(int(found.group(1)))
 
     def _fail(self, what: bytes) -> None:
         if not self.ready.done():
@@ -229,6 +249,8 @@ class EventClient:
             self.ready.set_exception(ConnectionError(f"closed: {exc}"))
 
     def close(self) -> None:
+        if self.next_poll is not None:
+            self.next_poll.cancel()
         if self.sock is None:
             return
         self.loop.remove_reader(self.sock.fileno())
@@ -465,7 +487,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Load processes of the cti benchmark.")
     sub = parser.add_subparsers(dest="mode", required=True)
     clients = sub.add_parser("clients", help="N event channels; JSON arrivals on SIGTERM")
-    clients.add_argument("--kind", choices=("ws", "sse", "poll"), required=True)
+    clients.add_argument("--kind", choices=("ws", "sse", "poll", *POLL_INTERVALS),
+                         required=True)
     clients.add_argument("--count", type=int, default=250)
     clients.add_argument("--host", default="127.0.0.1")
     clients.add_argument("--port", type=int, required=True, help="the CMS's HTTP port")

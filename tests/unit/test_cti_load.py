@@ -186,6 +186,42 @@ def test_a_long_poll_client_asks_again_after_the_cursor_of_each_page(factory: An
     run(factory, main)
 
 
+def test_an_interval_poll_client_asks_without_waiting_once_per_interval(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import scripts.cti_load
+
+    monkeypatch.setitem(scripts.cti_load.POLL_INTERVALS, "poll-1s", 0.2)
+    asked: list[tuple[float, bytes]] = []
+    body = b'{"events":[' + EVENT + b'],"next":8}'
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(3):
+            request = await reader.readuntil(b"\r\n\r\n")
+            asked.append((time.monotonic(), request))
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+        await reader.read()
+
+    async def main() -> None:
+        server, client = await _connect("poll-1s", handler)
+        await client.ready
+        while len(asked) < 3:
+            await asyncio.sleep(0.01)
+        client.close()
+        server.close()
+        requests = [request for _, request in asked]
+        assert all(b"wait=" not in request for request in requests)
+        assert b"GET /api/v1/events?limit=1000&after=8 " in requests[1]
+        # Answered at once, the client still waits for its next tick (a long poll would not):
+        # the first at its own phase within an interval, then one interval apart.
+        times = [at for at, _ in asked]
+        assert times[1] - times[0] < 0.6
+        assert 0.15 < times[2] - times[1] < 0.6
+
+    run(None, main)
+
+
 def test_latencies_pair_each_client_arrival_with_its_calls_send_on_one_clock() -> None:
     sent = {"b1": 100.0, "b2": 200.0}
     arrivals = [{"b1": 100.004, "b2": 200.002}, {"b1": 100.010}]

@@ -26,7 +26,6 @@ import errno
 import mmap
 import os
 import platform
-import struct
 import sys
 import weakref
 
@@ -85,7 +84,6 @@ SQE_DTYPE = np.dtype([
 CQE_DTYPE = np.dtype([("user_data", np.uint64), ("res", np.int32), ("flags", np.uint32)])
 BUF_DTYPE = np.dtype([("addr", np.uint64), ("len", np.uint32), ("bid", np.uint16),
                       ("resv", np.uint16)])
-_BUF_ENTRY = struct.Struct("=QIH")  # A BUF_DTYPE entry's addr, len and bid.
 assert SQE_DTYPE.itemsize == 64 and CQE_DTYPE.itemsize == 16 and BUF_DTYPE.itemsize == 16
 
 
@@ -206,6 +204,10 @@ class Ring:
         self.sqes = np.frombuffer(sqes, dtype=SQE_DTYPE)
         self.cqes = np.frombuffer(rings, dtype=CQE_DTYPE, count=params.cq_entries,
                                   offset=cq.cqes)
+        # The same entries as plain int64 words, for compiled code that reads and writes
+        # them itself (`tail`, `publish`, `head`, `consume`).
+        self.sq_words = self.sqes.view(np.int64).reshape(-1, SQE_DTYPE.itemsize // 8)
+        self.cq_words = self.cqes.view(np.int64).reshape(-1, CQE_DTYPE.itemsize // 8)
         self._tail = int(self._sq_tail[0])
 
     # -- submission
@@ -248,6 +250,18 @@ class Ring:
         self._sq_tail[0] = self._tail  # Visible to the kernel (submitted on `submit`).
         self._pending += count
 
+    @property
+    def tail(self) -> int:
+        """Where the next queued entry goes (its row is `tail & (sq_entries - 1)`)."""
+        return self._tail
+
+    def publish(self, count: int) -> None:
+        """Queue `count` entries the caller wrote into `sq_words` from `tail` on (it checked
+        `space()` first)."""
+        self._tail = (self._tail + count) & 0xFFFFFFFF
+        self._sq_tail[0] = self._tail
+        self._pending += count
+
     def submit(self, wait: int = 0) -> int:
         """Submit everything published; with `wait`, block until that many completions."""
         flags = ENTER_GETEVENTS if wait else 0
@@ -273,6 +287,14 @@ class Ring:
     def ready(self) -> int:
         """Completions waiting to be read."""
         return (int(self._cq_tail[0]) - int(self._cq_head[0])) % (1 << 32)
+
+    def head(self) -> int:
+        """The first waiting completion (its row is `head() & (cq_entries - 1)`)."""
+        return int(self._cq_head[0])
+
+    def consume(self, count: int) -> None:
+        """Give back the first `count` waiting completions, read by the caller in place."""
+        self._cq_head[0] = (int(self._cq_head[0]) + count) & 0xFFFFFFFF
 
     def flush(self) -> None:
         """Enter the kernel without submitting: completions it holds back as task work (see
@@ -319,8 +341,8 @@ class Ring:
         for ring in list(self._buffer_groups.values()):
             ring.close()
         self._buffer_groups.clear()
-        for view in ("sqes", "cqes", "_sq_head", "_sq_tail", "_cq_head", "_cq_tail",
-                     "_cq_overflow"):
+        for view in ("sqes", "cqes", "sq_words", "cq_words", "_sq_head", "_sq_tail",
+                     "_cq_head", "_cq_tail", "_cq_overflow"):
             self.__dict__.pop(view, None)
         for mapping in self._maps:
             try:
@@ -351,13 +373,16 @@ class BufferRing:
                                       prot=mmap.PROT_READ | mmap.PROT_WRITE)
         self._data_map = mmap.mmap(-1, count * size, prot=mmap.PROT_READ | mmap.PROT_WRITE)
         self.entries = np.frombuffer(self._entries_map, dtype=BUF_DTYPE)
+        # Each field of the entries alone, for compiled code that writes them (`commit`).
+        self.entry_addr = self.entries["addr"]
+        self.entry_len = self.entries["len"]
+        self.entry_bid = self.entries["bid"]
         self.data = np.frombuffer(self._data_map, dtype=np.uint8).reshape(count, size)
         self.base = _address(self._data_map)
         # The ring's tail is a u16 overlaying the first entry's `resv`.
         self._tail_view = np.frombuffer(self._entries_map, dtype=np.uint16, count=1,
                                         offset=14)
         self._tail = 0
-        self._entries_view = memoryview(self._entries_map)
         self._filled = False  # Every entry's `len` written (by the first, full recycle).
         # The memory address of each buffer id.
         self.addresses = self.base + np.arange(count, dtype=np.uint64) * np.uint64(size)
@@ -388,16 +413,14 @@ class BufferRing:
         self._tail = (self._tail + count) & 0xFFFF
         self._tail_view[0] = self._tail
 
-    def recycle_few(self, bids: list[int]) -> None:
-        """`recycle` for a handful of buffers, without numpy's cost per call."""
-        pack = _BUF_ENTRY.pack_into
-        view = self._entries_view
-        mask = self.count - 1
-        base, size, tail = self.base, self.size, self._tail
-        for bid in bids:
-            pack(view, (tail & mask) * 16, base + bid * size, size, bid)
-            tail += 1
-        self._tail = tail & 0xFFFF
+    @property
+    def tail(self) -> int:
+        """Where the next buffer handed back goes (its entry is `tail & (count - 1)`)."""
+        return self._tail
+
+    def commit(self, count: int) -> None:
+        """Hand back `count` buffers the caller wrote into the entries from `tail` on."""
+        self._tail = (self._tail + count) & 0xFFFF
         self._tail_view[0] = self._tail
 
     def close(self) -> None:

@@ -9,9 +9,9 @@ each (see cms.media.uring_reactor for user_data), recognises stale ones by the s
 generation, and for each packet of the common case does what that Python code does —
 `ReceiveStats.update`'s common branch, the mapping onto the target's `OutboundStream`, the
 header rewrite in place in the receive buffer, the target's `sent` counter — on the state in
-a `SlotTable`, and writes the send into the submission ring. Everything else comes back to
-Python in order: packets for the per-packet path, buffers to recycle, receives that ended,
-sends that failed.
+a `SlotTable`, writes the send into the submission ring and the buffer, once sent, back into
+the provided-buffer ring. Everything else comes back to Python in order: packets for the
+per-packet path, receives that ended, sends that failed.
 
 A leg's packets are taken in order; once one leaves the common case, the leg's later
 packets in the chunk leave it too (they must follow it through the per-packet path).
@@ -62,8 +62,8 @@ _MAX_SHIFT = _WINDOW + 1  # A longer shift of the window leaves the same: only t
 @numba.njit(cache=True, nogil=True)
 def relay_chunk(cqes: np.ndarray, head: int, count: int, ints: np.ndarray,
                 floats: np.ndarray, blocked: np.ndarray, stamp: int, packets: np.ndarray,
-                base: int, sqes: np.ndarray, tail: int, now: float, slow: np.ndarray,
-                recycle: np.ndarray, ended: np.ndarray, failed: np.ndarray
+                base: int, sqes: np.ndarray, tail: int, buffer_words: np.ndarray,
+                buffer_halves: np.ndarray, buffer_tail: int, now: float, out: np.ndarray
                 ) -> tuple[int, int, int, int, int]:
     """Take `count` completions from `head` on in `cqes` (the completion ring as rows of
     two int64 words), relay the common case and write its sends into `sqes` (the submission
@@ -71,18 +71,21 @@ def relay_chunk(cqes: np.ndarray, head: int, count: int, ints: np.ndarray,
 
     `ints` and `floats` are a SlotTable's; `packets` the provided buffers by id, at memory
     address `base`; `blocked` is scratch by slot (`stamp`: a value unused before in it).
-    Written for the caller, each in completion order, a column per completion: `slow`
-    (slot, buffer id, length) of packets for the per-packet path; `recycle` buffer ids free
-    once the sends are submitted (relayed, and stale completions'); `ended` (slot, result)
-    of receives that ended; `failed` (slot, error number) of sends that failed. Returns how
-    many sends were written and how many columns of `slow`, `recycle`, `ended`, `failed`.
+    The buffers of relayed packets and of stale completions are written back into the
+    provided-buffer ring (`buffer_words`, `buffer_halves`: its entries, see BufferRing) from
+    `buffer_tail` on, for the caller to publish once the sends are submitted. Written into
+    `out` for the caller, each in completion order, a column per completion: rows 0-2
+    (slot, buffer id, length) of packets for the per-packet path, rows 3-4 (slot, result) of
+    receives that ended, rows 5-6 (slot, error number) of sends that failed. Returns how many
+    sends and recycled buffers were written, and how many columns of each group of `out`.
     """
     cq_mask = cqes.shape[0] - 1
     sq_mask = sqes.shape[0] - 1
+    buffer_mask = buffer_words.shape[0] - 1
     capacity = ints.shape[0]
     size = packets.shape[1]
     timestamp_now = now * _CLOCK
-    sends = slows = recycled = ends = fails = 0
+    sends = recycled = slows = ends = fails = 0
     for index in range(head, head + count):
         seq = ts = highest = step = marker_pt = 0
         row = index & cq_mask
@@ -96,21 +99,23 @@ def relay_chunk(cqes: np.ndarray, head: int, count: int, ints: np.ndarray,
             (user_data >> GEN_SHIFT) & GEN_MASK) == ints[slot, _GENERATION] & GEN_MASK
         if kind == SEND:
             if live and result < 0:
-                failed[0, fails] = slot
-                failed[1, fails] = -result
+                out[5, fails] = slot
+                out[6, fails] = -result
                 fails += 1
             continue
         if kind != RECV:
             continue
         if live and not flags & _CQE_F_MORE:
-            ended[0, ends] = slot
-            ended[1, ends] = result
+            out[3, ends] = slot
+            out[4, ends] = result
             ends += 1
         if not flags & _CQE_F_BUFFER:
             continue
         bid = flags >> 16
         if not live:
-            recycle[recycled] = bid
+            entry = (buffer_tail + recycled) & buffer_mask
+            buffer_words[entry, 0] = base + bid * size
+            buffer_halves[entry, 6] = bid
             recycled += 1
             continue
         # Leg._on_packet's tests, in its order; any failing one: the per-packet path.
@@ -133,9 +138,9 @@ def relay_chunk(cqes: np.ndarray, head: int, count: int, ints: np.ndarray,
                     and ints[target, _SEND_FD] >= 0)
         if not fast:
             blocked[slot] = stamp
-            slow[0, slows] = slot
-            slow[1, slows] = bid
-            slow[2, slows] = result
+            out[0, slows] = slot
+            out[1, slows] = bid
+            out[2, slows] = result
             slows += 1
             continue
         # ReceiveStats.update, its common branch.
@@ -184,35 +189,21 @@ def relay_chunk(cqes: np.ndarray, head: int, count: int, ints: np.ndarray,
         sqes[entry, 6] = 0
         sqes[entry, 7] = 0
         sends += 1
-        recycle[recycled] = bid
+        entry = (buffer_tail + recycled) & buffer_mask
+        buffer_words[entry, 0] = base + bid * size
+        buffer_halves[entry, 6] = bid
         recycled += 1
-    return sends, slows, recycled, ends, fails
-
-
-@numba.njit(cache=True, nogil=True)
-def recycle_buffers(addr: np.ndarray, length: np.ndarray, bid: np.ndarray, tail: int,
-                    base: int, size: int, bids: np.ndarray, count: int) -> None:
-    """Write the first `count` of `bids` into a provided-buffer ring (its entries' fields
-    `addr`, `len` and `bid`) from `tail` on; the caller then publishes the new tail."""
-    mask = addr.shape[0] - 1
-    for index in range(count):
-        entry = (tail + index) & mask
-        buffer = bids[index]
-        addr[entry] = base + buffer * size
-        length[entry] = size
-        bid[entry] = buffer
+    return sends, recycled, slows, ends, fails
 
 
 _RELAY_CHUNK = ("UniTuple(int64, 5)(int64[:, ::1], int64, int64, int64[:, ::1], "
                 "float64[:, ::1], int64[::1], int64, uint8[:, ::1], int64, int64[:, ::1], "
-                "int64, float64, int64[:, ::1], int64[::1], int64[:, ::1], int64[:, ::1])")
-_RECYCLE_BUFFERS = "none(uint64[:], uint32[:], uint16[:], int64, int64, int64, int64[::1], int64)"
+                "int64, uint64[:, ::1], uint16[:, ::1], int64, float64, int64[:, ::1])")
 
 
 def compile_kernels() -> None:
-    """Compile (or load from numba's cache) the kernels for the types the reactor passes,
+    """Compile (or load from numba's cache) the kernel for the types the reactor passes,
     and allow no other: a call with anything else fails rather than compiling mid-traffic."""
-    for kernel, signature in ((relay_chunk, _RELAY_CHUNK), (recycle_buffers, _RECYCLE_BUFFERS)):
-        if not kernel.signatures:
-            kernel.compile(signature)
-            kernel.disable_compile()
+    if not relay_chunk.signatures:
+        relay_chunk.compile(_RELAY_CHUNK)
+        relay_chunk.disable_compile()

@@ -44,7 +44,6 @@ from .fastpath import (
     KIND_SHIFT,
     RECV,
     compile_kernels,
-    recycle_buffers,
     relay_chunk,
 )
 from .reactor import BUFFER_SIZE, EpollReactor
@@ -127,15 +126,15 @@ class UringReactor(EpollReactor):
         self._watched: dict[int, int] = {}  # fd -> slot
         self._endpoints: dict[int, UringEndpoint] = {}  # slot -> endpoint, while watched
         self._scratch = memoryview(self.buffer)  # (the shared receive buffer)
-        self._sending: list[np.ndarray] = []  # Buffer ids of sends not yet taken by the kernel.
         self._packets = memoryview(self.pool.data).cast("B")  # Flat, for per-packet code.
-        # What relay_chunk writes for a chunk (see there; a chunk never holds more
-        # completions than the submission queue has room for), and its scratch by slot.
-        most = self.ring.sq_entries
-        self._slow_out = np.zeros((3, most), dtype=np.int64)
-        self._recycle = np.zeros(most, dtype=np.int64)
-        self._ended = np.zeros((2, most), dtype=np.int64)
-        self._failed = np.zeros((2, most), dtype=np.int64)
+        # What relay_chunk reads and writes (see there), looked up once: the rings, the
+        # buffers, what it hands back (a chunk never holds more completions than the
+        # submission queue has room for) and its scratch by slot.
+        ring, pool = self.ring, self.pool
+        self._cqes, self._sqes = ring.cq_words, ring.sq_words
+        self._buffers = pool.data
+        self._buffer_words, self._buffer_halves = pool.entry_words, pool.entry_halves
+        self._out = np.zeros((7, ring.sq_entries), dtype=np.int64)
         self._blocked = np.zeros(0, dtype=np.int64)
         self._loop.add_reader(self.ring.fd, self._completed)
         # Counters for tests and benchmarks: chunks of completions handled, packets relayed
@@ -183,6 +182,8 @@ class UringReactor(EpollReactor):
                 pass
         if hasattr(self, "_epoll"):
             super().close()
+        for view in ("_cqes", "_sqes"):  # Views of the ring's mappings, which close with it.
+            self.__dict__.pop(view, None)
         self.ring.close()
 
     def _user_data(self, kind: int, slot: int) -> int:
@@ -204,15 +205,15 @@ class UringReactor(EpollReactor):
         self.wakeups += 1
         ring = self.ring
         for _ in range(MAX_CHUNKS_PER_WAKEUP):
-            ready = ring.ready()
+            head, ready = ring.waiting()
             if not ready:
                 # The fd also polls readable for completions the kernel holds back (task
                 # work not run yet, or an overflowed queue): entering posts them.
                 ring.flush()
-                ready = ring.ready()
+                head, ready = ring.waiting()
                 if not ready:
                     return
-            if not self._handle(min(ready, self.chunk)):
+            if not self._handle(head, min(ready, self.chunk)):
                 return
 
     def drain(self) -> None:
@@ -229,9 +230,10 @@ class UringReactor(EpollReactor):
             if not busy:
                 return
 
-    def _handle(self, count: int) -> int:
-        # The next `count` completions, in place in the ring: the compiled common case, then
-        # in Python what it left, in order. How many were handled (none: no room for sends).
+    def _handle(self, head: int, count: int) -> int:
+        # `count` completions from `head` on, in place in the ring: the compiled common case,
+        # then in Python what it left, in order. How many were handled (none: no room for
+        # their sends).
         ring = self.ring
         count = min(count, ring.space())  # A completion queues at most one send.
         if not count:
@@ -243,38 +245,28 @@ class UringReactor(EpollReactor):
         if len(self._blocked) < len(ints):  # table moves.
             self._blocked = np.zeros(len(ints), dtype=np.int64)
         pool = self.pool
-        slow, recycle, ended, failed = self._slow_out, self._recycle, self._ended, self._failed
-        sends, slows, recycled, ends, fails = relay_chunk(
-            ring.cq_words, ring.head(), count, ints, table.floats, self._blocked,
-            self.batches, pool.data, pool.base, ring.sq_words, ring.tail, self.clock(), slow,
-            recycle, ended, failed)
-        ring.consume(count)
+        out = self._out
+        sends, recycled, slows, ends, fails = relay_chunk(
+            self._cqes, head, count, ints, table.floats, self._blocked, self.batches,
+            self._buffers, pool.base, self._sqes, ring.tail, self._buffer_words,
+            self._buffer_halves, pool.tail, self.clock(), out)
+        ring.consume(head, count)
+        pool.written(recycled)
         if sends:
             ring.publish(sends)
             self.relayed_fast += sends
         # Sent before any slower packet of the same leg is, so the order holds.
         self._submit()
-        if recycled:
-            if ring.pending:  # The kernel has not taken the sends yet: their buffers wait.
-                self._sending.append(recycle[:recycled].copy())
-            else:
-                self._recycle_buffers(recycle, recycled)
-        for slot, code in zip(failed[0, :fails].tolist(), failed[1, :fails].tolist(),
-                              strict=True):
+        for slot, code in zip(out[5, :fails].tolist(), out[6, :fails].tolist(), strict=True):
             self._send_failed(slot, code)
         if slows:
-            self._slow(slow[0, :slows].tolist(), slow[1, :slows].tolist(),
-                       slow[2, :slows].tolist())
-            self._recycle_buffers(slow[1], slows)
+            self._slow(out[0, :slows].tolist(), out[1, :slows].tolist(),
+                       out[2, :slows].tolist())
+            pool.recycle(out[1, :slows], publish=not ring.pending)
         if ends:
-            self._rearm(ended[0, :ends], (-ended[1, :ends][ended[1, :ends] < 0]).tolist())
+            codes = out[4, :ends]
+            self._rearm(out[3, :ends], (-codes[codes < 0]).tolist())
         return count
-
-    def _recycle_buffers(self, bids: np.ndarray, count: int) -> None:
-        pool = self.pool
-        recycle_buffers(pool.entry_addr, pool.entry_len, pool.entry_bid, pool.tail, pool.base,
-                        pool.size, bids, count)
-        pool.commit(count)
 
     def _deliver(self, endpoint: UringEndpoint, bid: int, length: int) -> None:
         # The per-packet path: the packet into the shared buffer, as if the endpoint read it.
@@ -294,17 +286,15 @@ class UringReactor(EpollReactor):
             endpoint.send_failed(OSError(code, os.strerror(code)))
 
     def _submit(self) -> None:
-        # Submit what is queued; the buffers of sends the kernel took are free again. (A
-        # refused submission, EBUSY or EINTR, is rare: the entries stay queued for the next.)
+        # Submit what is queued; the buffers of relayed packets are free again once the
+        # kernel took their sends. (A refused submission, EBUSY or EINTR, is rare: the
+        # entries stay queued for the next, and the buffers unpublished.)
         ring = self.ring
         for _ in range(3):
             ring.submit()
             if not ring.pending:
-                break
-        if self._sending and not ring.pending:
-            sending = self._sending
-            self._sending = []
-            self.pool.recycle(sending[0] if len(sending) == 1 else np.concatenate(sending))
+                self.pool.publish()
+                return
 
     def _slow(self, slots: list[int], bids: list[int], lengths: list[int]) -> None:
         # What the compiled path left, in order, each to its endpoint as if read.

@@ -16,7 +16,6 @@ from cms.media.fastpath import (
     RECV,
     SEND,
     compile_kernels,
-    recycle_buffers,
     relay_chunk,
 )
 from cms.media.slots import SlotOutboundStream, SlotReceiveStats, SlotTable
@@ -65,7 +64,12 @@ class Bridge:
         self.packets = np.zeros((8, SIZE), dtype=np.uint8)
         self.cqes = np.zeros((ENTRIES, 2), dtype=np.int64)
         self.sqes = np.zeros((ENTRIES, 8), dtype=np.int64)
-        self.head = self.tail = ENTRIES - 2  # Both rings wrap within a chunk of three.
+        self.buffers = np.zeros(8, dtype=BUF_DTYPE)  # The provided-buffer ring.
+        self.buffers["len"] = SIZE
+        self.buffers["resv"][0] = 0xBEEF  # Where the ring's tail is: never written.
+        # All three rings wrap within a chunk of three.
+        self.head = self.tail = ENTRIES - 2
+        self.buffer_tail = 6
         self.done: list[tuple[int, int, int]] = []
 
     def packet(self, bid: int, seq: int, ts: int, ssrc: int = A_SSRC, pt: int = 0,
@@ -91,23 +95,27 @@ class Bridge:
             self.cqes[row, 0] = np.uint64(user_data).view(np.int64)
             self.cqes[row, 1] = (result & 0xFFFFFFFF) | flags << 32
         count = len(self.done)
-        slow = np.zeros((3, ENTRIES), dtype=np.int64)
-        recycle = np.zeros(ENTRIES, dtype=np.int64)
-        ended = np.zeros((2, ENTRIES), dtype=np.int64)
-        failed = np.zeros((2, ENTRIES), dtype=np.int64)
+        out = np.zeros((7, ENTRIES), dtype=np.int64)
         blocked = np.zeros(self.table.capacity, dtype=np.int64)
-        sends, slows, recycled, ends, fails = relay_chunk(
+        words = self.buffers.view(np.uint64).reshape(-1, 2)
+        halves = self.buffers.view(np.uint16).reshape(-1, 8)
+        sends, recycled, slows, ends, fails = relay_chunk(
             self.cqes, self.head, count, self.table.ints, self.table.floats, blocked, 1,
-            self.packets, BASE, self.sqes, self.tail, now, slow, recycle, ended, failed)
+            self.packets, BASE, self.sqes, self.tail, words, halves, self.buffer_tail, now,
+            out)
         rows = [(self.tail + index) % ENTRIES for index in range(sends)]
+        entries = self.buffers[[(self.buffer_tail + index) % 8 for index in range(recycled)]]
+        assert (entries["addr"] == BASE + entries["bid"].astype(np.uint64) * SIZE).all()
+        assert (self.buffers["len"] == SIZE).all() and self.buffers["resv"][0] == 0xBEEF
         self.head += count
         self.tail += sends
+        self.buffer_tail += recycled
         self.done = []
         return {"sends": self.sqes.view(SQE_DTYPE)[rows, 0].tolist(),
-                "slow": list(zip(*slow[:, :slows].tolist(), strict=True)),
-                "recycle": recycle[:recycled].tolist(),
-                "ended": list(zip(*ended[:, :ends].tolist(), strict=True)),
-                "failed": list(zip(*failed[:, :fails].tolist(), strict=True))}
+                "slow": list(zip(*out[0:3, :slows].tolist(), strict=True)),
+                "recycle": entries["bid"].tolist(),
+                "ended": list(zip(*out[3:5, :ends].tolist(), strict=True)),
+                "failed": list(zip(*out[5:7, :fails].tolist(), strict=True))}
 
 
 def send_entry(fd: int, bid: int, length: int, slot: int, generation: int = 0) -> tuple:
@@ -239,15 +247,3 @@ def test_each_of_the_python_paths_tests_leaves_the_common_case(reason: str) -> N
 
     assert got["slow"] == [(a, 1, length)] and got["sends"] == []
     assert bridge.table.received[a] == 0 and bridge.table.sent[b] == 0
-
-
-def test_recycled_buffers_are_written_from_the_tail_on() -> None:
-    compile_kernels()
-    entries = np.zeros(8, dtype=BUF_DTYPE)
-    entries["resv"][0] = 0xBEEF  # Where the ring's tail is.
-    bids = np.array([5, 1, 7], dtype=np.int64)
-    recycle_buffers(entries["addr"], entries["len"], entries["bid"], 14, BASE, SIZE, bids, 3)
-    assert entries[[6, 7, 0]].tolist() == [(BASE + 5 * SIZE, SIZE, 5, 0),
-                                          (BASE + SIZE, SIZE, 1, 0),
-                                          (BASE + 7 * SIZE, SIZE, 7, 0xBEEF)]
-    assert entries[1:6].tolist() == [(0, 0, 0, 0)] * 5

@@ -16,16 +16,23 @@ per-packet path, receives that ended, sends that failed.
 A leg's packets are taken in order; once one leaves the common case, the leg's later
 packets in the chunk leave it too (they must follow it through the per-packet path).
 
+`relay_ring` is the reactor's loop around it: chunk after chunk, each one's sends submitted
+with io_uring_enter (a raw system call from the compiled code), until the ring is empty or a
+chunk left work for Python; one call from Python per wake-up in the common case.
+
 Compiled once, at the first reactor of a process (`compile_kernels`), from numba's on-disk
 cache when there is one: never in the middle of traffic.
 """
 
 from __future__ import annotations
 
+import llvmlite.binding
 import numba
 import numpy as np
+from llvmlite import ir
+from numba.core.extending import intrinsic
 
-from cms.net.uring import MSG_DONTWAIT, OP_SEND, SQE_CQE_SKIP_SUCCESS
+from cms.net.uring import ENTER_GETEVENTS, MSG_DONTWAIT, OP_SEND, SQE_CQE_SKIP_SUCCESS
 
 from .formats import CLOCK_RATE
 from .slots import FLOAT, INT
@@ -196,14 +203,128 @@ def relay_chunk(cqes: np.ndarray, head: int, count: int, ints: np.ndarray,
     return sends, recycled, slows, ends, fails
 
 
+# x86-64 Linux system calls, made from compiled code (io_uring is used on x86-64 only).
+_SYS_CLOCK_GETTIME = 228
+_SYS_IO_URING_ENTER = 426
+_CLOCK_MONOTONIC = 1
+# Why relay_ring returned.
+IDLE = 0  # No completions left (after entering the kernel once to collect held-back ones).
+BUDGET = 1  # It took `budget` chunks: let other callbacks run.
+PYTHON = 2  # The last chunk left work in `out` for Python.
+NO_ROOM = 3  # No room in the submission queue: submit from Python.
+REFUSED = 4  # io_uring_enter failed (EINTR, EBUSY, ...): submit from Python.
+
+llvmlite.binding.initialize_native_asmparser()  # For the inline `syscall` below.
+
+
+@intrinsic
+def _syscall(typingctx, number, a, b, c, d, e, f):  # type: ignore[no-untyped-def]
+    # The raw instruction: the result, or -errno (no libc, no errno, no function pointer to
+    # keep out of numba's cache). A compiler barrier too ("memory"): the ring's entries and
+    # tails are stored before the kernel is entered, and read again after.
+    signature = numba.types.int64(*[numba.types.int64] * 7)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        word = ir.IntType(64)
+        call = ir.InlineAsm(ir.FunctionType(word, [word] * 7), "syscall",
+                            "={rax},{rax},{rdi},{rsi},{rdx},{r10},{r8},{r9},"
+                            "~{rcx},~{r11},~{memory}", side_effect=True)
+        return builder.call(call, args)
+
+    return signature, codegen
+
+
+@numba.njit(cache=True, nogil=True)
+def _monotonic(scratch: np.ndarray) -> float:
+    # time.monotonic(), the same float: CLOCK_MONOTONIC's nanoseconds / 1e9.
+    _syscall(_SYS_CLOCK_GETTIME, _CLOCK_MONOTONIC, scratch.ctypes.data, 0, 0, 0, 0)
+    return float(scratch[0] * 1_000_000_000 + scratch[1]) / 1e9
+
+
+@numba.njit(cache=True, nogil=True)
+def relay_ring(fd: int, words: np.ndarray, index: np.ndarray, cqes: np.ndarray,
+               sqes: np.ndarray, ints: np.ndarray, floats: np.ndarray, blocked: np.ndarray,
+               stamp: int, packets: np.ndarray, base: int, buffer_words: np.ndarray,
+               buffer_halves: np.ndarray, sq_tail: int, pending: int, buffer_tail: int,
+               budget: int, chunk: int, now: float, scratch: np.ndarray, out: np.ndarray
+               ) -> tuple[int, int, int, int, int, int, int, int, int]:
+    """Relay from the ring with file descriptor `fd` until there is nothing left, a chunk
+    leaves work for Python or `budget` chunks were taken: `relay_chunk` on up to `chunk`
+    completions at a time, then io_uring_enter submits their sends (and runs the kernel's
+    task work: more completions), then the buffers are published.
+
+    `words` are the ring's shared 32-bit words, `index` where its submission head and tail
+    and completion head and tail are among them; `sq_tail`, `pending` (entries queued but
+    not submitted) and `buffer_tail` (buffers written, see BufferRing) are the caller's
+    bookkeeping, returned updated. `now` is the arrival time to use, or NaN: read
+    CLOCK_MONOTONIC per chunk (into `scratch`, two int64). The rest as relay_chunk's.
+    Returns why it stopped (IDLE, BUDGET, PYTHON, NO_ROOM, REFUSED), the chunks taken, the
+    new sq_tail, pending and buffer_tail, the packets relayed, and the last chunk's counts
+    of `out` columns (packets for the per-packet path, receives ended, sends failed).
+    """
+    sq_head_word, sq_tail_word, cq_head_word, cq_tail_word = index[0], index[1], index[2], \
+        index[3]
+    sq_entries = sqes.shape[0]
+    status = BUDGET
+    chunks = relayed = slows = ends = fails = 0
+    while chunks < budget:
+        head = np.int64(words[cq_head_word])
+        ready = (np.int64(words[cq_tail_word]) - head) & 0xFFFFFFFF
+        if not ready:
+            # Completions the kernel holds back (task work not run yet) are posted on entry.
+            _syscall(_SYS_IO_URING_ENTER, fd, 0, 0, ENTER_GETEVENTS, 0, 0)
+            ready = (np.int64(words[cq_tail_word]) - head) & 0xFFFFFFFF
+            if not ready:
+                status = IDLE
+                break
+        space = sq_entries - ((sq_tail - np.int64(words[sq_head_word])) & 0xFFFFFFFF)
+        count = min(ready, chunk, space)  # A completion queues at most one send.
+        if count <= 0:
+            status = NO_ROOM
+            break
+        arrival = now if now == now else _monotonic(scratch)
+        sends, recycled, slows, ends, fails = relay_chunk(
+            cqes, head, count, ints, floats, blocked, stamp + chunks, packets, base, sqes,
+            sq_tail, buffer_words, buffer_halves, buffer_tail, arrival, out)
+        chunks += 1
+        relayed += sends
+        words[cq_head_word] = (head + count) & 0xFFFFFFFF
+        sq_tail = (sq_tail + sends) & 0xFFFFFFFF
+        words[sq_tail_word] = sq_tail
+        pending += sends
+        buffer_tail = (buffer_tail + recycled) & 0xFFFF
+        if pending:
+            submitted = _syscall(_SYS_IO_URING_ENTER, fd, pending, 0, 0, 0, 0)
+            if submitted < 0:
+                status = REFUSED
+                break
+            pending -= submitted
+            if pending:
+                status = REFUSED
+                break
+        # The kernel took the sends (MSG_DONTWAIT: their data is copied): the buffers too.
+        buffer_halves[0, 7] = buffer_tail  # The ring's tail, over the first entry's resv.
+        if slows or ends or fails:
+            status = PYTHON
+            break
+    return status, chunks, sq_tail, pending, buffer_tail, relayed, slows, ends, fails
+
+
 _RELAY_CHUNK = ("UniTuple(int64, 5)(int64[:, ::1], int64, int64, int64[:, ::1], "
                 "float64[:, ::1], int64[::1], int64, uint8[:, ::1], int64, int64[:, ::1], "
                 "int64, uint64[:, ::1], uint16[:, ::1], int64, float64, int64[:, ::1])")
 
 
+_RELAY_RING = ("UniTuple(int64, 9)(int64, uint32[::1], int64[::1], int64[:, ::1], "
+               "int64[:, ::1], int64[:, ::1], float64[:, ::1], int64[::1], int64, "
+               "uint8[:, ::1], int64, uint64[:, ::1], uint16[:, ::1], int64, int64, int64, "
+               "int64, int64, float64, int64[::1], int64[:, ::1])")
+
+
 def compile_kernels() -> None:
-    """Compile (or load from numba's cache) the kernel for the types the reactor passes,
+    """Compile (or load from numba's cache) the kernels for the types the reactor passes,
     and allow no other: a call with anything else fails rather than compiling mid-traffic."""
-    if not relay_chunk.signatures:
-        relay_chunk.compile(_RELAY_CHUNK)
-        relay_chunk.disable_compile()
+    for kernel, signature in ((relay_chunk, _RELAY_CHUNK), (relay_ring, _RELAY_RING)):
+        if not kernel.signatures:
+            kernel.compile(signature)
+            kernel.disable_compile()

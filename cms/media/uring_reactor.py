@@ -3,11 +3,11 @@
 An `EpollReactor` calls Python once per packet; here the sockets that only hear their
 negotiated peer (an endpoint's connected companion, or its kernel-filtered socket) each
 carry one multishot receive into a shared pool of provided buffers, and one wake-up takes
-every completion the ring holds, in chunks: one compiled call per chunk (see
-cms.media.fastpath) reads the completions in place, does the relay's common case and
-queues its sends straight from the receive buffers, submitted with one io_uring_enter;
-any other packet is copied into the reactor's shared buffer and handed to the endpoint's
-usual per-packet path, so its behaviour is unchanged. Sockets that hear strangers (a leg's
+every completion the ring holds, in chunks, in compiled code (see cms.media.fastpath): it
+reads the completions in place, does the relay's common case and queues its sends straight
+from the receive buffers, submitted with one io_uring_enter per chunk; any other packet is
+copied into the reactor's shared buffer and handed to the endpoint's usual per-packet path,
+so its behaviour is unchanged. Sockets that hear strangers (a leg's
 shared port, latching legs) stay on the epoll set.
 
 user_data of an entry: bits 62-63 its kind, bits 48-61 the slot's generation when it was
@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import math
 import os
 import socket
 import time
@@ -42,9 +43,12 @@ from .fastpath import (
     GEN_MASK,
     GEN_SHIFT,
     KIND_SHIFT,
+    NO_ROOM,
+    PYTHON,
     RECV,
+    REFUSED,
     compile_kernels,
-    relay_chunk,
+    relay_ring,
 )
 from .reactor import BUFFER_SIZE, EpollReactor
 from .slots import SlotTable, Slotted, _Int
@@ -121,7 +125,9 @@ class UringReactor(EpollReactor):
             self.close()
             raise
         self.table = SlotTable()
-        self.clock: Callable[[], float] = time.monotonic  # One reading per chunk.
+        # One reading per chunk; time.monotonic itself is read by the compiled loop (another
+        # clock, e.g. a test's, once per call of it).
+        self.clock: Callable[[], float] = time.monotonic
         self.chunk = entries // 2  # Completions per compiled call, at most.
         self._watched: dict[int, int] = {}  # fd -> slot
         self._endpoints: dict[int, UringEndpoint] = {}  # slot -> endpoint, while watched
@@ -131,11 +137,13 @@ class UringReactor(EpollReactor):
         # buffers, what it hands back (a chunk never holds more completions than the
         # submission queue has room for) and its scratch by slot.
         ring, pool = self.ring, self.pool
+        self._words, self._word_index = ring.words, ring.word_index
         self._cqes, self._sqes = ring.cq_words, ring.sq_words
         self._buffers = pool.data
         self._buffer_words, self._buffer_halves = pool.entry_words, pool.entry_halves
         self._out = np.zeros((7, ring.sq_entries), dtype=np.int64)
         self._blocked = np.zeros(0, dtype=np.int64)
+        self._clock_scratch = np.zeros(2, dtype=np.int64)
         self._loop.add_reader(self.ring.fd, self._completed)
         # Counters for tests and benchmarks: chunks of completions handled, packets relayed
         # by the common case and by the per-packet path, receives re-armed (out of buffers).
@@ -182,7 +190,7 @@ class UringReactor(EpollReactor):
                 pass
         if hasattr(self, "_epoll"):
             super().close()
-        for view in ("_cqes", "_sqes"):  # Views of the ring's mappings, which close with it.
+        for view in ("_words", "_cqes", "_sqes"):  # Views of the ring's mappings: they go.
             self.__dict__.pop(view, None)
         self.ring.close()
 
@@ -203,17 +211,11 @@ class UringReactor(EpollReactor):
 
     def _completed(self) -> None:
         self.wakeups += 1
-        ring = self.ring
-        for _ in range(MAX_CHUNKS_PER_WAKEUP):
-            head, ready = ring.waiting()
-            if not ready:
-                # The fd also polls readable for completions the kernel holds back (task
-                # work not run yet, or an overflowed queue): entering posts them.
-                ring.flush()
-                head, ready = ring.waiting()
-                if not ready:
-                    return
-            if not self._handle(head, min(ready, self.chunk)):
+        budget = MAX_CHUNKS_PER_WAKEUP
+        while budget > 0:
+            status, chunks = self._relay(budget)
+            budget -= chunks
+            if status != PYTHON:
                 return
 
     def drain(self) -> None:
@@ -230,35 +232,34 @@ class UringReactor(EpollReactor):
             if not busy:
                 return
 
-    def _handle(self, head: int, count: int) -> int:
-        # `count` completions from `head` on, in place in the ring: the compiled common case,
-        # then in Python what it left, in order. How many were handled (none: no room for
-        # their sends).
-        ring = self.ring
-        count = min(count, ring.space())  # A completion queues at most one send.
-        if not count:
-            self._submit()
-            return 0
-        self.batches += 1
-        table = self.table
-        ints = table.ints  # Looked up per chunk: a handler may open legs, and a growing
+    def _relay(self, budget: int) -> tuple[int, int]:
+        # Up to `budget` chunks of completions through the compiled loop, then in Python
+        # what the last one left, in order: why it stopped and how many chunks it took.
+        ring, pool, table = self.ring, self.pool, self.table
+        ints = table.ints  # Looked up per call: a handler may open legs, and a growing
         if len(self._blocked) < len(ints):  # table moves.
             self._blocked = np.zeros(len(ints), dtype=np.int64)
-        pool = self.pool
+        clock = self.clock
         out = self._out
-        sends, recycled, slows, ends, fails = relay_chunk(
-            self._cqes, head, count, ints, table.floats, self._blocked, self.batches,
-            self._buffers, pool.base, self._sqes, ring.tail, self._buffer_words,
-            self._buffer_halves, pool.tail, self.clock(), out)
-        ring.consume(head, count)
-        pool.written(recycled)
-        if sends:
-            ring.publish(sends)
-            self.relayed_fast += sends
-        # Sent before any slower packet of the same leg is, so the order holds.
-        self._submit()
-        for slot, code in zip(out[5, :fails].tolist(), out[6, :fails].tolist(), strict=True):
-            self._send_failed(slot, code)
+        written = pool.tail
+        status, chunks, tail, pending, written, relayed, slows, ends, fails = relay_ring(
+            ring.fd, self._words, self._word_index, self._cqes, self._sqes, ints,
+            table.floats, self._blocked, self.batches + 1, self._buffers, pool.base,
+            self._buffer_words, self._buffer_halves, ring.tail, ring.pending, written,
+            budget, self.chunk, math.nan if clock is time.monotonic else clock(),
+            self._clock_scratch, out)
+        ring.adopt(tail, pending)
+        pool.written((written - pool.tail) & 0xFFFF)
+        self.batches += chunks
+        self.relayed_fast += relayed
+        if status == NO_ROOM or status == REFUSED:
+            self._submit()  # From Python: retried, and its error read.
+        # The last chunk's sends are submitted before any slower packet of the same leg is
+        # sent: the order holds.
+        if fails:
+            for slot, code in zip(out[5, :fails].tolist(), out[6, :fails].tolist(),
+                                  strict=True):
+                self._send_failed(slot, code)
         if slows:
             self._slow(out[0, :slows].tolist(), out[1, :slows].tolist(),
                        out[2, :slows].tolist())
@@ -266,7 +267,7 @@ class UringReactor(EpollReactor):
         if ends:
             codes = out[4, :ends]
             self._rearm(out[3, :ends], (-codes[codes < 0]).tolist())
-        return count
+        return status, chunks
 
     def _deliver(self, endpoint: UringEndpoint, bid: int, length: int) -> None:
         # The per-packet path: the packet into the shared buffer, as if the endpoint read it.

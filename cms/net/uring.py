@@ -7,6 +7,10 @@ a few vectorised assignments (one per field, for the whole batch) and submitted 
 object per operation, which is what makes 500 socket writes, or a whole wake-up's worth
 of relayed RTP, cheap in Python.
 
+Compiled code (cms.media.fastpath) may also drive a ring itself, through the same memory as
+plain arrays (`words`, `sq_words`, `cq_words`, a BufferRing's `entry_words` and
+`entry_halves`), handing its bookkeeping back with `adopt` and `BufferRing.written`.
+
 Memory ordering: the kernel reads the submission tail after `io_uring_enter` is entered
 and x86-64 keeps stores in order, so plain numpy stores then the tail store are enough
 there. On other architectures `Ring.available()` is False and callers keep their plain
@@ -203,11 +207,17 @@ class Ring:
         self._cq_head = words[cq.head:cq.head + 4].cast("I")
         self._cq_tail = words[cq.tail:cq.tail + 4].cast("I")
         self._cq_overflow = words[cq.overflow:cq.overflow + 4].cast("I")
+        # For compiled code driving the ring itself: the same words as an array, and where
+        # the submission head and tail and the completion head and tail are in it (see
+        # `adopt`).
+        self.words = np.frombuffer(rings, dtype=np.uint32)
+        self.word_index = np.array([sq.head // 4, sq.tail // 4, cq.head // 4, cq.tail // 4],
+                                   dtype=np.int64)
         self.sqes = np.frombuffer(sqes, dtype=SQE_DTYPE)
         self.cqes = np.frombuffer(rings, dtype=CQE_DTYPE, count=params.cq_entries,
                                   offset=cq.cqes)
         # The same entries as plain int64 words, for compiled code that reads and writes
-        # them itself (`tail`, `publish`, `head`, `consume`).
+        # them itself (see `words`).
         self.sq_words = self.sqes.view(np.int64).reshape(-1, SQE_DTYPE.itemsize // 8)
         self.cq_words = self.cqes.view(np.int64).reshape(-1, CQE_DTYPE.itemsize // 8)
         self._tail = self._sq_tail[0]
@@ -257,12 +267,11 @@ class Ring:
         """Where the next queued entry goes (its row is `tail & (sq_entries - 1)`)."""
         return self._tail
 
-    def publish(self, count: int) -> None:
-        """Queue `count` entries the caller wrote into `sq_words` from `tail` on (it checked
-        `space()` first)."""
-        self._tail = (self._tail + count) & 0xFFFFFFFF
-        self._sq_tail[0] = self._tail
-        self._pending += count
+    def adopt(self, tail: int, pending: int) -> None:
+        """Take over from compiled code that queued entries, published the tail, submitted
+        (or not) and consumed completions itself: the new tail and what is still unsubmitted."""
+        self._tail = tail
+        self._pending = pending
 
     def submit(self, wait: int = 0) -> int:
         """Submit everything published; with `wait`, block until that many completions."""
@@ -295,10 +304,6 @@ class Ring:
         wait from there on."""
         head = self._cq_head[0]
         return head, (self._cq_tail[0] - head) % (1 << 32)
-
-    def consume(self, head: int, count: int) -> None:
-        """Give back `count` waiting completions from `head` on, read by the caller in place."""
-        self._cq_head[0] = (head + count) & 0xFFFFFFFF
 
     def flush(self) -> None:
         """Enter the kernel without submitting: completions it holds back as task work (see
@@ -344,7 +349,7 @@ class Ring:
         for ring in list(self._buffer_groups.values()):
             ring.close()
         self._buffer_groups.clear()
-        for name in ("sqes", "cqes", "sq_words", "cq_words", "_sq_head", "_sq_tail",
+        for name in ("sqes", "cqes", "sq_words", "cq_words", "words", "_sq_head", "_sq_tail",
                      "_cq_head", "_cq_tail", "_cq_overflow"):
             view = self.__dict__.pop(name, None)
             if isinstance(view, memoryview):

@@ -4,6 +4,7 @@ per-leg order within a chunk, stale completions, ended receives, failed sends.""
 from __future__ import annotations
 
 import errno
+import math
 import struct
 
 import numpy as np
@@ -12,11 +13,15 @@ import pytest
 from cms.media.fastpath import (
     CANCEL,
     GEN_SHIFT,
+    IDLE,
     KIND_SHIFT,
+    PYTHON,
     RECV,
+    REFUSED,
     SEND,
     compile_kernels,
     relay_chunk,
+    relay_ring,
 )
 from cms.media.slots import SlotOutboundStream, SlotReceiveStats, SlotTable
 from cms.media.stats import ReceiveStats
@@ -89,12 +94,18 @@ class Bridge:
         gen = int(self.table.generation[slot]) if generation is None else generation
         self.done.append((kind << KIND_SHIFT | gen << GEN_SHIFT | slot, result, flags))
 
-    def relay(self, now: float = 1000.0) -> dict[str, list[tuple[int, ...]] | list[int] | int]:
+    def post(self) -> int:
+        """Write the completions into the completion ring from `head` on."""
         for index, (user_data, result, flags) in enumerate(self.done):
             row = (self.head + index) % ENTRIES
             self.cqes[row, 0] = np.uint64(user_data).view(np.int64)
             self.cqes[row, 1] = (result & 0xFFFFFFFF) | flags << 32
-        count = len(self.done)
+        count, self.done = len(self.done), []
+        return count
+
+    def relay(self, now: float = 1000.0) -> dict[str, list[tuple[int, ...]] | list[int] | int]:
+        """relay_chunk on the completions posted since the last call."""
+        count = self.post()
         out = np.zeros((7, ENTRIES), dtype=np.int64)
         blocked = np.zeros(self.table.capacity, dtype=np.int64)
         words = self.buffers.view(np.uint64).reshape(-1, 2)
@@ -110,7 +121,6 @@ class Bridge:
         self.head += count
         self.tail += sends
         self.buffer_tail += recycled
-        self.done = []
         return {"sends": self.sqes.view(SQE_DTYPE)[rows, 0].tolist(),
                 "slow": list(zip(*out[0:3, :slows].tolist(), strict=True)),
                 "recycle": entries["bid"].tolist(),
@@ -247,3 +257,53 @@ def test_each_of_the_python_paths_tests_leaves_the_common_case(reason: str) -> N
 
     assert got["slow"] == [(a, 1, length)] and got["sends"] == []
     assert bridge.table.received[a] == 0 and bridge.table.sent[b] == 0
+
+
+def test_the_loop_leaves_sends_the_kernel_refused_queued_and_their_buffers_unpublished(
+        ) -> None:
+    bridge = Bridge()
+    a, b = bridge.a, bridge.b
+    bridge.receive(a, 1, bridge.packet(1, 101, 16160))
+    bridge.receive(b, 2, bridge.packet(2, 101, 16160, ssrc=B_SSRC))
+    bridge.receive(a, 3, bridge.packet(3, 102, 16320, pt=101))
+    count = bridge.post()
+    # The ring's words: submission head and tail (all consumed), completion head and tail.
+    words = np.array([bridge.tail, bridge.tail, bridge.head, bridge.head + count],
+                     dtype=np.uint32)
+    index = np.arange(4, dtype=np.int64)
+    out = np.zeros((7, ENTRIES), dtype=np.int64)
+    blocked = np.zeros(bridge.table.capacity, dtype=np.int64)
+    buffer_words = bridge.buffers.view(np.uint64).reshape(-1, 2)
+    buffer_halves = bridge.buffers.view(np.uint16).reshape(-1, 8)
+    # An fd that is no ring: io_uring_enter fails (EBADF) as a refused submission would.
+    got = relay_ring(-1, words, index, bridge.cqes, bridge.sqes, bridge.table.ints,
+                     bridge.table.floats, blocked, 1, bridge.packets, BASE, buffer_words,
+                     buffer_halves, bridge.tail, 0, bridge.buffer_tail, 8, ENTRIES, 1000.0,
+                     np.zeros(2, dtype=np.int64), out)
+
+    status, chunks, tail, pending, buffer_tail, relayed, slows, ends, fails = got
+    assert (status, chunks, relayed, pending, slows, ends, fails) == (REFUSED, 1, 2, 2, 1, 0, 0)
+    assert tail == (bridge.tail + 2) & 0xFFFFFFFF == words[1]  # Queued, published.
+    assert words[2] == words[3]  # Every completion consumed.
+    assert buffer_tail == (bridge.buffer_tail + 2) & 0xFFFF
+    assert bridge.buffers["resv"][0] == 0xBEEF  # The buffers' tail: not published.
+    assert out[0:3, 0].tolist() == [a, 3, 172]
+
+    # Nothing more: the kernel is entered once (to collect completions it holds back).
+    got = relay_ring(-1, words, index, bridge.cqes, bridge.sqes, bridge.table.ints,
+                     bridge.table.floats, blocked, 2, bridge.packets, BASE, buffer_words,
+                     buffer_halves, tail, 0, buffer_tail, 8, ENTRIES, math.nan,
+                     np.zeros(2, dtype=np.int64), out)
+    assert got[:2] == (IDLE, 0)
+
+    # A chunk with no sends needs no submission: its buffers are published at once.
+    bridge.head = int(words[2])
+    bridge.receive(a, 4, bridge.packet(4, 103, 16480), generation=7)  # Stale.
+    bridge.receive(a, 5, bridge.packet(5, 104, 16640, pt=101))
+    words[3] += bridge.post()
+    got = relay_ring(-1, words, index, bridge.cqes, bridge.sqes, bridge.table.ints,
+                     bridge.table.floats, blocked, 3, bridge.packets, BASE, buffer_words,
+                     buffer_halves, tail, 0, buffer_tail, 8, ENTRIES, math.nan,
+                     np.zeros(2, dtype=np.int64), out)
+    assert got[:2] == (PYTHON, 1) and got[6] == 1
+    assert bridge.buffers["resv"][0] == got[4] == (buffer_tail + 1) & 0xFFFF

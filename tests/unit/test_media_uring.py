@@ -191,19 +191,23 @@ def bridged_pair(service: MediaService) -> tuple[Leg, Leg, Phone, Phone]:
     return a, b, phone_a, phone_b
 
 
-def chunks_seen(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
-    """The receiving slots of each chunk the compiled relay is called for, from now on."""
-    chunks: list[list[int]] = []
-    relay_chunk = uring_reactor.relay_chunk
+def calls_seen(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, list[int]]]:
+    """From now on, per call of the compiled loop: the chunks it took and the receiving slots
+    of the completions it consumed."""
+    calls: list[tuple[int, list[int]]] = []
+    relay_ring = uring_reactor.relay_ring
 
-    def recording(cqes: Any, head: int, count: int, *args: Any) -> Any:
+    def recording(fd: int, words: Any, index: Any, cqes: Any, *args: Any) -> Any:
+        head = int(words[index[2]])
+        result = relay_ring(fd, words, index, cqes, *args)
+        count = (int(words[index[2]]) - head) & 0xFFFFFFFF
         rows = cqes[(head + np.arange(count)) & (len(cqes) - 1)]
         receives = rows[(rows[:, 0] >> 62) & 3 == 0]
-        chunks.append((receives[:, 0] & 0xFFFFFFFF).tolist())
-        return relay_chunk(cqes, head, count, *args)
+        calls.append((result[1], (receives[:, 0] & 0xFFFFFFFF).tolist()))
+        return result
 
-    monkeypatch.setattr(uring_reactor, "relay_chunk", recording)
-    return chunks
+    monkeypatch.setattr(uring_reactor, "relay_ring", recording)
+    return calls
 
 
 @pytest.mark.parametrize("kernel_filter", [False, True], ids=["companion", "kernel-filter"])
@@ -219,15 +223,15 @@ def test_relayed_bytes_and_statistics_equal_the_per_packet_path(
     counter = itertools.count(0x10203)  # The same outbound SSRCs and starting points again.
     monkeypatch.setattr("cms.media.stream.secrets.randbits",
                         lambda bits: (next(counter) * 0x9E3779B1) & ((1 << bits) - 1))
-    chunks = chunks_seen(monkeypatch)
+    calls = calls_seen(monkeypatch)
     (out_new, stats_new, counters) = run(mixed_traffic(deterministic), chunk,
                                          kernel_filter=kernel_filter)
 
     assert counters["relayed_fast"] > 10 and counters["relayed_slow"] > 5
     if chunk == 1:
-        assert max(map(len, chunks)) == 1
+        assert all(len(slots) <= chunks for chunks, slots in calls)
     else:  # Chunks held several packets of one leg.
-        assert any(len(set(slots)) < len(slots) for slots in chunks)
+        assert any(chunks == 1 and len(set(slots)) < len(slots) for chunks, slots in calls)
     assert len(out_new[1]) > 25
     assert out_new == out_old  # Byte for byte, in order, on both phones.
     for old, new in zip(stats_old, stats_new, strict=True):  # Ports differ, nothing else.

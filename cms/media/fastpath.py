@@ -20,8 +20,8 @@ packets in the chunk leave it too (they must follow it through the per-packet pa
 with io_uring_enter (a raw system call from the compiled code), until the ring is empty or a
 chunk left work for Python; one call from Python per wake-up in the common case.
 
-Compiled once, at the first reactor of a process (`compile_kernels`), from numba's on-disk
-cache when there is one: never in the middle of traffic.
+Compiled once per process (`compile_kernels`, called by MediaService.start and by each
+UringReactor), from numba's on-disk cache when there is one: never in the middle of traffic.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from cms.net.uring import Ring
 
 from .clock import MediaClock
 from .endpoint import RtpEndpoint
+from .fastpath import compile_kernels
 from .ports import DEFAULT_RANGE, PortAllocator
 from .reactor import EpollReactor
 from .relay import DtmfListener, Leg
@@ -52,8 +53,11 @@ class MediaService:
         self.reactor: EpollReactor | None = None
 
     def start(self) -> None:
-        """Start the media clock (needs a running event loop)."""
+        """Start the media clock (needs a running event loop) and have the io_uring relay's
+        compiled code ready (its reactor is made with the first leg: not during a call)."""
         self.clock.start()
+        if self.uring:
+            compile_kernels()
 
     def open_leg(self, name: str = "", on_dtmf: DtmfListener | None = None) -> Leg:
         """A new leg on a fresh even port (needs a running event loop); configure it once SDP

@@ -1,4 +1,4 @@
-"""Per-leg relay state in numpy columns, so a batch of packets is relayed with array operations.
+"""Per-leg relay state in numpy columns, where compiled code (cms.media.fastpath) relays packets.
 
 A `SlotTable` row ("slot") belongs to one leg on an io_uring reactor. The fields the relay's
 common case reads and writes per packet live in the columns, not in Python attributes:
@@ -6,7 +6,7 @@ the leg's receive statistics (`SlotReceiveStats`), its outbound stream (`SlotOut
 its endpoint's counters, and where its route goes. The classes here are the usual
 `ReceiveStats` and `OutboundStream` with those fields as properties over the row, so every
 Python path (DTMF, SSRC changes, generated audio, snapshots) keeps working on the same state
-the vectorised path updates: there is one copy of it, never two to keep in step.
+the compiled path updates: there is one copy of it, never two to keep in step.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ INT_COLUMNS: dict[str, int] = {
     "received": 0,
     "sent": 0,
     "generation": 0,
-    # The leg's route: the target slot (-1: none, or one the vectorised path cannot take),
+    # The leg's route: the target slot (-1: none, or one the compiled path cannot take),
     # the payload type sent there, and the audio payload type this leg accepts.
     "target": NO_SLOT,
     "out_pt": 0,
@@ -54,7 +54,7 @@ INT_COLUMNS: dict[str, int] = {
 }
 FLOAT_COLUMNS: dict[str, float] = {"out_time": math.nan, "rx_transit": math.nan,
                                    "rx_jitter": 0.0}
-# Column numbers, for code that takes whole rows at once (cms.media.fastpath).
+# Column numbers, for code that indexes the arrays itself (cms.media.fastpath).
 INT = {name: index for index, name in enumerate(INT_COLUMNS)}
 FLOAT = {name: index for index, name in enumerate(FLOAT_COLUMNS)}
 WIDTH = len(INT_COLUMNS)

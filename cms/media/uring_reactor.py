@@ -3,13 +3,12 @@
 An `EpollReactor` calls Python once per packet; here the sockets that only hear their
 negotiated peer (an endpoint's connected companion, or its kernel-filtered socket) each
 carry one multishot receive into a shared pool of provided buffers, and one wake-up takes
-every completion the ring holds: the relay's common case (see cms.media.fastpath) is done
-for all of them with numpy and sent straight from the receive buffers in one submission;
-any other packet is copied into the reactor's shared buffer and handed to the endpoint's
-usual per-packet path, so its behaviour is unchanged. A chunk of fewer than MIN_BATCH
-completions (a lightly loaded relay) goes one by one instead: the common case in plain
-Python (`FastPath.relay_one`) and a socket send, the rest as above. Sockets that hear
-strangers (a leg's shared port, latching legs) stay on the epoll set.
+every completion the ring holds, in chunks, in compiled code (see cms.media.fastpath): it
+reads the completions in place, does the relay's common case and queues its sends straight
+from the receive buffers, submitted with one io_uring_enter per chunk; any other packet is
+copied into the reactor's shared buffer and handed to the endpoint's usual per-packet path,
+so its behaviour is unchanged. Sockets that hear strangers (a leg's
+shared port, latching legs) stay on the epoll set.
 
 user_data of an entry: bits 62-63 its kind, bits 48-61 the slot's generation when it was
 queued (a completion from before the slot's receive was cancelled or the slot reused is
@@ -27,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import math
 import os
 import socket
 import time
@@ -35,39 +35,30 @@ from typing import Any, cast
 
 import numpy as np
 
-from cms.net.uring import (
-    CQE_F_BUFFER,
-    CQE_F_MORE,
-    MSG_DONTWAIT,
-    OP_ASYNC_CANCEL,
-    OP_RECV,
-    OP_SEND,
-    RECV_MULTISHOT,
-    SQE_BUFFER_SELECT,
-    SQE_CQE_SKIP_SUCCESS,
-    SQE_DTYPE,
-    Ring,
-)
+from cms.net.uring import OP_ASYNC_CANCEL, OP_RECV, RECV_MULTISHOT, SQE_BUFFER_SELECT, Ring
 
 from .endpoint import RtpEndpoint
-from .fastpath import FastPath, header_view
+from .fastpath import (
+    CANCEL,
+    GEN_MASK,
+    GEN_SHIFT,
+    KIND_SHIFT,
+    NO_ROOM,
+    PYTHON,
+    RECV,
+    REFUSED,
+    compile_kernels,
+    relay_ring,
+)
 from .reactor import BUFFER_SIZE, EpollReactor
-from .slots import INT, WIDTH, SlotTable, Slotted, _Int
+from .slots import SlotTable, Slotted, _Int
 
 log = logging.getLogger("cms.media.uring")
 
-_RECV, _SEND, _CANCEL = 0, 1, 2
-_KIND_SHIFT = 62
-_GEN_SHIFT = 48
-_GEN_MASK = 0x3FFF
-_SLOT_MASK = 0xFFFFFFFF
-_BUFFER_MORE = CQE_F_BUFFER | CQE_F_MORE
-_GENERATION, _SENT = INT["generation"], INT["sent"]
 BUFFER_GROUP = 1
 BUFFERS = 16384  # Receive buffers: enough for every leg's packets of a slow wake-up.
 ENTRIES = 4096  # Submission entries; completions per chunk stay below, as a chunk's sends.
 MAX_CHUNKS_PER_WAKEUP = 8  # Then other callbacks run (the ring fd stays readable).
-MIN_BATCH = 48  # Fewer completions go one by one (numpy's cost per call; measured).
 _QUIET_ERRORS = (errno.ENOBUFS, errno.ECANCELED, errno.ECONNREFUSED, errno.EHOSTUNREACH,
                  errno.ENETUNREACH)
 
@@ -125,6 +116,7 @@ class UringReactor(EpollReactor):
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None, *,
                  buffers: int = BUFFERS, entries: int = ENTRIES) -> None:
+        compile_kernels()  # Before any traffic (from numba's cache after a first run).
         self.ring = Ring(entries, cq_entries=4 * entries)
         super().__init__(loop)
         try:
@@ -132,22 +124,26 @@ class UringReactor(EpollReactor):
         except BaseException:
             self.close()
             raise
-        self.headers = header_view(self.pool.data)
         self.table = SlotTable()
-        self.fast_path = FastPath(self.table)
-        self.clock: Callable[[], float] = time.monotonic  # One reading per batch.
-        self._chunk = entries // 2
+        # One reading per chunk; time.monotonic itself is read by the compiled loop (another
+        # clock, e.g. a test's, once per call of it).
+        self.clock: Callable[[], float] = time.monotonic
+        self.chunk = entries // 2  # Completions per compiled call, at most.
         self._watched: dict[int, int] = {}  # fd -> slot
         self._endpoints: dict[int, UringEndpoint] = {}  # slot -> endpoint, while watched
         self._scratch = memoryview(self.buffer)  # (the shared receive buffer)
-        self._sending: list[np.ndarray] = []  # Buffer ids of sends not yet taken by the kernel.
-        self.min_batch = MIN_BATCH
         self._packets = memoryview(self.pool.data).cast("B")  # Flat, for per-packet code.
-        # Relayed packets' sends: the fields that never change filled once.
-        self._send_template = np.zeros(entries, dtype=SQE_DTYPE)
-        self._send_template["opcode"] = OP_SEND
-        self._send_template["flags"] = SQE_CQE_SKIP_SUCCESS
-        self._send_template["op_flags"] = MSG_DONTWAIT
+        # What relay_chunk reads and writes (see there), looked up once: the rings, the
+        # buffers, what it hands back (a chunk never holds more completions than the
+        # submission queue has room for) and its scratch by slot.
+        ring, pool = self.ring, self.pool
+        self._words, self._word_index = ring.words, ring.word_index
+        self._cqes, self._sqes = ring.cq_words, ring.sq_words
+        self._buffers = pool.data
+        self._buffer_words, self._buffer_halves = pool.entry_words, pool.entry_halves
+        self._out = np.zeros((7, ring.sq_entries), dtype=np.int64)
+        self._blocked = np.zeros(0, dtype=np.int64)
+        self._clock_scratch = np.zeros(2, dtype=np.int64)
         self._loop.add_reader(self.ring.fd, self._completed)
         # Counters for tests and benchmarks: chunks of completions handled, packets relayed
         # by the common case and by the per-packet path, receives re-armed (out of buffers).
@@ -176,13 +172,12 @@ class UringReactor(EpollReactor):
         if slot is None:
             return super().remove_reader(fd)
         table = self.table
-        user_data = self._user_data(_RECV, slot)
+        user_data = self._user_data(RECV, slot)
         table.generation[slot] += 1  # What its receive still completes is now stale.
         table.fd[slot] = -1
         self._endpoints.pop(slot, None)
         # The ring holds the socket until its receive ends: closing the fd would not.
-        self.ring.prepare(OP_ASYNC_CANCEL, -1, user_data, 0, _CANCEL << _KIND_SHIFT,
-                          count=1)
+        self.ring.prepare(OP_ASYNC_CANCEL, -1, user_data, 0, CANCEL << KIND_SHIFT, count=1)
         self._submit()
         return True
 
@@ -195,16 +190,18 @@ class UringReactor(EpollReactor):
                 pass
         if hasattr(self, "_epoll"):
             super().close()
+        for view in ("_words", "_cqes", "_sqes"):  # Views of the ring's mappings: they go.
+            self.__dict__.pop(view, None)
         self.ring.close()
 
     def _user_data(self, kind: int, slot: int) -> int:
-        generation = int(self.table.generation[slot]) & _GEN_MASK
-        return kind << _KIND_SHIFT | generation << _GEN_SHIFT | slot
+        generation = int(self.table.generation[slot]) & GEN_MASK
+        return kind << KIND_SHIFT | generation << GEN_SHIFT | slot
 
     def _arm(self, slots: np.ndarray) -> None:
         # A multishot receive per slot, each completion filling one provided buffer.
         table = self.table
-        user_data = ((table.generation[slots] & _GEN_MASK) << _GEN_SHIFT | slots).astype(
+        user_data = ((table.generation[slots] & GEN_MASK) << GEN_SHIFT | slots).astype(
             np.uint64)
         self.ring.prepare(OP_RECV, table.fd[slots], 0, 0, user_data, count=len(slots),
                           ioprio=RECV_MULTISHOT, flags=SQE_BUFFER_SELECT,
@@ -214,15 +211,12 @@ class UringReactor(EpollReactor):
 
     def _completed(self) -> None:
         self.wakeups += 1
-        ring = self.ring
-        for _ in range(MAX_CHUNKS_PER_WAKEUP):
-            if not ring.ready():
-                # The fd also polls readable for completions the kernel holds back (task
-                # work not run yet, or an overflowed queue): entering posts them.
-                ring.flush()
-                if not ring.ready():
-                    return
-            self._handle(ring.completions(self._chunk))
+        budget = MAX_CHUNKS_PER_WAKEUP
+        while budget > 0:
+            status, chunks = self._relay(budget)
+            budget -= chunks
+            if status != PYTHON:
+                return
 
     def drain(self) -> None:
         """Handle everything received so far, the epoll set's sockets too (tests, benches)."""
@@ -238,82 +232,42 @@ class UringReactor(EpollReactor):
             if not busy:
                 return
 
-    def _handle(self, done: np.ndarray) -> None:
-        self.batches += 1
-        if len(done) < self.min_batch:
-            self._one_by_one(done.tolist())
-            return
-        user_data = done["user_data"]
-        flags = done["flags"]
-        slots = (user_data & np.uint64(_SLOT_MASK)).astype(np.int64)
-        # Kind and generation in one test: a receive (kind 0) of the slot's current arm.
-        tags = (user_data >> np.uint64(_GEN_SHIFT)).astype(np.int64)
-        live = tags == self.table.generation[slots] & _GEN_MASK
-        if live.all() and ((flags & _BUFFER_MORE) == _BUFFER_MORE).all():
-            # The usual batch: packets only, every receive going on.
-            self._received(slots, (flags >> 16).astype(np.int64), done["res"])
-            return
-        self._handle_all(user_data, done["res"], flags, slots)
-
-    def _one_by_one(self, done: list[tuple[int, int, int]]) -> None:
-        # A few completions: one at a time in Python (numpy's cost per call outweighs its
-        # gain on a handful of packets), the common case still on the table's state.
-        table = self.table
-        endpoints = self._endpoints
-        relay_one = self.fast_path.relay_one
-        packets = self._packets
-        size = self.pool.size
-        now = self.clock()
-        used: list[int] = []
-        ended: list[int] = []
-        errors: list[int] = []
-        for user_data, result, flags in done:
-            slot = user_data & _SLOT_MASK
-            kind = user_data >> _KIND_SHIFT
-            # Looked up per packet: a handler may open legs, and a growing table moves.
-            live = (user_data >> _GEN_SHIFT) & _GEN_MASK == \
-                table.int_cells[slot * WIDTH + _GENERATION] & _GEN_MASK
-            if kind == _SEND:
-                if live and result < 0:
-                    self._send_failed_one(slot, -result)
-                continue
-            if kind != _RECV:
-                continue
-            if flags & CQE_F_BUFFER:
-                bid = flags >> 16
-                used.append(bid)
-                endpoint = endpoints.get(slot) if live else None
-                if endpoint is None or endpoint.closed:
-                    pass
-                elif (target := relay_one(packets, bid * size, result, slot, now)) >= 0:
-                    self._send_one(target, packets[bid * size:bid * size + result])
-                else:
-                    self._deliver(endpoint, bid, result)
-            if live and not flags & CQE_F_MORE:
-                ended.append(slot)
-                if result < 0:
-                    errors.append(-result)
-        if used:
-            self.pool.recycle_few(used)
-        if ended:
-            self._rearm(np.array(ended, dtype=np.int64), errors)
-
-    def _send_one(self, target: int, packet: memoryview) -> None:
-        # Through the target's connected socket, as RtpEndpoint.send (its counters are ours).
-        # A target with a send_fd is watched here: its connected socket is set and watched
-        # together (RtpEndpoint._update_companion, _maybe_connect).
-        endpoint = self._endpoints.get(target)
-        # Its connected_send, without the property's call (this runs per packet).
-        send = endpoint._send_through if endpoint is not None else None
-        if send is None:
-            return
-        self.relayed_fast += 1
-        try:
-            send(packet)
-        except OSError as exc:
-            endpoint.send_failed(exc)  # type: ignore[union-attr]
-            return
-        self.table.int_cells[target * WIDTH + _SENT] += 1
+    def _relay(self, budget: int) -> tuple[int, int]:
+        # Up to `budget` chunks of completions through the compiled loop, then in Python
+        # what the last one left, in order: why it stopped and how many chunks it took.
+        ring, pool, table = self.ring, self.pool, self.table
+        ints = table.ints  # Looked up per call: a handler may open legs, and a growing
+        if len(self._blocked) < len(ints):  # table moves.
+            self._blocked = np.zeros(len(ints), dtype=np.int64)
+        clock = self.clock
+        out = self._out
+        written = pool.tail
+        status, chunks, tail, pending, written, relayed, slows, ends, fails = relay_ring(
+            ring.fd, self._words, self._word_index, self._cqes, self._sqes, ints,
+            table.floats, self._blocked, self.batches + 1, self._buffers, pool.base,
+            self._buffer_words, self._buffer_halves, ring.tail, ring.pending, written,
+            budget, self.chunk, math.nan if clock is time.monotonic else clock(),
+            self._clock_scratch, out)
+        ring.adopt(tail, pending)
+        pool.written((written - pool.tail) & 0xFFFF)
+        self.batches += chunks
+        self.relayed_fast += relayed
+        if status == NO_ROOM or status == REFUSED:
+            self._submit()  # From Python: retried, and its error read.
+        # The last chunk's sends are submitted before any slower packet of the same leg is
+        # sent: the order holds.
+        if fails:
+            for slot, code in zip(out[5, :fails].tolist(), out[6, :fails].tolist(),
+                                  strict=True):
+                self._send_failed(slot, code)
+        if slows:
+            self._slow(out[0, :slows].tolist(), out[1, :slows].tolist(),
+                       out[2, :slows].tolist())
+            pool.recycle(out[1, :slows], publish=not ring.pending)
+        if ends:
+            codes = out[4, :ends]
+            self._rearm(out[3, :ends], (-codes[codes < 0]).tolist())
+        return status, chunks
 
     def _deliver(self, endpoint: UringEndpoint, bid: int, length: int) -> None:
         # The per-packet path: the packet into the shared buffer, as if the endpoint read it.
@@ -325,92 +279,31 @@ class UringReactor(EpollReactor):
         except Exception:
             log.exception("RTP handler for %s failed", endpoint.local_address)
 
-    def _handle_all(self, user_data: np.ndarray, results: np.ndarray, flags: np.ndarray,
-                    slots: np.ndarray) -> None:
-        # Besides packets: failed sends, stale completions, receives that ended.
-        table = self.table
-        pool = self.pool
-        kinds = user_data >> np.uint64(_KIND_SHIFT)
-        live = (table.generation[slots] & _GEN_MASK) == (
-            (user_data >> np.uint64(_GEN_SHIFT)) & np.uint64(_GEN_MASK)).astype(np.int64)
-        sends = kinds == _SEND
-        if sends.any():
-            self._send_failed(slots[sends], results[sends], live[sends])
-        receives = kinds == _RECV
-        with_buffer = receives & (flags & CQE_F_BUFFER != 0)
-        bids = (flags >> 16).astype(np.int64)
-        stale = with_buffer & ~live
-        if stale.any():
-            pool.recycle(bids[stale])
-        ended = receives & live & (flags & CQE_F_MORE == 0)
-        packets = np.flatnonzero(with_buffer & live)
-        if len(packets):
-            self._received(slots[packets], bids[packets], results[packets])
-        if ended.any():
-            codes = results[ended]
-            self._rearm(slots[ended], (-codes[codes < 0]).tolist())
-
-    def _send_failed(self, slots: np.ndarray, results: np.ndarray, live: np.ndarray) -> None:
+    def _send_failed(self, slot: int, code: int) -> None:
         # Sends were counted when queued; a failure is taken back and reported (rare).
-        failed = (results < 0) & live
-        for slot, result in zip(slots[failed].tolist(), results[failed].tolist(), strict=True):
-            self._send_failed_one(slot, -result)
-
-    def _send_failed_one(self, slot: int, code: int) -> None:
         endpoint = self._endpoints.get(slot)
         if endpoint is not None:
             endpoint.sent -= 1
             endpoint.send_failed(OSError(code, os.strerror(code)))
 
-    def _received(self, slots: np.ndarray, bids: np.ndarray, lengths: np.ndarray) -> None:
-        now = self.clock()
-        relayed = self.fast_path.relay(self.headers, slots, bids, lengths, now)
-        fast = relayed.fast
-        count = len(fast)
-        if count:
-            targets = relayed.targets
-            fast_bids = bids[fast]
-            table = self.table
-            if relayed.rounds == 1:
-                table.sent[targets] += 1
-            else:
-                np.add.at(table.sent, targets, 1)  # A target once per round, maybe more.
-            sends = self._send_template[:count]
-            sends["fd"] = relayed.fds
-            sends["addr"] = self.pool.addresses[fast_bids]
-            sends["len"] = lengths[fast]
-            sends["user_data"] = (table.generation[targets] & _GEN_MASK) << _GEN_SHIFT | \
-                targets | _SEND << _KIND_SHIFT
-            self.ring.push(sends)
-            self._sending.append(fast_bids)
-            self.relayed_fast += count
-        # Sent before any slower packet of the same leg is, so the order holds.
-        self._submit()
-        slow = relayed.slow
-        if len(slow):
-            self._slow(slots[slow].tolist(), bids[slow].tolist(), lengths[slow].tolist())
-
     def _submit(self) -> None:
-        # Submit what is queued; the buffers of sends the kernel took are free again. (A
-        # refused submission, EBUSY or EINTR, is rare: the entries stay queued for the next.)
+        # Submit what is queued; the buffers of relayed packets are free again once the
+        # kernel took their sends. (A refused submission, EBUSY or EINTR, is rare: the
+        # entries stay queued for the next, and the buffers unpublished.)
         ring = self.ring
         for _ in range(3):
             ring.submit()
             if not ring.pending:
-                break
-        if self._sending and not ring.pending:
-            sending = self._sending
-            self._sending = []
-            self.pool.recycle(sending[0] if len(sending) == 1 else np.concatenate(sending))
+                self.pool.publish()
+                return
 
     def _slow(self, slots: list[int], bids: list[int], lengths: list[int]) -> None:
-        # What the vectorised path left, in order, each to its endpoint as if read.
+        # What the compiled path left, in order, each to its endpoint as if read.
         endpoints = self._endpoints
         for slot, bid, length in zip(slots, bids, lengths, strict=True):
             endpoint = endpoints.get(slot)
             if endpoint is not None and not endpoint.closed:  # Not closed by an earlier one.
                 self._deliver(endpoint, bid, length)
-        self.pool.recycle(np.array(bids, dtype=np.int64))
 
     def _rearm(self, slots: np.ndarray, errors: list[int]) -> None:
         # A multishot receive ends when the buffers run out or on an error: start another.

@@ -7,6 +7,10 @@ a few vectorised assignments (one per field, for the whole batch) and submitted 
 object per operation, which is what makes 500 socket writes, or a whole wake-up's worth
 of relayed RTP, cheap in Python.
 
+Compiled code (cms.media.fastpath) may also drive a ring itself, through the same memory as
+plain arrays (`words`, `sq_words`, `cq_words`, a BufferRing's `entry_words` and
+`entry_halves`), handing its bookkeeping back with `adopt` and `BufferRing.written`.
+
 Memory ordering: the kernel reads the submission tail after `io_uring_enter` is entered
 and x86-64 keeps stores in order, so plain numpy stores then the tail store are enough
 there. On other architectures `Ring.available()` is False and callers keep their plain
@@ -26,7 +30,6 @@ import errno
 import mmap
 import os
 import platform
-import struct
 import sys
 import weakref
 
@@ -85,7 +88,6 @@ SQE_DTYPE = np.dtype([
 CQE_DTYPE = np.dtype([("user_data", np.uint64), ("res", np.int32), ("flags", np.uint32)])
 BUF_DTYPE = np.dtype([("addr", np.uint64), ("len", np.uint32), ("bid", np.uint16),
                       ("resv", np.uint16)])
-_BUF_ENTRY = struct.Struct("=QIH")  # A BUF_DTYPE entry's addr, len and bid.
 assert SQE_DTYPE.itemsize == 64 and CQE_DTYPE.itemsize == 16 and BUF_DTYPE.itemsize == 16
 
 
@@ -197,22 +199,34 @@ class Ring:
         sqes = mmap.mmap(self.fd, SQE_DTYPE.itemsize * params.sq_entries, flags=flags,
                          prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=_OFF_SQES)
         self._maps.append(sqes)
-        words = np.frombuffer(rings, dtype=np.uint32)
-        self._sq_head = words[sq.head // 4:sq.head // 4 + 1]
-        self._sq_tail = words[sq.tail // 4:sq.tail // 4 + 1]
-        self._cq_head = words[cq.head // 4:cq.head // 4 + 1]
-        self._cq_tail = words[cq.tail // 4:cq.tail // 4 + 1]
-        self._cq_overflow = words[cq.overflow // 4:cq.overflow // 4 + 1]
+        # The head and tail words as one-element memoryviews: reading one gives a Python int
+        # at a fraction of a numpy element's cost (they are read several times per batch).
+        words = memoryview(rings)
+        self._sq_head = words[sq.head:sq.head + 4].cast("I")
+        self._sq_tail = words[sq.tail:sq.tail + 4].cast("I")
+        self._cq_head = words[cq.head:cq.head + 4].cast("I")
+        self._cq_tail = words[cq.tail:cq.tail + 4].cast("I")
+        self._cq_overflow = words[cq.overflow:cq.overflow + 4].cast("I")
+        # For compiled code driving the ring itself: the same words as an array, and where
+        # the submission head and tail and the completion head and tail are in it (see
+        # `adopt`).
+        self.words = np.frombuffer(rings, dtype=np.uint32)
+        self.word_index = np.array([sq.head // 4, sq.tail // 4, cq.head // 4, cq.tail // 4],
+                                   dtype=np.int64)
         self.sqes = np.frombuffer(sqes, dtype=SQE_DTYPE)
         self.cqes = np.frombuffer(rings, dtype=CQE_DTYPE, count=params.cq_entries,
                                   offset=cq.cqes)
-        self._tail = int(self._sq_tail[0])
+        # The same entries as plain int64 words, for compiled code that reads and writes
+        # them itself (see `words`).
+        self.sq_words = self.sqes.view(np.int64).reshape(-1, SQE_DTYPE.itemsize // 8)
+        self.cq_words = self.cqes.view(np.int64).reshape(-1, CQE_DTYPE.itemsize // 8)
+        self._tail = self._sq_tail[0]
 
     # -- submission
 
     def space(self) -> int:
         """Free submission entries."""
-        return int(self.sq_entries - (self._tail - int(self._sq_head[0])) % (1 << 32))
+        return self.sq_entries - (self._tail - self._sq_head[0]) % (1 << 32)
 
     def prepare(self, opcode: int, fds: np.ndarray | int, addrs: np.ndarray | int,
                 lengths: np.ndarray | int, user_data: np.ndarray | int, *, count: int,
@@ -248,6 +262,17 @@ class Ring:
         self._sq_tail[0] = self._tail  # Visible to the kernel (submitted on `submit`).
         self._pending += count
 
+    @property
+    def tail(self) -> int:
+        """Where the next queued entry goes (its row is `tail & (sq_entries - 1)`)."""
+        return self._tail
+
+    def adopt(self, tail: int, pending: int) -> None:
+        """Take over from compiled code that queued entries, published the tail, submitted
+        (or not) and consumed completions itself: the new tail and what is still unsubmitted."""
+        self._tail = tail
+        self._pending = pending
+
     def submit(self, wait: int = 0) -> int:
         """Submit everything published; with `wait`, block until that many completions."""
         flags = ENTER_GETEVENTS if wait else 0
@@ -272,7 +297,13 @@ class Ring:
 
     def ready(self) -> int:
         """Completions waiting to be read."""
-        return (int(self._cq_tail[0]) - int(self._cq_head[0])) % (1 << 32)
+        return (self._cq_tail[0] - self._cq_head[0]) % (1 << 32)
+
+    def waiting(self) -> tuple[int, int]:
+        """The first waiting completion (its row is `head & (cq_entries - 1)`) and how many
+        wait from there on."""
+        head = self._cq_head[0]
+        return head, (self._cq_tail[0] - head) % (1 << 32)
 
     def flush(self) -> None:
         """Enter the kernel without submitting: completions it holds back as task work (see
@@ -282,8 +313,7 @@ class Ring:
     def completions(self, limit: int | None = None) -> np.ndarray:
         """A copy of every waiting completion (user_data, res, flags), or of the first
         `limit`, consumed."""
-        head = int(self._cq_head[0])
-        count = (int(self._cq_tail[0]) - head) % (1 << 32)
+        head, count = self.waiting()
         if limit is not None:
             count = min(count, limit)
         if not count:
@@ -300,7 +330,7 @@ class Ring:
     @property
     def overflowed(self) -> int:
         """Completions the kernel could not post because the queue was full."""
-        return int(self._cq_overflow[0])
+        return self._cq_overflow[0]
 
     # -- provided buffers
 
@@ -319,9 +349,11 @@ class Ring:
         for ring in list(self._buffer_groups.values()):
             ring.close()
         self._buffer_groups.clear()
-        for view in ("sqes", "cqes", "_sq_head", "_sq_tail", "_cq_head", "_cq_tail",
-                     "_cq_overflow"):
-            self.__dict__.pop(view, None)
+        for name in ("sqes", "cqes", "sq_words", "cq_words", "words", "_sq_head", "_sq_tail",
+                     "_cq_head", "_cq_tail", "_cq_overflow"):
+            view = self.__dict__.pop(name, None)
+            if isinstance(view, memoryview):
+                view.release()
         for mapping in self._maps:
             try:
                 mapping.close()
@@ -337,7 +369,9 @@ class BufferRing:
     """Buffers the kernel picks from for `SQE_BUFFER_SELECT` receives (a provided buffer ring).
 
     `data` is one numpy array of `count` rows of `size` bytes; a completion's buffer id is
-    its row. Give rows back with `recycle` once their contents are used.
+    its row. Give rows back with `recycle` once their contents are used. Entries written are
+    only seen by the kernel once published: `recycle(..., publish=False)` and `written`
+    write ahead, `publish` hands over everything written so far.
     """
 
     def __init__(self, ring: Ring, group: int, count: int, size: int) -> None:
@@ -351,53 +385,53 @@ class BufferRing:
                                       prot=mmap.PROT_READ | mmap.PROT_WRITE)
         self._data_map = mmap.mmap(-1, count * size, prot=mmap.PROT_READ | mmap.PROT_WRITE)
         self.entries = np.frombuffer(self._entries_map, dtype=BUF_DTYPE)
+        # The entries as words (addr is word 0) and as half-words (bid is 6), for compiled
+        # code that hands buffers back itself; `len` is the same in every entry from the
+        # start and the kernel never writes it.
+        self.entry_words = np.frombuffer(self._entries_map, dtype=np.uint64).reshape(count, 2)
+        self.entry_halves = np.frombuffer(self._entries_map, dtype=np.uint16).reshape(count, 8)
         self.data = np.frombuffer(self._data_map, dtype=np.uint8).reshape(count, size)
         self.base = _address(self._data_map)
         # The ring's tail is a u16 overlaying the first entry's `resv`.
-        self._tail_view = np.frombuffer(self._entries_map, dtype=np.uint16, count=1,
-                                        offset=14)
-        self._tail = 0
-        self._entries_view = memoryview(self._entries_map)
-        self._filled = False  # Every entry's `len` written (by the first, full recycle).
+        self._tail_view = memoryview(self._entries_map)[14:16].cast("H")
+        self._tail = 0  # Written up to here; published up to _tail_view.
         # The memory address of each buffer id.
         self.addresses = self.base + np.arange(count, dtype=np.uint64) * np.uint64(size)
         registration = _BufReg(ring_addr=_address(self._entries_map), ring_entries=count,
                                bgid=group)
         ring._register(_REGISTER_PBUF_RING, registration, 1)
         self._registered = True
+        self.entries["len"] = size
         self.recycle(np.arange(count, dtype=np.uint16))
 
-    def recycle(self, bids: np.ndarray) -> None:
-        """Hand buffers back to the kernel."""
+    def recycle(self, bids: np.ndarray, publish: bool = True) -> None:
+        """Hand buffers back to the kernel (with `publish` false: once `publish` is called)."""
         count = len(bids)
-        if not count:
-            return
-        start = self._tail & (self.count - 1)
-        if self._filled and start + count <= self.count:
-            # The usual case, in few numpy calls: one slice of entries, addresses looked up;
-            # every entry's `len` is already the buffer size (the kernel never writes them).
-            entries = self.entries[start:start + count]
-            entries["addr"] = self.addresses[bids]
-            entries["bid"] = bids
-        else:
-            slots = (self._tail + np.arange(count, dtype=np.uint32)) & (self.count - 1)
-            self.entries["addr"][slots] = self.addresses[bids]
-            self.entries["len"][slots] = self.size
-            self.entries["bid"][slots] = bids
-            self._filled = True
-        self._tail = (self._tail + count) & 0xFFFF
-        self._tail_view[0] = self._tail
+        if count:
+            start = self._tail & (self.count - 1)
+            if start + count <= self.count:  # The usual case: one slice of entries.
+                entries = self.entries[start:start + count]
+                entries["addr"] = self.addresses[bids]
+                entries["bid"] = bids
+            else:
+                slots = (self._tail + np.arange(count, dtype=np.uint32)) & (self.count - 1)
+                self.entries["addr"][slots] = self.addresses[bids]
+                self.entries["bid"][slots] = bids
+            self._tail = (self._tail + count) & 0xFFFF
+        if publish:
+            self.publish()
 
-    def recycle_few(self, bids: list[int]) -> None:
-        """`recycle` for a handful of buffers, without numpy's cost per call."""
-        pack = _BUF_ENTRY.pack_into
-        view = self._entries_view
-        mask = self.count - 1
-        base, size, tail = self.base, self.size, self._tail
-        for bid in bids:
-            pack(view, (tail & mask) * 16, base + bid * size, size, bid)
-            tail += 1
-        self._tail = tail & 0xFFFF
+    @property
+    def tail(self) -> int:
+        """Where the next buffer handed back goes (its entry is `tail & (count - 1)`)."""
+        return self._tail
+
+    def written(self, count: int) -> None:
+        """The caller wrote `count` entries from `tail` on (published with the next `publish`)."""
+        self._tail = (self._tail + count) & 0xFFFF
+
+    def publish(self) -> None:
+        """Let the kernel take every buffer written so far."""
         self._tail_view[0] = self._tail
 
     def close(self) -> None:

@@ -11,16 +11,17 @@ import socket
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 
-from cms.media.fastpath import FastPath
+from cms.media import uring_reactor
 from cms.media.formats import PCMA, PCMU, MediaFormat
 from cms.media.ports import bind_udp
 from cms.media.relay import Leg, bridge
 from cms.media.rtp import RtpPacket
 from cms.media.service import MediaService
 from cms.media.stats import StreamStats
-from cms.media.uring_reactor import _SEND, UringEndpoint, UringReactor
+from cms.media.uring_reactor import UringEndpoint, UringReactor
 from cms.net.uring import Ring
 
 pytestmark = pytest.mark.skipif(not Ring.available(), reason="no io_uring here")
@@ -81,22 +82,21 @@ async def settle(service: MediaService) -> None:
     await asyncio.sleep(0)
 
 
-def run(scenario: Callable[[MediaService], Awaitable[Any]], **options: Any) -> Any:
+def run(scenario: Callable[[MediaService], Awaitable[Any]], chunk: int | None = None,
+        **options: Any) -> Any:
+    """`scenario` on a started MediaService; `chunk`: completions per compiled call."""
     async def main() -> Any:
         service = MediaService("127.0.0.1", (0, 0), **options)
         service.start()
+        if chunk is not None:
+            service.reactor = UringReactor()
+            service.reactor.chunk = chunk
         try:
             return await scenario(service)
         finally:
             service.close()
 
     return asyncio.run(main())
-
-
-@pytest.fixture(autouse=True)
-def vectorised(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every batch through the vectorised path, however small (tests send few packets)."""
-    monkeypatch.setattr("cms.media.uring_reactor.MIN_BATCH", 1)
 
 
 @pytest.fixture
@@ -191,25 +191,47 @@ def bridged_pair(service: MediaService) -> tuple[Leg, Leg, Phone, Phone]:
     return a, b, phone_a, phone_b
 
 
+def calls_seen(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, list[int]]]:
+    """From now on, per call of the compiled loop: the chunks it took and the receiving slots
+    of the completions it consumed."""
+    calls: list[tuple[int, list[int]]] = []
+    relay_ring = uring_reactor.relay_ring
+
+    def recording(fd: int, words: Any, index: Any, cqes: Any, *args: Any) -> Any:
+        head = int(words[index[2]])
+        result = relay_ring(fd, words, index, cqes, *args)
+        count = (int(words[index[2]]) - head) & 0xFFFFFFFF
+        rows = cqes[(head + np.arange(count)) & (len(cqes) - 1)]
+        receives = rows[(rows[:, 0] >> 62) & 3 == 0]
+        calls.append((result[1], (receives[:, 0] & 0xFFFFFFFF).tolist()))
+        return result
+
+    monkeypatch.setattr(uring_reactor, "relay_ring", recording)
+    return calls
+
+
 @pytest.mark.parametrize("kernel_filter", [False, True], ids=["companion", "kernel-filter"])
+@pytest.mark.parametrize("chunk", [1, None], ids=["one-per-chunk", "whole-chunks"])
 def test_relayed_bytes_and_statistics_equal_the_per_packet_path(
-        deterministic: FakeClock, monkeypatch: pytest.MonkeyPatch, kernel_filter: bool) -> None:
-    """The vectorised path against the epoll reactor's, on the same traffic and clock."""
+        deterministic: FakeClock, monkeypatch: pytest.MonkeyPatch, kernel_filter: bool,
+        chunk: int | None) -> None:
+    """The compiled path against the epoll reactor's, on the same traffic and clock, with
+    completions taken one per chunk and as many as there are."""
     (out_old, stats_old, _) = run(mixed_traffic(deterministic), uring=False,
                                   kernel_filter=kernel_filter)
     deterministic.now = 1000.0
     counter = itertools.count(0x10203)  # The same outbound SSRCs and starting points again.
     monkeypatch.setattr("cms.media.stream.secrets.randbits",
                         lambda bits: (next(counter) * 0x9E3779B1) & ((1 << bits) - 1))
-    rounds = []
-    several = FastPath._rounds
-    monkeypatch.setattr(FastPath, "_rounds",
-                        lambda self, *args: rounds.append(1) or several(self, *args))
-    (out_new, stats_new, counters) = run(mixed_traffic(deterministic),
+    calls = calls_seen(monkeypatch)
+    (out_new, stats_new, counters) = run(mixed_traffic(deterministic), chunk,
                                          kernel_filter=kernel_filter)
 
     assert counters["relayed_fast"] > 10 and counters["relayed_slow"] > 5
-    assert rounds  # Batches held several packets of one leg.
+    if chunk == 1:
+        assert all(len(slots) <= chunks for chunks, slots in calls)
+    else:  # Chunks held several packets of one leg.
+        assert any(chunks == 1 and len(set(slots)) < len(slots) for chunks, slots in calls)
     assert len(out_new[1]) > 25
     assert out_new == out_old  # Byte for byte, in order, on both phones.
     for old, new in zip(stats_old, stats_new, strict=True):  # Ports differ, nothing else.
@@ -217,27 +239,6 @@ def test_relayed_bytes_and_statistics_equal_the_per_packet_path(
     received: StreamStats = stats_new[0].received
     assert received.duplicates == 2 and received.packets_lost == 6 and received.restarts == 2
     assert stats_new[0].digits
-
-
-def test_small_batches_are_relayed_one_by_one_with_the_same_result(
-        deterministic: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
-    (out_old, stats_old, _) = run(mixed_traffic(deterministic), uring=False)
-    deterministic.now = 1000.0
-    counter = itertools.count(0x10203)
-    monkeypatch.setattr("cms.media.stream.secrets.randbits",
-                        lambda bits: (next(counter) * 0x9E3779B1) & ((1 << bits) - 1))
-    monkeypatch.setattr("cms.media.uring_reactor.MIN_BATCH", 1000)
-    vectorised = []
-    relay = FastPath.relay
-    monkeypatch.setattr(FastPath, "relay",
-                        lambda self, *args: vectorised.append(1) or relay(self, *args))
-    (out_new, stats_new, counters) = run(mixed_traffic(deterministic))
-
-    assert not vectorised
-    assert counters["relayed_fast"] > 10 and counters["relayed_slow"] > 5
-    assert out_new == out_old
-    for old, new in zip(stats_old, stats_new, strict=True):
-        assert dataclasses.replace(new, local=old.local, remote=old.remote) == old
 
 
 def test_transcoding_legs_take_the_per_packet_path() -> None:
@@ -350,7 +351,8 @@ def test_closing_a_leg_cancels_its_receive_and_frees_its_slot_and_port() -> None
     run(scenario)
 
 
-def test_sends_the_kernel_refuses_are_counted_as_errors() -> None:
+@pytest.mark.parametrize("chunk", [1, None], ids=["one-per-chunk", "whole-chunks"])
+def test_sends_the_kernel_refuses_are_counted_as_errors(chunk: int | None) -> None:
     async def scenario(service: MediaService) -> None:
         a, b, phone_a, phone_b = bridged_pair(service)
         phone_a.send(a)
@@ -370,25 +372,7 @@ def test_sends_the_kernel_refuses_are_counted_as_errors() -> None:
         phone_a.close()
         phone_b.close()
 
-    run(scenario)
-
-
-def test_a_failed_send_completing_in_a_small_chunk_is_counted_as_an_error() -> None:
-    async def scenario(service: MediaService) -> None:
-        a, b, phone_a, phone_b = bridged_pair(service)
-        phone_a.send(a)
-        await settle(service)
-        reactor = service.reactor
-        assert isinstance(reactor, UringReactor)
-        slot = b.endpoint.slot  # type: ignore[attr-defined]
-        failed = reactor._user_data(_SEND, slot)
-        reactor._one_by_one([(failed, -errno.EDESTADDRREQ, 0)])  # As the ring posts it.
-        stats = b.stats()
-        assert (stats.packets_sent, stats.send_errors) == (0, 1)
-        phone_a.close()
-        phone_b.close()
-
-    run(scenario)
+    run(scenario, chunk)
 
 
 def test_the_plain_path_when_io_uring_is_turned_off() -> None:
@@ -441,8 +425,10 @@ def test_a_leg_opened_by_a_packet_handler_grows_the_table_under_traffic() -> Non
         for _ in range(3):
             phone_a.send(a)
         await settle(service)
-        for batch_size in (1000, 1):  # One by one, then vectorised.
-            service.reactor.min_batch = batch_size  # type: ignore[union-attr]
+        reactor = service.reactor
+        assert isinstance(reactor, UringReactor)
+        for chunk in (1, reactor.chunk):  # One completion per chunk, then all at once.
+            reactor.chunk = chunk
             opened.clear()
             phone_a.send(a, pt=101, payload=bytes([5, 0x80, 0, 160]))
             for _ in range(5):

@@ -157,26 +157,35 @@ def test_a_channel_whose_reads_carry_no_receive_time_fails_to_connect(
     run(None, main)
 
 
-@pytest.mark.parametrize("factory", loop_factories())
-def test_a_long_poll_client_asks_again_after_the_cursor_of_each_page(factory: Any) -> None:
-    requests: list[bytes] = []
+def _poll_pages(pages: int, asked: list[tuple[float, bytes]]) -> Any:
+    """A server handler answering `pages` poll requests, each with one event and next=8;
+    notes when each request came, and what it was."""
     body = b'{"events":[' + EVENT + b'],"next":8}'
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        for _ in range(2):
-            requests.append(await reader.readuntil(b"\r\n\r\n"))
+        for _ in range(pages):
+            request = await reader.readuntil(b"\r\n\r\n")
+            asked.append((time.monotonic(), request))
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                          b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
             await writer.drain()
         await reader.read()
 
+    return handler
+
+
+@pytest.mark.parametrize("factory", loop_factories())
+def test_a_long_poll_client_asks_again_after_the_cursor_of_each_page(factory: Any) -> None:
+    asked: list[tuple[float, bytes]] = []
+
     async def main() -> None:
-        server, client = await _connect("poll", handler)
+        server, client = await _connect("poll", _poll_pages(2, asked))
         await client.ready
-        while len(requests) < 2 or len(client.hits) < 2:
+        while len(asked) < 2 or len(client.hits) < 2:
             await asyncio.sleep(0.01)
         client.close()
         server.close()
+        requests = [request for _, request in asked]
         assert b"after=" not in requests[0]
         assert b"GET /api/v1/events?wait=30&limit=1000&after=8 " in requests[1]
         assert client.untimed == 0
@@ -192,19 +201,9 @@ def test_an_interval_poll_client_asks_without_waiting_once_per_interval(
 
     monkeypatch.setitem(scripts.cti_load.POLL_INTERVALS, "poll-1s", 0.2)
     asked: list[tuple[float, bytes]] = []
-    body = b'{"events":[' + EVENT + b'],"next":8}'
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        for _ in range(3):
-            request = await reader.readuntil(b"\r\n\r\n")
-            asked.append((time.monotonic(), request))
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
-            await writer.drain()
-        await reader.read()
 
     async def main() -> None:
-        server, client = await _connect("poll-1s", handler)
+        server, client = await _connect("poll-1s", _poll_pages(3, asked))
         await client.ready
         while len(asked) < 3:
             await asyncio.sleep(0.01)

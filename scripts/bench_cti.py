@@ -54,6 +54,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from cms.net.batch_write import BatchWriter
+
 from .bench import (
     HOST,
     BenchError,
@@ -68,12 +70,11 @@ from .bench import (
 )
 from .bench_common import conditions, conditions_line, cores, read_line
 from .cti_load import POLL_INTERVALS
-from .tcp_floor import Floor
 from .tcp_floor import measure as measure_floor
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "bench-cti-key"
-KINDS = ("ws", "sse", "poll", "poll-1s")
+KINDS = ("ws", "sse", "poll", *POLL_INTERVALS)
 PUSH_KINDS = ("ws", "sse")
 CLIENTS = 500
 CLIENT_PROCESSES = 2
@@ -399,7 +400,8 @@ def run_cti_bench(cms_path: str, quick: bool, workdir: Path, extra_args: tuple[s
             f"{med['commit_ms']:.2f} + to loop {med['to_loop_ms']:.2f} ms and server fan-out "
             f"{med['fanout_ms']:.2f} ms per batch, {med['fanout_cpu_ms']:.2f} ms of it CPU); "
             f"target p99 <= {target:g} ms on the socket arrival: {met}")
-    floor = _kernel_floor(clients) if any(k in kinds for k in PUSH_KINDS) else None
+    pushing = BatchWriter.available() and any(kind in PUSH_KINDS for kind in kinds)
+    floor = measure_floor(clients) if pushing else None
     if floor is not None:
         say("  " + floor.line())
         summary.append(f"cti push {floor.line()}: the last client's share of any push "
@@ -414,13 +416,6 @@ def run_cti_bench(cms_path: str, quick: bool, workdir: Path, extra_args: tuple[s
         "target_p99_ms": TARGET_P99_MS,
         "summary": summary,
     }
-
-
-def _kernel_floor(clients: int) -> Floor | None:
-    # What the push's fan-out costs the kernel alone on this machine (scripts/tcp_floor).
-    from cms.net.batch_write import BatchWriter
-
-    return measure_floor(clients) if BatchWriter.available() else None
 
 
 def run_journal_bench(quick: bool, runs: int | None = None) -> dict[str, Any]:

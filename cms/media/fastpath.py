@@ -32,13 +32,20 @@ import numpy as np
 from llvmlite import ir
 from numba.core.extending import intrinsic
 
-from cms.net.uring import ENTER_GETEVENTS, MSG_DONTWAIT, OP_SEND, SQE_CQE_SKIP_SUCCESS
+from cms.net.uring import (
+    CQE_F_BUFFER,
+    CQE_F_MORE,
+    ENTER_GETEVENTS,
+    MSG_DONTWAIT,
+    OP_SEND,
+    SQE_CQE_SKIP_SUCCESS,
+    SYS_IO_URING_ENTER,
+)
 
 from .formats import CLOCK_RATE
+from .rtp import HEADER_SIZE
 from .slots import FLOAT, INT
 from .stats import _WINDOW, _WINDOW_MASK, MAX_DROPOUT
-
-HEADER_SIZE = 12  # The fixed RTP header (RFC 3550 5.1).
 
 # user_data of a ring entry: bits 62-63 its kind, 48-61 the slot's generation, 0-31 the slot.
 RECV, SEND, CANCEL = 0, 1, 2
@@ -46,7 +53,6 @@ KIND_SHIFT = 62
 GEN_SHIFT = 48
 GEN_MASK = 0x3FFF
 SLOT_MASK = 0xFFFFFFFF
-_CQE_F_BUFFER, _CQE_F_MORE = 1, 2
 
 # A relayed packet's send entry as the 8 little-endian words of an io_uring_sqe: opcode,
 # flags, ioprio, fd | off | addr | len, msg_flags | user_data | the rest zero.
@@ -112,11 +118,11 @@ def relay_chunk(cqes: np.ndarray, head: int, count: int, ints: np.ndarray,
             continue
         if kind != RECV:
             continue
-        if live and not flags & _CQE_F_MORE:
+        if live and not flags & CQE_F_MORE:
             out[3, ends] = slot
             out[4, ends] = result
             ends += 1
-        if not flags & _CQE_F_BUFFER:
+        if not flags & CQE_F_BUFFER:
             continue
         bid = flags >> 16
         if not live:
@@ -203,9 +209,9 @@ def relay_chunk(cqes: np.ndarray, head: int, count: int, ints: np.ndarray,
     return sends, recycled, slows, ends, fails
 
 
-# x86-64 Linux system calls, made from compiled code (io_uring is used on x86-64 only).
+# x86-64 Linux system calls made from compiled code (io_uring is used on x86-64 only;
+# io_uring_enter's number is cms.net.uring's).
 _SYS_CLOCK_GETTIME = 228
-_SYS_IO_URING_ENTER = 426
 _CLOCK_MONOTONIC = 1
 # Why relay_ring returned.
 IDLE = 0  # No completions left (after entering the kernel once to collect held-back ones).
@@ -272,7 +278,7 @@ def relay_ring(fd: int, words: np.ndarray, index: np.ndarray, cqes: np.ndarray,
         ready = (np.int64(words[cq_tail_word]) - head) & 0xFFFFFFFF
         if not ready:
             # Completions the kernel holds back (task work not run yet) are posted on entry.
-            _syscall(_SYS_IO_URING_ENTER, fd, 0, 0, ENTER_GETEVENTS, 0, 0)
+            _syscall(SYS_IO_URING_ENTER, fd, 0, 0, ENTER_GETEVENTS, 0, 0)
             ready = (np.int64(words[cq_tail_word]) - head) & 0xFFFFFFFF
             if not ready:
                 status = IDLE
@@ -294,7 +300,7 @@ def relay_ring(fd: int, words: np.ndarray, index: np.ndarray, cqes: np.ndarray,
         pending += sends
         buffer_tail = (buffer_tail + recycled) & 0xFFFF
         if pending:
-            submitted = _syscall(_SYS_IO_URING_ENTER, fd, pending, 0, 0, 0, 0)
+            submitted = _syscall(SYS_IO_URING_ENTER, fd, pending, 0, 0, 0, 0)
             if submitted < 0:
                 status = REFUSED
                 break

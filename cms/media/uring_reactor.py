@@ -7,12 +7,12 @@ every completion the ring holds, in chunks, in compiled code (see cms.media.fast
 reads the completions in place, does the relay's common case and queues its sends straight
 from the receive buffers, submitted with one io_uring_enter per chunk; any other packet is
 copied into the reactor's shared buffer and handed to the endpoint's usual per-packet path,
-so its behaviour is unchanged. Sockets that hear strangers (a leg's
-shared port, latching legs) stay on the epoll set.
+so its behaviour is unchanged. Sockets that hear strangers (a leg's shared port, latching
+legs) stay on the epoll set.
 
-user_data of an entry: bits 62-63 its kind, bits 48-61 the slot's generation when it was
-queued (a completion from before the slot's receive was cancelled or the slot reused is
-recognised and only its buffer recycled), bits 0-31 the slot.
+user_data of an entry (laid out in cms.media.fastpath) carries the slot's generation when
+it was queued: a completion from before the slot's receive was cancelled or the slot
+reused is recognised and only its buffer recycled.
 
 A relayed packet's buffer is recycled as soon as the submission that sends it returns: the
 send carries MSG_DONTWAIT, which makes io_uring complete it inline (REQ_F_NOWAIT: a full
@@ -236,8 +236,9 @@ class UringReactor(EpollReactor):
         # Up to `budget` chunks of completions through the compiled loop, then in Python
         # what the last one left, in order: why it stopped and how many chunks it took.
         ring, pool, table = self.ring, self.pool, self.table
-        ints = table.ints  # Looked up per call: a handler may open legs, and a growing
-        if len(self._blocked) < len(ints):  # table moves.
+        # Looked up per call: a handler may open legs, and a growing table moves.
+        ints = table.ints
+        if len(self._blocked) < len(ints):
             self._blocked = np.zeros(len(ints), dtype=np.int64)
         clock = self.clock
         out = self._out

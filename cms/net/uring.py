@@ -37,7 +37,7 @@ import numpy as np
 
 # System call numbers (x86-64 and every architecture using the generic table).
 _SYS_IO_URING_SETUP = 425
-_SYS_IO_URING_ENTER = 426
+SYS_IO_URING_ENTER = 426
 _SYS_IO_URING_REGISTER = 427
 
 # io_uring_setup flags and features.
@@ -279,7 +279,7 @@ class Ring:
         pending = self._pending
         if not pending and not wait:
             return 0
-        submitted = _syscall(_SYS_IO_URING_ENTER, self.fd, pending, wait, flags, None, 0)
+        submitted = _syscall(SYS_IO_URING_ENTER, self.fd, pending, wait, flags, None, 0)
         if submitted < 0:
             err = ctypes.get_errno()
             if err in (errno.EINTR, errno.EAGAIN, errno.EBUSY):  # the caller comes back later
@@ -299,21 +299,16 @@ class Ring:
         """Completions waiting to be read."""
         return (self._cq_tail[0] - self._cq_head[0]) % (1 << 32)
 
-    def waiting(self) -> tuple[int, int]:
-        """The first waiting completion (its row is `head & (cq_entries - 1)`) and how many
-        wait from there on."""
-        head = self._cq_head[0]
-        return head, (self._cq_tail[0] - head) % (1 << 32)
-
     def flush(self) -> None:
         """Enter the kernel without submitting: completions it holds back as task work (see
         SETUP_COOP_TASKRUN) are posted, so `ready()` sees them."""
-        _syscall(_SYS_IO_URING_ENTER, self.fd, 0, 0, ENTER_GETEVENTS, None, 0)
+        _syscall(SYS_IO_URING_ENTER, self.fd, 0, 0, ENTER_GETEVENTS, None, 0)
 
     def completions(self, limit: int | None = None) -> np.ndarray:
         """A copy of every waiting completion (user_data, res, flags), or of the first
         `limit`, consumed."""
-        head, count = self.waiting()
+        head = self._cq_head[0]
+        count = (self._cq_tail[0] - head) % (1 << 32)
         if limit is not None:
             count = min(count, limit)
         if not count:
